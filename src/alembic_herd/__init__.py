@@ -1,0 +1,61 @@
+"""alembic-herd: safe Alembic migrations when many replicas start at once.
+
+One replica migrates under a database lock, the others wait until the schema is current,
+nothing is applied twice, and every failure says what happened::
+
+    import alembic_herd
+
+    outcome = alembic_herd.upgrade("alembic.ini")        # migrate or wait
+    alembic_herd.wait_until_current("alembic.ini")       # never migrates
+    print(alembic_herd.status("alembic.ini").pending)
+"""
+
+from ._durations import to_seconds
+from ._history import Attempt
+from ._outcome import Outcome, Status
+from ._runner import history, resolve, status, upgrade, wait_until_current
+from .errors import (
+    CommandFailedError,
+    ConfigurationError,
+    DatabaseAheadError,
+    DatabaseUnavailableError,
+    HerdError,
+    Holder,
+    IncompleteRevisionError,
+    LeaderFailedError,
+    LockLostError,
+    LockTimeoutError,
+    MigrationError,
+    RevisionNotFoundError,
+    UnsupportedDialectError,
+    WaitTimeoutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "CommandFailedError",
+    "ConfigurationError",
+    "DatabaseAheadError",
+    "DatabaseUnavailableError",
+    "HerdError",
+    "Holder",
+    "IncompleteRevisionError",
+    "LeaderFailedError",
+    "LockLostError",
+    "LockTimeoutError",
+    "MigrationError",
+    "Outcome",
+    "RevisionNotFoundError",
+    "Status",
+    "UnsupportedDialectError",
+    "WaitTimeoutError",
+    "__version__",
+    "history",
+    "resolve",
+    "status",
+    "to_seconds",
+    "upgrade",
+    "wait_until_current",
+]

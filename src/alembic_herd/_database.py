@@ -1,0 +1,185 @@
+"""Connections herd opens itself: URL handling, engines, transient-error classification.
+
+herd never uses the application's engine for coordination. It opens its own connections
+(``NullPool``, autocommit) so that a waiter holds no open transaction in the migrated
+database, and a leader's lock lives on a connection that Alembic never touches.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
+
+from .errors import ConfigurationError, DatabaseUnavailableError
+
+HOST = socket.gethostname()
+PID = os.getpid()
+
+# Async drivers an env.py may use, and the sync driver herd uses for the same database.
+_SYNC_DRIVERS = {
+    "asyncpg": "psycopg",
+    "psycopg_async": "psycopg",
+    "aiomysql": "pymysql",
+    "asyncmy": "pymysql",
+    "aiosqlite": "pysqlite",
+}
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse ``url``, refusing malformed ones with a message that never shows the password."""
+    if isinstance(url, URL):
+        return url
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigurationError(
+            f"database URL {mask_text(url)!r} is malformed; expected "
+            "dialect+driver://user:password@host:port/database, e.g. "
+            "postgresql+psycopg://app@db:5432/app"
+        ) from exc
+    return parsed
+
+
+def sync_url(url: URL) -> URL:
+    """The same database, reached through a synchronous driver herd can drive."""
+    dialect, _, driver = url.drivername.partition("+")
+    if driver in _SYNC_DRIVERS:
+        sync = _SYNC_DRIVERS[driver]
+        if sync == "psycopg" and not _importable("psycopg"):
+            sync = "psycopg2"
+        return url.set(drivername=f"{dialect}+{sync}")
+    if dialect == "postgresql" and not driver and not _importable("psycopg2"):
+        return url.set(drivername="postgresql+psycopg")
+    if dialect in ("mysql", "mariadb") and not driver and not _importable("MySQLdb"):
+        return url.set(drivername=f"{dialect}+pymysql")
+    return url
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def display(url: URL) -> str:
+    """The URL with its password masked, safe for any log line or message."""
+    return url.render_as_string(hide_password=True)
+
+
+def mask_text(text: str, url: URL | str | None = None) -> str:
+    """Remove a password from free text (driver messages, malformed URLs)."""
+    import re
+
+    if isinstance(url, URL) and url.password:
+        text = text.replace(str(url.password), "***")
+    # user:password@ in anything that looks like a URL
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+def create_engine(url: URL, *, application_name: str | None = None) -> Engine:
+    """An engine for herd's own connections: no pool, autocommit, short connect timeout."""
+    url = sync_url(url)
+    connect_args: dict[str, Any] = {}
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        connect_args["connect_timeout"] = 10
+        connect_args["application_name"] = (application_name or f"herd {HOST} {PID}")[:63]
+        # Server-side keepalives: a leader cut off from the network loses its session
+        # (and so its advisory lock) in about a minute instead of the OS default of 2 h.
+        connect_args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5,
+                            keepalives_count=3)
+    elif backend in ("mysql", "mariadb"):
+        connect_args["connect_timeout"] = 10
+    elif backend == "sqlite":
+        connect_args["timeout"] = 30
+    try:
+        return sa.create_engine(
+            url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=connect_args
+        )
+    except NoSuchModuleError as exc:
+        raise ConfigurationError(
+            f"database URL {display(url)!r}: SQLAlchemy has no dialect {url.drivername!r}; "
+            "use postgresql, mysql, mariadb or sqlite (with a driver installed)"
+        ) from exc
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"database URL {display(url)!r} needs the Python driver {exc.name!r}; install it "
+            "(e.g. pip install 'alembic-herd[postgresql]' or 'alembic-herd[mysql]')"
+        ) from exc
+
+
+# SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) that clear up on their own.
+_PG_TRANSIENT_PREFIXES = ("08", "53", "57P")
+_PG_FATAL = {"28P01", "28000", "3D000", "42501"}
+_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+_MYSQL_FATAL = {1044, 1045, 1049, 1698}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` is a connection problem that may clear up by itself."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if sqlstate:
+            if sqlstate in _PG_FATAL:
+                return False
+            return str(sqlstate).startswith(_PG_TRANSIENT_PREFIXES)
+        args = getattr(orig, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0] in _MYSQL_TRANSIENT
+        text = str(orig).lower()
+        if any(word in text for word in ("password", "does not exist", "denied", "unknown database")):
+            return False
+        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def driver_message(exc: BaseException, url: URL | None = None) -> str:
+    """The first meaningful line of a driver error, password removed."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(orig).__name__
+    # psycopg puts 'connection to server ... failed:' first and the reason after it.
+    if first.endswith("failed:") and len(lines) > 1:
+        first = f"{first} {lines[1]}"
+    return mask_text(first, url)
+
+
+def unavailable(exc: BaseException, url: URL) -> DatabaseUnavailableError:
+    """Translate a connection failure into one clear line."""
+    reason = driver_message(exc, url)
+    lowered = reason.lower()
+    if "password" in lowered or "access denied" in lowered or "authentication" in lowered:
+        hint = "check the user and password (HERD_DATABASE_URL / --url)"
+    elif "does not exist" in lowered or "unknown database" in lowered:
+        hint = "create the database or fix its name in the URL"
+    else:
+        hint = "check that the server is running and reachable from here"
+    return DatabaseUnavailableError(f"database {display(url)!r} unavailable: {reason}; {hint}")
+
+
+@contextmanager
+def connect(engine: Engine) -> Iterator[Connection]:
+    """One connection; connection failures become :class:`DatabaseUnavailableError`."""
+    try:
+        conn = engine.connect()
+    except DBAPIError as exc:
+        raise unavailable(exc, engine.url) from exc
+    try:
+        yield conn
+    finally:
+        try:
+            conn.close()
+        except DBAPIError:
+            pass  # the server is gone; nothing left to release

@@ -1,0 +1,288 @@
+"""The migration environment: Alembic config, the script directory, and where the database's
+version table lives.
+
+Everything here is resolved once per call of the public API. Nothing touches the database:
+the version table's name and schema are learnt by running ``env.py`` in Alembic's *offline*
+mode (no connection, no DDL), so that probing cannot itself race with another replica.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import MultipleHeads, ResolutionError, RevisionError
+from alembic.util import CommandError
+from sqlalchemy.engine import URL, Connection
+
+from ._database import parse_url
+from .errors import ConfigurationError, DatabaseAheadError, RevisionNotFoundError
+
+log = logging.getLogger("alembic_herd")
+
+DEFAULT_VERSION_TABLE = "alembic_version"
+
+
+def load_config(config: Config | str | os.PathLike[str]) -> Config:
+    """An Alembic ``Config`` from a ``Config`` or the path of an alembic.ini."""
+    if isinstance(config, Config):
+        return config
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigurationError(
+            f"Alembic config {str(path)!r} not found; pass -c/--config with the path of your "
+            "alembic.ini (or set ALEMBIC_CONFIG)"
+        )
+    return Config(str(path))
+
+
+class Captured:
+    """What env.py passed to ``context.configure()``."""
+
+    url: str | URL | None = None
+    connection: Connection | None = None
+
+
+def capturing_context(config: Config, script: ScriptDirectory,
+                      **kw: Any) -> tuple[EnvironmentContext, Captured]:
+    """An EnvironmentContext whose ``configure()`` also records the URL or connection.
+
+    The wrapper is set on the instance: Alembic installs the instance's bound methods as
+    the ``alembic.context`` module proxy, so env.py calls it transparently.
+    """
+    ctx = EnvironmentContext(config, script, **kw)
+    captured = Captured()
+    original = ctx.configure
+
+    def configure(connection: Connection | None = None, url: str | URL | None = None,
+                  **options: Any) -> None:
+        captured.url = url
+        captured.connection = connection
+        original(connection=connection, url=url, **options)
+
+    ctx.configure = configure  # type: ignore[method-assign]
+    return ctx, captured
+
+
+@dataclass
+class Environment:
+    """What herd needs to know about one Alembic project."""
+
+    config: Config
+    script: ScriptDirectory
+    url: URL | None
+    version_table: str = DEFAULT_VERSION_TABLE
+    version_table_schema: str | None = None
+    transactional_ddl: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def qualified_version_table(self) -> str:
+        if self.version_table_schema:
+            return f"{self.version_table_schema}.{self.version_table}"
+        return self.version_table
+
+    # -- the static revision graph -------------------------------------------------------
+
+    def script_heads(self) -> tuple[str, ...]:
+        try:
+            return tuple(self.script.get_heads())
+        except Exception as exc:  # a revision file that does not import, a cycle, ...
+            raise script_error(exc, self.config) from exc
+
+    def target_revisions(self, target: str) -> tuple[str, ...]:
+        """The revision ids ``target`` names (``head``, ``heads``, ``branch@head``, an id)."""
+        try:
+            revs = self.script.get_revisions(target)
+        except MultipleHeads as exc:
+            raise RevisionNotFoundError(
+                f"target {target!r} is ambiguous: the scripts have several heads "
+                f"({', '.join(sorted(self.script_heads()))}); use 'heads' for all of them or "
+                "'branch@head' for one"
+            ) from exc
+        except (ResolutionError, RevisionError, CommandError) as exc:
+            raise RevisionNotFoundError(
+                f"target revision {target!r} not found in {self.script.dir!r}: {exc}; "
+                "check the id with 'alembic history'"
+            ) from exc
+        except Exception as exc:
+            raise script_error(exc, self.config) from exc
+        return tuple(r.revision for r in revs if r is not None)
+
+    def pending(self, db_heads: tuple[str, ...], target: str) -> tuple[str, ...]:
+        """Revisions an upgrade from ``db_heads`` to ``target`` would apply, in order."""
+        self.target_revisions(target)  # friendly errors for a bad target first
+        unknown = tuple(h for h in db_heads if not self._known(h))
+        if unknown:
+            raise DatabaseAheadError(
+                f"database version table {self.qualified_version_table!r} is at "
+                f"{', '.join(unknown)}, which the scripts in {self.script.dir!r} do not contain; "
+                "this code is older than the database (a rollback or rolling deploy?) - deploy "
+                "code that has these revisions",
+                unknown=unknown,
+            )
+        try:
+            revs = self.script.iterate_revisions(target, db_heads, implicit_base=True)
+            return tuple(r.revision for r in reversed(list(revs)) if r is not None)
+        except RevisionError as exc:
+            raise RevisionNotFoundError(
+                f"cannot upgrade from {', '.join(db_heads) or 'an empty database'} to "
+                f"{target!r}: {exc}"
+            ) from exc
+
+    def applied(self, db_heads: tuple[str, ...]) -> set[str]:
+        """Every revision the database has, given its heads (the heads and their ancestors)."""
+        if not db_heads:
+            return set()
+        revs = self.script.iterate_revisions(db_heads, "base", implicit_base=True)
+        return {r.revision for r in revs if r is not None}
+
+    def _known(self, rev: str) -> bool:
+        try:
+            return self.script.revision_map.get_revision(rev) is not None
+        except (ResolutionError, RevisionError):
+            return False
+
+
+def script_error(exc: BaseException, config: Config) -> ConfigurationError:
+    """A broken migration script (syntax error, import error) as one clear line."""
+    where = config.get_main_option("script_location")
+    detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        detail = f"SyntaxError in {exc.filename} line {exc.lineno}: {exc.msg}"
+    return ConfigurationError(
+        f"migration scripts in {where!r} could not be loaded ({detail}); fix the revision file"
+    )
+
+
+def load_environment(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+) -> Environment:
+    """Resolve the Alembic project and the database URL herd will coordinate on.
+
+    URL precedence: ``url`` argument, ``config.attributes['connection']``, the config's
+    ``sqlalchemy.url`` (also as set by env.py at import time), then whatever env.py passes to
+    ``context.configure(url=...)`` in offline mode. An explicit ``url`` is also written to the
+    config's ``sqlalchemy.url`` so that a standard env.py migrates the same database.
+    """
+    cfg = load_config(config)
+    where = cfg.get_main_option("script_location")
+    if not where:
+        raise ConfigurationError(
+            f"Alembic config {cfg.config_file_name!r} has no script_location; add "
+            "'script_location = migrations' (the folder with env.py) under [alembic]"
+        )
+    try:
+        script = ScriptDirectory.from_config(cfg)
+    except CommandError as exc:
+        raise ConfigurationError(
+            f"script_location {where!r} is not an Alembic migrations folder ({exc}); fix "
+            "script_location in the config or create it with 'alembic init'"
+        ) from exc
+
+    explicit: URL | None = parse_url(url) if url is not None else None
+    if explicit is not None:
+        cfg.set_main_option(
+            "sqlalchemy.url", explicit.render_as_string(hide_password=False).replace("%", "%%")
+        )
+
+    env = Environment(config=cfg, script=script, url=explicit)
+    probe = _probe(env)
+    env.version_table = version_table or probe.get("version_table") or DEFAULT_VERSION_TABLE
+    env.version_table_schema = version_table_schema or probe.get("version_table_schema")
+    env.transactional_ddl = probe.get("transactional_ddl")
+
+    if env.url is None:
+        conn = cfg.attributes.get("connection")
+        if isinstance(conn, Connection):
+            env.url = conn.engine.url
+    if env.url is None:
+        ini_url = cfg.get_main_option("sqlalchemy.url")
+        if ini_url:
+            env.url = parse_url(ini_url)
+    if env.url is None and probe.get("url"):
+        env.url = parse_url(probe["url"])
+    if env.url is None:
+        raise ConfigurationError(
+            "no database URL: pass --url, set HERD_DATABASE_URL or DATABASE_URL, or set "
+            "sqlalchemy.url in alembic.ini"
+        )
+    return env
+
+
+def _probe(env: Environment) -> dict[str, Any]:
+    """Run env.py in offline mode to learn the version table's name and schema.
+
+    Offline mode never connects, so this cannot race. env.py files whose offline branch
+    fails are tolerated: herd then uses the defaults (or the explicit options).
+    """
+    found: dict[str, Any] = {}
+
+    def capture(rev: Any, context: Any) -> list[Any]:
+        found["version_table"] = context.version_table
+        found["version_table_schema"] = context.version_table_schema
+        found["transactional_ddl"] = bool(context.impl.transactional_ddl)
+        return []
+
+    ctx, captured = capturing_context(
+        env.config, env.script, fn=capture, as_sql=True, output_buffer=io.StringIO(),
+        destination_rev="heads",
+    )
+    # env.py files commonly call logging.config.fileConfig(); keep the caller's logging.
+    saved = _logging_state()
+    try:
+        with ctx:
+            env.script.run_env()
+    except Exception as exc:  # offline branch unsupported by this env.py: use defaults
+        log.debug("offline probe of env.py failed (%s: %s); using defaults",
+                  type(exc).__name__, exc)
+        env.notes.append(f"env.py offline probe failed: {type(exc).__name__}")
+    finally:
+        _restore_logging(saved)
+    if captured.url is not None:
+        found["url"] = captured.url
+    return found
+
+
+def _logging_state() -> tuple[dict[str, tuple[int, list[logging.Handler], bool, bool]], int,
+                              list[logging.Handler]]:
+    root = logging.getLogger()
+    loggers = {
+        name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    return loggers, root.level, list(root.handlers)
+
+
+def _restore_logging(
+    state: tuple[dict[str, tuple[int, list[logging.Handler], bool, bool]], int,
+                 list[logging.Handler]],
+) -> None:
+    loggers, root_level, root_handlers = state
+    root = logging.getLogger()
+    root.setLevel(root_level)
+    root.handlers[:] = root_handlers
+    for name, lg in logging.Logger.manager.loggerDict.items():
+        if not isinstance(lg, logging.Logger):
+            continue
+        if name in loggers:
+            level, handlers, propagate, disabled = loggers[name]
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+            lg.disabled = disabled
+
+
+preserve_logging = (_logging_state, _restore_logging)

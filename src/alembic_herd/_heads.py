@@ -1,0 +1,43 @@
+"""The database's heads, read on herd's own autocommit connection.
+
+Readiness in Alembic's own terms: the revisions an upgrade to the target would apply is
+empty. Reading is one ``SELECT`` on the version table; only when that fails does herd ask
+whether the table exists at all (a fresh database).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from ._environment import Environment
+
+
+def version_table(env: Environment) -> sa.Table:
+    return sa.Table(
+        env.version_table,
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32)),
+        schema=env.version_table_schema,
+    )
+
+
+def read_heads(conn: Connection, env: Environment) -> tuple[str, ...]:
+    """The revisions in the version table, sorted; ``()`` when the table does not exist."""
+    table = version_table(env)
+    try:
+        rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        if _rollback_needed(conn):
+            conn.rollback()
+        if not sa.inspect(conn).has_table(env.version_table, schema=env.version_table_schema):
+            return ()
+        raise
+    return tuple(sorted(rows))
+
+
+def _rollback_needed(conn: Connection) -> bool:
+    return conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT"

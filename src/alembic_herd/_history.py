@@ -1,0 +1,215 @@
+"""The attempt log: one row per attempt per revision.
+
+Rows are written on the leader's lock connection (autocommit), outside the migration's own
+transaction, so a failure or a kill leaves its trace even when the migration is rolled back.
+SQLite allows one writer at a time, so there the rows are buffered and written once the
+migration has finished (``deferred``).
+
+Row states (``status``): ``running`` (started, not finished: the leader is migrating, or
+died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was applied inside a
+transaction that did not commit), ``interrupted`` (the leader died; the database rolled the
+revision back), ``resolved`` (an operator cleared a half-applied revision).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from ._database import HOST, PID, mask_text
+from ._tables import ensure_table
+
+DEFAULT_TABLE = "herd_history"
+_ERROR_CHARS = 2000
+
+_Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def history_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("scope", sa.String(191), nullable=False, index=True),
+        sa.Column("attempt", sa.String(32), nullable=False),
+        sa.Column("revision", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("started", _Timestamp, nullable=False),
+        sa.Column("finished", _Timestamp),
+        sa.Column("duration", sa.Float),
+        sa.Column("success", sa.Boolean),
+        sa.Column("error", sa.Text),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        schema=schema,
+    )
+
+
+@dataclass
+class Attempt:
+    """One row of the history table."""
+
+    revision: str
+    status: str
+    started: datetime
+    host: str
+    pid: int
+    attempt: str = ""
+    finished: datetime | None = None
+    duration: float | None = None
+    success: bool | None = None
+    error: str | None = None
+    id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "attempt": self.attempt,
+            "revision": self.revision,
+            "status": self.status,
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+            "duration": self.duration,
+            "success": self.success,
+            "error": self.error,
+            "host": self.host,
+            "pid": self.pid,
+        }
+
+
+def describe_error(exc: BaseException, url: Any = None) -> str:
+    """The first lines of an exception, password removed, bounded in size."""
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    lines = [line for line in text.splitlines() if line.strip()][:5]
+    return mask_text("\n".join(lines), url)[:_ERROR_CHARS]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class History:
+    """Reads and writes one scope's rows (a scope is one version table)."""
+
+    def __init__(self, conn: Connection, scope: str, *, table: str = DEFAULT_TABLE,
+                 schema: str | None = None, deferred: bool = False) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.table = history_table(table, schema)
+        self.deferred = deferred
+        self._pending: list[Attempt] = []
+
+    # -- writing (leader only, under the lock) ------------------------------------------
+
+    def ensure(self) -> None:
+        ensure_table(self.conn, self.table)
+
+    def start(self, attempt: str, revision: str) -> Attempt:
+        row = Attempt(revision=revision, status="running", started=datetime.now(UTC),
+                      host=HOST, pid=PID, attempt=attempt)
+        if self.deferred:
+            self._pending.append(row)
+        else:
+            result = self.conn.execute(self.table.insert().values(**self._values(row)))
+            row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        return row
+
+    def finish(self, row: Attempt, status: str, error: str | None = None) -> None:
+        row.finished = datetime.now(UTC)
+        row.duration = (row.finished - row.started).total_seconds()
+        row.status = status
+        row.success = status == "applied"
+        row.error = error
+        if not self.deferred:
+            self._update(row)
+
+    def restate(self, row: Attempt, status: str, error: str | None = None) -> None:
+        """Change a finished row's status (e.g. ``applied`` -> ``rolled back``)."""
+        row.status = status
+        row.success = status == "applied"
+        if error is not None:
+            row.error = error
+        if not self.deferred and row.id is not None:
+            self._update(row)
+
+    def flush(self) -> None:
+        """Write rows buffered in deferred mode."""
+        rows, self._pending = self._pending, []
+        for row in rows:
+            self.conn.execute(self.table.insert().values(**self._values(row)))
+
+    def _values(self, row: Attempt) -> dict[str, Any]:
+        values = row.as_dict()
+        del values["id"]
+        values.update(started=row.started, finished=row.finished, scope=self.scope)
+        return values
+
+    def _update(self, row: Attempt) -> None:
+        t = self.table
+        self.conn.execute(
+            t.update().where(t.c.id == row.id).values(
+                status=row.status, finished=row.finished, duration=row.duration,
+                success=row.success, error=row.error,
+            )
+        )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return sa.inspect(self.conn).has_table(self.table.name, schema=self.table.schema)
+
+    def rows(self, *, where: Sequence[Any] = (), limit: int | None = None,
+             newest_first: bool = True) -> list[Attempt]:
+        t = self.table
+        query = sa.select(t).where(t.c.scope == self.scope, *where)
+        query = query.order_by(t.c.id.desc() if newest_first else t.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        try:
+            result = self.conn.execute(query).mappings().all()
+        except DBAPIError:
+            if not self.exists():
+                return []
+            raise
+        return [
+            Attempt(
+                id=r["id"], attempt=r["attempt"], revision=r["revision"], status=r["status"],
+                started=_utc(r["started"]) or datetime.now(UTC), finished=_utc(r["finished"]),
+                duration=r["duration"], success=r["success"], error=r["error"],
+                host=r["host"], pid=r["pid"],
+            )
+            for r in result
+        ]
+
+    def last_id(self) -> int:
+        t = self.table
+        try:
+            value = self.conn.scalar(sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope))
+        except DBAPIError:
+            if not self.exists():
+                return 0
+            raise
+        return int(value or 0)
+
+    def failure_after(self, last_id: int) -> Attempt | None:
+        """The first failed attempt written after row ``last_id``."""
+        t = self.table
+        rows = self.rows(where=[t.c.id > last_id, t.c.status == "failed"], limit=1,
+                         newest_first=False)
+        return rows[0] if rows else None
+
+    def unfinished(self) -> list[Attempt]:
+        return self.rows(where=[self.table.c.status == "running"], newest_first=False)
+
+    def of_attempt(self, attempt: str) -> list[Attempt]:
+        return self.rows(where=[self.table.c.attempt == attempt], newest_first=False)

@@ -1,0 +1,188 @@
+"""Errors raised by alembic-herd, in one hierarchy.
+
+::
+
+    HerdError                       base; ``exit_code`` is what ``herd`` exits with
+    ├── ConfigurationError          bad input: alembic.ini, URL, duration, option   (exit 3)
+    │   ├── UnsupportedDialectError no lock backend for this database             (exit 3)
+    │   └── RevisionNotFoundError   target or script problem (multiple heads, ...)  (exit 3)
+    ├── DatabaseUnavailableError    cannot connect / authenticate (after retries)   (exit 4)
+    ├── DatabaseAheadError          database holds revisions this code lacks        (exit 5)
+    ├── LockTimeoutError            lock not acquired before the deadline           (exit 6)
+    ├── WaitTimeoutError            schema not current before the deadline          (exit 7)
+    ├── MigrationError              a migration raised while this process led       (exit 8)
+    ├── LeaderFailedError           another replica's migration failed              (exit 9)
+    ├── IncompleteRevisionError     half-applied revision on non-transactional DDL  (exit 10)
+    ├── LockLostError               the lock was lost while migrating (fencing)     (exit 11)
+    └── CommandFailedError          a wrapped migration command exited non-zero     (exit 12)
+
+Every message is one line: the object, what was expected or measured, and the next
+step. Messages never contain a password (URLs are rendered with the password masked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class HerdError(Exception):
+    """Base class of every error alembic-herd raises on purpose."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(HerdError):
+    """The configuration or an argument is wrong; nothing was changed."""
+
+    exit_code = 3
+
+
+class UnsupportedDialectError(ConfigurationError):
+    """No lock backend is registered for the database's dialect."""
+
+
+class RevisionNotFoundError(ConfigurationError):
+    """The target revision cannot be resolved against the migration scripts."""
+
+
+class DatabaseUnavailableError(HerdError):
+    """The database could not be reached or refused the credentials."""
+
+    exit_code = 4
+
+
+class DatabaseAheadError(HerdError):
+    """The database is at revisions that this code's migration scripts do not contain."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, unknown: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds (or last held) the migration lock, as far as the backend can tell."""
+
+    host: str | None = None
+    pid: int | None = None
+    since: datetime | None = None
+    detail: str | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.pid is not None:
+            parts.append(f"pid {self.pid}")
+        if self.host:
+            parts.append(f"on host {self.host}")
+        if self.since is not None:
+            parts.append(f"since {self.since.isoformat(timespec='seconds')}")
+        if self.detail and not parts:
+            parts.append(self.detail)
+        return " ".join(parts) if parts else "an unknown holder"
+
+
+class LockTimeoutError(HerdError):
+    """The migration lock was not acquired before the lock timeout."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, holder: Holder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class WaitTimeoutError(HerdError):
+    """The database did not become current before the timeout."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, pending: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
+class MigrationError(HerdError):
+    """A migration raised while this process was the leader."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, revision: str | None = None) -> None:
+        super().__init__(message)
+        self.revision = revision
+
+
+class LeaderFailedError(HerdError):
+    """Another replica led the migration and it failed; this one reports that failure."""
+
+    exit_code = 9
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        revision: str | None,
+        host: str | None,
+        pid: int | None,
+        at: datetime | None,
+        error: str | None,
+    ) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.host = host
+        self.pid = pid
+        self.at = at
+        self.error = error
+
+
+class IncompleteRevisionError(HerdError):
+    """A revision was started but never finished on a database without transactional DDL."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, revision: str) -> None:
+        super().__init__(message)
+        self.revision = revision
+
+
+class LockLostError(HerdError):
+    """The lock was lost while this process held it; it stopped before writing more."""
+
+    exit_code = 11
+
+
+class CommandFailedError(HerdError):
+    """A wrapped migration command (``herd migrate -- CMD``) exited non-zero."""
+
+    exit_code = 12
+
+    def __init__(self, message: str, *, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+#: exit code -> meaning, for ``herd --help`` and the docs.
+EXIT_CODES: dict[int, str] = {
+    0: "success (for 'herd check': the database is current)",
+    1: "'herd check' only: the database is reachable but not current",
+    2: "unexpected internal error (run with --traceback and report it)",
+    3: "bad configuration or argument (alembic.ini, URL, duration, revision, dialect)",
+    4: "database unreachable or credentials refused",
+    5: "database is ahead of this code (unknown revisions in the version table)",
+    6: "migration lock not acquired before --lock-timeout",
+    7: "database not current before --timeout",
+    8: "a migration failed while this replica led",
+    9: "another replica's migration failed (its error is reported)",
+    10: "a revision was left half-applied on a database without transactional DDL",
+    11: "the lock was lost while migrating; stopped before writing more",
+    12: "the wrapped migration command exited non-zero",
+}

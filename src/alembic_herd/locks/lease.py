@@ -1,0 +1,174 @@
+"""A lease in a table: the portable lock for poolers and databases without session locks.
+
+Each row is one lock: owner token, host, pid, acquired, expires, heartbeat. Times come from
+the *database's* clock, so replicas with skewed clocks agree. Taking the lock is one
+conditional ``UPDATE`` (free or expired) or one ``INSERT`` (first use); both are single
+statements, so they work through PgBouncer in transaction pooling mode. A heartbeat thread
+on its own connection extends the lease every ``ttl / 3``; a holder that dies stops
+renewing and its lease expires after at most ``ttl``. A holder that fails to renew marks
+the lease lost, and :meth:`verify` stops the runner before its next revision (fencing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from .._database import HOST, PID
+from .._tables import ensure_table
+from ..errors import Holder, LockLostError
+from . import LockKey
+
+log = logging.getLogger("alembic_herd")
+
+DEFAULT_TABLE = "herd_lock"
+DEFAULT_TTL = 30.0
+
+
+def lease_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("name", sa.String(191), primary_key=True),
+        sa.Column("owner", sa.String(64), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("acquired", sa.Float, nullable=False),
+        sa.Column("expires", sa.Float, nullable=False),
+        sa.Column("heartbeat", sa.Float, nullable=False),
+        schema=schema,
+    )
+
+
+def db_now(conn: Connection) -> float:
+    """Seconds since the epoch by the database server's clock."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        expr = "SELECT extract(epoch from clock_timestamp())"
+    elif dialect in ("mysql", "mariadb"):
+        expr = "SELECT UNIX_TIMESTAMP(NOW(6))"
+    elif dialect == "sqlite":
+        expr = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+    else:  # pragma: no cover - other dialects fall back to this host's clock
+        return datetime.now(UTC).timestamp()
+    return float(conn.scalar(sa.text(expr)))
+
+
+class LeaseLock:
+    kind = "table"
+
+    def __init__(
+        self,
+        conn: Connection,
+        key: LockKey,
+        *,
+        ttl: float = DEFAULT_TTL,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+    ) -> None:
+        self.conn = conn
+        self.key = key
+        self.ttl = ttl
+        self.table = lease_table(table, schema)
+        self.owner = uuid.uuid4().hex
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = False
+
+    def describe(self) -> str:
+        return f"lock {self.key.name!r} (lease in table {self.table.fullname!r}, ttl {self.ttl:g} s)"
+
+    def _ensure(self) -> None:
+        if not self._ready:
+            ensure_table(self.conn, self.table)
+            self._ready = True
+
+    def try_acquire(self) -> bool:
+        self._ensure()
+        t = self.table
+        now = db_now(self.conn)
+        values = dict(owner=self.owner, host=HOST[:255], pid=PID, acquired=now,
+                      expires=now + self.ttl, heartbeat=now)
+        taken = self.conn.execute(
+            t.update()
+            .where(t.c.name == self.key.name)
+            .where(sa.or_(t.c.expires < now, t.c.owner == self.owner))
+            .values(**values)
+        ).rowcount
+        if not taken:
+            try:
+                self.conn.execute(t.insert().values(name=self.key.name, **values))
+            except IntegrityError:
+                return False
+        self._lost.clear()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._heartbeat, name="herd-lease", daemon=True)
+        self._thread.start()
+        return True
+
+    def _heartbeat(self) -> None:
+        t = self.table
+        interval = self.ttl / 3
+        engine = self.conn.engine
+        while not self._stop.wait(interval):
+            try:
+                with engine.connect() as hb:
+                    now = db_now(hb)
+                    renewed = hb.execute(
+                        t.update()
+                        .where(t.c.name == self.key.name, t.c.owner == self.owner,
+                               t.c.expires >= now)
+                        .values(expires=now + self.ttl, heartbeat=now)
+                    ).rowcount
+            except DBAPIError as exc:
+                log.warning("%s: heartbeat failed (%s); retrying", self.describe(),
+                            type(exc).__name__)
+                continue
+            if not renewed:
+                log.error("%s: lease lost (expired or taken over)", self.describe())
+                self._lost.set()
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        t = self.table
+        self.conn.execute(t.delete().where(t.c.name == self.key.name, t.c.owner == self.owner))
+
+    def verify(self) -> None:
+        t = self.table
+        if not self._lost.is_set():
+            now = db_now(self.conn)
+            mine = self.conn.scalar(
+                sa.select(sa.func.count()).select_from(t)
+                .where(t.c.name == self.key.name, t.c.owner == self.owner, t.c.expires >= now)
+            )
+            if mine:
+                return
+            self._lost.set()
+        raise LockLostError(
+            f"{self.describe()} expired or was taken over while this process held it; "
+            "stopped before the next revision - run herd again"
+        )
+
+    def holder(self) -> Holder | None:
+        self._ensure()
+        t = self.table
+        row = self.conn.execute(
+            sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(
+                t.c.name == self.key.name
+            )
+        ).first()
+        if row is None or row.expires < db_now(self.conn):
+            return None
+        return Holder(host=row.host, pid=row.pid,
+                      since=datetime.fromtimestamp(row.acquired, UTC))

@@ -1,0 +1,67 @@
+"""MySQL/MariaDB: ``GET_LOCK(name, 0)`` on herd's dedicated connection.
+
+A timeout of 0 makes it a try-lock; its result is checked (1 taken, 0 busy, NULL error).
+The server releases the lock when the session ends. Lock names are server-wide, so the
+key includes the database name, and names longer than MySQL's 64 characters are hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..errors import Holder, HerdError, LockLostError
+from . import LockKey
+
+_MAX_NAME = 64
+
+
+def lock_name(key: LockKey) -> str:
+    if len(key.name) <= _MAX_NAME:
+        return key.name
+    digest = hashlib.blake2b(key.name.encode(), digest_size=8).hexdigest()
+    return f"{key.name[: _MAX_NAME - 17]}~{digest}"
+
+
+class GetLock:
+    kind = "advisory"
+
+    def __init__(self, conn: Connection, key: LockKey) -> None:
+        self.conn = conn
+        self.key = key
+        self.name = lock_name(key)
+
+    def describe(self) -> str:
+        return f"lock {self.name!r} (mysql GET_LOCK)"
+
+    def try_acquire(self) -> bool:
+        result = self.conn.scalar(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": self.name})
+        if result is None:
+            raise HerdError(f"{self.describe()}: GET_LOCK returned NULL (server error); retry")
+        return int(result) == 1
+
+    def release(self) -> None:
+        self.conn.scalar(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": self.name})
+
+    def verify(self) -> None:
+        mine = self.conn.scalar(
+            sa.text("SELECT IS_USED_LOCK(:n) = CONNECTION_ID()"), {"n": self.name}
+        )
+        if not mine:
+            raise LockLostError(
+                f"{self.describe()} is no longer held by this session; stopped before the "
+                "next revision - run herd again"
+            )
+
+    def holder(self) -> Holder | None:
+        conn_id = self.conn.scalar(sa.text("SELECT IS_USED_LOCK(:n)"), {"n": self.name})
+        if conn_id is None:
+            return None
+        row = self.conn.execute(
+            sa.text("SELECT host, time FROM information_schema.processlist WHERE id = :i"),
+            {"i": conn_id},
+        ).first()
+        where = f" from {row.host}" if row is not None else ""
+        return Holder(detail=f"server connection {conn_id}{where}")
