@@ -124,3 +124,15 @@ def pg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
 
 def render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With HERD_FAIL_ON_SKIP=1 (CI), a skipped test fails the run: a skip is not a pass."""
+    if os.environ.get("HERD_FAIL_ON_SKIP") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and session.exitstatus == 0:
+        reporter.write_line(f"HERD_FAIL_ON_SKIP: {len(skipped)} test(s) skipped; failing the run",
+                            red=True)
+        session.exitstatus = 1

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
@@ -39,6 +37,9 @@ def parse_url(url: str | URL) -> URL:
         return url
     try:
         parsed = make_url(url)
+        if parsed.drivername.startswith("postgres+") or parsed.drivername == "postgres":
+            # Heroku-style DATABASE_URL; SQLAlchemy only knows "postgresql"
+            parsed = parsed.set(drivername="postgresql" + parsed.drivername[len("postgres"):])
     except (ArgumentError, ValueError) as exc:
         raise ConfigurationError(
             f"database URL {mask_text(url)!r} is malformed; expected "
@@ -138,7 +139,8 @@ def is_transient(exc: BaseException) -> bool:
         if args and isinstance(args[0], int):
             return args[0] in _MYSQL_TRANSIENT
         text = str(orig).lower()
-        if any(word in text for word in ("password", "does not exist", "denied", "unknown database")):
+        fatal = ("password", "does not exist", "denied", "unknown database")
+        if any(word in text for word in fatal):
             return False
         return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
     return isinstance(exc, ConnectionError | TimeoutError)
@@ -167,19 +169,3 @@ def unavailable(exc: BaseException, url: URL) -> DatabaseUnavailableError:
     else:
         hint = "check that the server is running and reachable from here"
     return DatabaseUnavailableError(f"database {display(url)!r} unavailable: {reason}; {hint}")
-
-
-@contextmanager
-def connect(engine: Engine) -> Iterator[Connection]:
-    """One connection; connection failures become :class:`DatabaseUnavailableError`."""
-    try:
-        conn = engine.connect()
-    except DBAPIError as exc:
-        raise unavailable(exc, engine.url) from exc
-    try:
-        yield conn
-    finally:
-        try:
-            conn.close()
-        except DBAPIError:
-            pass  # the server is gone; nothing left to release

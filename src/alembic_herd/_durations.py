@@ -33,8 +33,9 @@ def to_seconds(value: Duration | str, *, name: str = "duration") -> float:
         raise ConfigurationError(
             f"{name} {value!r} is not a duration; give seconds, a timedelta or e.g. '90s'"
         )
-    if seconds < 0 or seconds != seconds:  # negative or NaN
-        raise ConfigurationError(f"{name} {value!r} is negative; give a duration like '90s' or '5m'")
+    if not seconds >= 0:  # negative or NaN
+        raise ConfigurationError(
+            f"{name} {value!r} is negative; give a duration like '90s' or '5m'")
     return seconds
 
 
@@ -60,7 +61,7 @@ def format_seconds(seconds: float) -> str:
         return f"{seconds:.2f} s"
     if seconds < 120:
         return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
+    minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s"
 
 

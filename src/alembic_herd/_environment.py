@@ -67,7 +67,7 @@ def capturing_context(config: Config, script: ScriptDirectory,
         captured.connection = connection
         original(connection=connection, url=url, **options)
 
-    ctx.configure = configure  # type: ignore[method-assign]
+    ctx.configure = configure  # type: ignore[method-assign,assignment]
     return ctx, captured
 
 

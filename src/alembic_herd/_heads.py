@@ -7,6 +7,8 @@ whether the table exists at all (a fresh database).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -26,6 +28,7 @@ def version_table(env: Environment) -> sa.Table:
 def read_heads(conn: Connection, env: Environment) -> tuple[str, ...]:
     """The revisions in the version table, sorted; ``()`` when the table does not exist."""
     table = version_table(env)
+    empty: Sequence[str] = ()
     rows = read_if_exists(
-        conn, table, lambda: conn.execute(sa.select(table.c.version_num)).scalars().all(), [])
+        conn, table, lambda: conn.execute(sa.select(table.c.version_num)).scalars().all(), empty)
     return tuple(sorted(rows))

@@ -174,8 +174,9 @@ class History:
         query = query.order_by(t.c.id.desc() if newest_first else t.c.id)
         if limit is not None:
             query = query.limit(limit)
+        empty: Sequence[sa.RowMapping] = ()
         result = read_if_exists(self.conn, t, lambda: self.conn.execute(query).mappings().all(),
-                                [])
+                                empty)
         return [
             Attempt(
                 id=r["id"], attempt=r["attempt"], revision=r["revision"], status=r["status"],

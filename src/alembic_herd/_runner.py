@@ -21,11 +21,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script.base import Script
 from sqlalchemy.engine import URL, Connection, Engine
@@ -136,7 +135,7 @@ def _poll(step: Callable[[], T | None], deadline: Deadline, cap: float) -> T | N
         retry=retry_if_result(lambda result: result is None),
         retry_error_callback=lambda _state: None,
     )
-    return retrying(step)  # type: ignore[no-any-return]
+    return retrying(step)
 
 
 # -- the public operations ----------------------------------------------------------------
@@ -334,10 +333,8 @@ class _Runner:
         try:
             yield conn
         finally:
-            try:
+            with suppress(DBAPIError):  # server gone: it released whatever the session held
                 conn.close()
-            except DBAPIError:
-                pass  # server gone; it has released whatever this session held
             self.engine.dispose()
 
     # upgrade
@@ -370,8 +367,8 @@ class _Runner:
                 holder=holder,
             )
 
-    def lead(self, conn: Connection, lock: Lock, history: History, target: str, baseline: int,
-             waited: float, command: Sequence[str] | None) -> Outcome:
+    def lead(self, conn: Connection, lock: Lock, history: History, target: str, *,
+             baseline: int, waited: float, command: Sequence[str] | None) -> Outcome:
         heads, pending = self._pending(conn, target)
         if not pending:
             _event("current_after_lock", "database became current at %s while waiting; "
@@ -388,7 +385,7 @@ class _Runner:
                ", ".join(heads) or "base", target, pending=list(pending), attempt=attempt)
         began = time.monotonic()
         if command:
-            self._run_command(conn, history, attempt, pending, target, command)
+            self._run_command(conn, history, attempt, pending, command)
         else:
             self._run_alembic(conn, lock, history, attempt, target)
         took = time.monotonic() - began
@@ -530,7 +527,7 @@ class _Runner:
                         display(conn.engine.url), display(self.url))
 
     def _run_command(self, conn: Connection, history: History, attempt: str,
-                     pending: tuple[str, ...], target: str, command: Sequence[str]) -> None:
+                     pending: tuple[str, ...], command: Sequence[str]) -> None:
         rows = [history.start(attempt, rev) for rev in pending]
         _event("command", "running %s while holding the lock", " ".join(command))
         try:
@@ -641,8 +638,8 @@ class _Waiting:
         if self.lock.try_acquire():
             waited = time.monotonic() - self.began if self.began is not None else 0.0
             try:
-                outcome = runner.lead(self.conn, self.lock, history, self.target, baseline,
-                                      waited, command)
+                outcome = runner.lead(self.conn, self.lock, history, self.target,
+                                      baseline=baseline, waited=waited, command=command)
             finally:
                 _release(self.lock)
             if outcome.action == "waited" and outcome.leader is None and self.holder:

@@ -33,8 +33,8 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
         return
     try:
         if conn.dialect.name == "postgresql":
-            with conn.engine.connect() as ddl:
-                ddl = ddl.execution_options(isolation_level="READ COMMITTED")
+            with conn.engine.connect() as raw:
+                ddl = raw.execution_options(isolation_level="READ COMMITTED")
                 with ddl.begin():
                     ddl.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _DDL_KEY})
                     table.create(ddl, checkfirst=True)

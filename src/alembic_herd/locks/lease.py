@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .._database import HOST, PID
-from .._tables import ensure_table
+from .._tables import ensure_table, read_if_exists
 from ..errors import Holder, LockLostError
 from . import LockKey
 
@@ -83,7 +83,8 @@ class LeaseLock:
         self._ready = False
 
     def describe(self) -> str:
-        return f"lock {self.key.name!r} (lease in table {self.table.fullname!r}, ttl {self.ttl:g} s)"
+        return (f"lock {self.key.name!r} (lease in table {self.table.fullname!r}, "
+                f"ttl {self.ttl:g} s)")
 
     def _ensure(self) -> None:
         if not self._ready:
@@ -161,13 +162,10 @@ class LeaseLock:
         )
 
     def holder(self) -> Holder | None:
-        self._ensure()
         t = self.table
-        row = self.conn.execute(
-            sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(
-                t.c.name == self.key.name
-            )
-        ).first()
+        query = sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(
+            t.c.name == self.key.name)
+        row = read_if_exists(self.conn, t, lambda: self.conn.execute(query).first(), None)
         if row is None or row.expires < db_now(self.conn):
             return None
         return Holder(host=row.host, pid=row.pid,

@@ -12,7 +12,7 @@ import hashlib
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..errors import Holder, HerdError, LockLostError
+from ..errors import HerdError, Holder, LockLostError
 from . import LockKey
 
 _MAX_NAME = 64

@@ -74,7 +74,7 @@ class FileLock:
             return None
         if not text or self._is_free():
             return None
-        pid, since, host = (text.split(" ", 2) + ["", ""])[:3]
+        pid, since, host = ([*text.split(" ", 2), "", ""])[:3]
         try:
             started = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         except ValueError:

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with Python 3.11+: `make demo` and `make test`.
+# Each creates .venv and installs what it needs; nothing else is required.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: help venv demo demo-stack test lint typecheck unit herd clean
+
+help:
+	@echo "make demo   - start an embedded PostgreSQL and a herd of 8 replicas on it"
+	@echo "make test   - lint, type-check and run every test (real databases)"
+	@echo "make clean  - remove the virtual environment and caches"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/herd demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
