@@ -29,6 +29,8 @@ class Outcome:
     leader: Holder | None = None
     lock: str | None = None
     replica: str = ""
+    ahead: tuple[str, ...] = ()
+    """Revisions in the database this code does not know (only with ``allow_ahead``)."""
 
     def describe(self) -> str:
         if self.action == "migrated":
@@ -38,11 +40,15 @@ class Outcome:
             who = self.leader.describe() if self.leader else "another replica"
             return (f"waited {self.waited_seconds:.2f} s for {who}; database at "
                     f"{', '.join(self.heads)}")
+        if self.ahead:
+            return (f"database is ahead of this code at {', '.join(self.heads)} "
+                    f"(unknown: {', '.join(self.ahead)}); allowed")
         return f"database already current at {', '.join(self.heads) or 'base'}"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["leader"] = _holder_dict(self.leader)
+        data["ahead"] = list(self.ahead)
         return data
 
 
@@ -58,6 +64,7 @@ class Status:
     lock: str
     holder: Holder | None
     recent: tuple[Attempt, ...] = field(default=())
+    ahead: tuple[str, ...] = ()
 
     @property
     def is_current(self) -> bool:
@@ -74,6 +81,7 @@ class Status:
             "lock": self.lock,
             "holder": _holder_dict(self.holder),
             "recent": [a.as_dict() for a in self.recent],
+            "ahead": list(self.ahead),
         }
 
 

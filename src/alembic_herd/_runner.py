@@ -45,6 +45,7 @@ from ._database import (
     display,
     driver_message,
     is_transient,
+    parse_url,
     sync_url,
     unavailable,
 )
@@ -62,6 +63,7 @@ from ._outcome import Outcome, Status
 from .errors import (
     CommandFailedError,
     ConfigurationError,
+    DatabaseAheadError,
     DatabaseUnavailableError,
     HerdError,
     Holder,
@@ -155,6 +157,8 @@ def upgrade(
     command: Sequence[str] | None = None,
     poll_interval: Duration | str = DEFAULT_POLL_INTERVAL,
     lease_ttl: Duration | str = 30.0,
+    lock_url: str | URL | None = None,
+    allow_ahead: bool = False,
 ) -> Outcome:
     """Bring the database to ``target``: migrate under the lock, or wait for whoever does.
 
@@ -162,7 +166,11 @@ def upgrade(
     bounds connecting plus waiting for the lock (not the migration itself). ``command``,
     when given, is run while holding the lock instead of Alembic's upgrade (for apps whose
     migration entry point is their own CLI); the scripts' heads still decide whether
-    anything is pending. Returns an :class:`Outcome`; raises a
+    anything is pending. ``lock_url`` is a direct connection for herd's lock and reads when
+    ``url`` goes through a transaction pooler. ``allow_ahead`` treats a database at
+    revisions this code does not know (a rollback, a rolling deploy) as current instead of
+    raising :class:`~alembic_herd.errors.DatabaseAheadError`. Returns an :class:`Outcome`;
+    raises a
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
@@ -172,6 +180,7 @@ def upgrade(
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
+        lock_url=lock_url, allow_ahead=allow_ahead,
     )
     return runner.upgrade(target, deadline, command)
 
@@ -186,6 +195,8 @@ def wait_until_current(
     version_table_schema: str | None = None,
     history_table: str = _history.DEFAULT_TABLE,
     poll_interval: Duration | str = DEFAULT_POLL_INTERVAL,
+    lock_url: str | URL | None = None,
+    allow_ahead: bool = False,
 ) -> Outcome:
     """Wait until the database is at ``target``; never migrates, never takes the lock.
 
@@ -199,6 +210,7 @@ def wait_until_current(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
+        lock_url=lock_url, allow_ahead=allow_ahead,
     )
     return runner.wait(target, deadline)
 
@@ -214,12 +226,15 @@ def status(
     version_table_schema: str | None = None,
     history_table: str = _history.DEFAULT_TABLE,
     recent: int = 5,
+    lock_url: str | URL | None = None,
+    allow_ahead: bool = False,
 ) -> Status:
     """Current heads, script heads, pending revisions, the lock holder, recent attempts."""
     runner = _Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_url=lock_url, allow_ahead=allow_ahead,
     )
     return runner.status(target, recent)
 
@@ -293,11 +308,16 @@ def resolve(
 class _Runner:
     def __init__(self, env: Environment, *, lock_kind: str = "auto", lock_key: str | None = None,
                  history_table: str = _history.DEFAULT_TABLE,
-                 poll_cap: float = DEFAULT_POLL_INTERVAL, lease_ttl: float = 30.0) -> None:
+                 poll_cap: float = DEFAULT_POLL_INTERVAL, lease_ttl: float = 30.0,
+                 lock_url: str | URL | None = None, allow_ahead: bool = False) -> None:
         assert env.url is not None
         self.env = env
         self.url: URL = env.url
-        self.engine = create_engine(env.url)
+        # herd's own connection (lock, heads, attempt log): the app's URL, or a direct one
+        # when the app's goes through a transaction pooler that cannot keep a session lock.
+        self.engine = create_engine(parse_url(lock_url) if lock_url is not None else env.url)
+        self.allow_ahead = allow_ahead
+        self.ahead: tuple[str, ...] = ()
         self.dialect = self.engine.dialect.name
         self.lock_kind = choose(lock_kind, self.dialect)
         database = self.url.database if self.dialect in ("mysql", "mariadb") else None
@@ -321,11 +341,22 @@ class _Runner:
 
     def _pending(self, conn: Connection, target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         heads = read_heads(conn, self.env)
-        return heads, self.env.pending(heads, target)
+        try:
+            return heads, self.env.pending(heads, target)
+        except DatabaseAheadError as exc:
+            if not self.allow_ahead:
+                raise
+            if not self.ahead:
+                _event("ahead", "database is ahead of this code (%s unknown to the scripts); "
+                       "allowed, so nothing to do", ", ".join(exc.unknown),
+                       level=logging.WARNING, unknown=list(exc.unknown))
+            self.ahead = exc.unknown
+            return heads, ()
 
     def _outcome(self, action: str, heads: tuple[str, ...], **kw: Any) -> Outcome:
         return Outcome(action=action, heads=heads,  # type: ignore[arg-type]
-                       elapsed=time.monotonic() - self.started, replica=REPLICA, **kw)
+                       elapsed=time.monotonic() - self.started, replica=REPLICA,
+                       ahead=self.ahead, **kw)
 
     @contextmanager
     def _session(self, deadline: Deadline) -> Iterator[Connection]:
@@ -596,15 +627,14 @@ class _Runner:
 
     def status(self, target: str, recent: int) -> Status:
         with self._session(Deadline(10.0)) as conn:
-            heads = read_heads(conn, self.env)
-            pending = self.env.pending(heads, target)
+            heads, pending = self._pending(conn, target)
             lock = self._lock(conn)
             holder = _safe(lock.holder)
             rows = tuple(self._history(conn).rows(limit=recent))
             return Status(
                 url=display(self.url), version_table=self.env.qualified_version_table,
                 current_heads=heads, script_heads=self.env.script_heads(), pending=pending,
-                lock=lock.describe(), holder=holder, recent=rows)
+                lock=lock.describe(), holder=holder, recent=rows, ahead=self.ahead)
 
 
 class _Waiting:
