@@ -42,7 +42,8 @@ def release(n: int, args: list[str], *, env: dict[str, str] | None = None,
         if line.strip() != "ready":
             for p in procs:
                 p.kill()
-            raise RuntimeError(f"child did not get ready: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+            err = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"child did not get ready: {line!r} {err}")
     for proc in procs:  # the barrier opens
         assert proc.stdin is not None
         proc.stdin.write("go\n")

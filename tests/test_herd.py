@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
 from conftest import PROJECTS, make_database, render
 from herd_harness import release
-from sqlalchemy.engine import URL
 
 N = int(os.environ.get("HERD_TEST_N", "16"))
 TRIALS = int(os.environ.get("HERD_TEST_TRIALS", "3"))
@@ -33,7 +34,8 @@ def inspect_database(url: URL) -> dict[str, Any]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            heads = sorted(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+            versions = conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+            heads = sorted(versions.scalars())
             seeded = conn.scalar(sa.text("SELECT count(*) FROM settings WHERE name = 'seeded'"))
             history = conn.execute(
                 sa.text("SELECT revision, status FROM herd_history ORDER BY id")).all()
@@ -62,7 +64,7 @@ def test_one_replica_migrates_the_rest_wait(backend: str, tpm: bool, request: py
             assert migrated.report["revisions"] == REVISIONS
             state = inspect_database(url)
             assert state["heads"] == [HEAD]
-            assert state["seeded"] == 1, f"trial {trial}: data migration ran {state['seeded']} times"
+            assert state["seeded"] == 1, f"trial {trial}: data migration ran {state['seeded']}x"
             assert state["history"] == [(rev, "applied") for rev in REVISIONS]
             assert all(r.report["heads"] == [HEAD] for r in results)
 

@@ -43,7 +43,7 @@ def parse_url(url: str | URL) -> URL:
     except (ArgumentError, ValueError) as exc:
         raise ConfigurationError(
             f"database URL {mask_text(url)!r} is malformed; expected "
-            "dialect+driver://user:password@host:port/database, e.g. "
+            "dialect+driver://user@host:port/database (':password' after the user), e.g. "
             "postgresql+psycopg://app@db:5432/app"
         ) from exc
     return parsed
@@ -80,7 +80,9 @@ def mask_text(text: str, url: URL | str | None = None) -> str:
     import re
 
     if isinstance(url, URL) and url.password:
-        text = text.replace(str(url.password), "***")
+        # whole tokens only: a password like 'postgres' must not garble 'postgresql'
+        secret = re.escape(str(url.password))
+        text = re.sub(rf"(?<![A-Za-z0-9]){secret}(?![A-Za-z0-9])", "***", text)
     # user:password@ in anything that looks like a URL
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 

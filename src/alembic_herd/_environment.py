@@ -8,6 +8,7 @@ mode (no connection, no DDL), so that probing cannot itself race with another re
 
 from __future__ import annotations
 
+import configparser
 import io
 import logging
 import os
@@ -40,7 +41,16 @@ def load_config(config: Config | str | os.PathLike[str]) -> Config:
             f"Alembic config {str(path)!r} not found; pass -c/--config with the path of your "
             "alembic.ini (or set ALEMBIC_CONFIG)"
         )
-    return Config(str(path))
+    cfg = Config(str(path))
+    try:
+        cfg.file_config  # noqa: B018 - parse now: a malformed file is a configuration error
+    except configparser.Error as exc:
+        detail = str(exc).splitlines()[0]
+        raise ConfigurationError(
+            f"Alembic config {str(path)!r} is not a valid ini file ({detail}); fix it or pass "
+            "-c/--config with the path of your alembic.ini"
+        ) from exc
+    return cfg
 
 
 class Captured:
@@ -48,6 +58,8 @@ class Captured:
 
     url: str | URL | None = None
     connection: Connection | None = None
+    in_transaction = False
+    """The connection was already inside a transaction, which Alembic then leaves open."""
 
 
 def capturing_context(config: Config, script: ScriptDirectory,
@@ -65,6 +77,7 @@ def capturing_context(config: Config, script: ScriptDirectory,
                   **options: Any) -> None:
         captured.url = url
         captured.connection = connection
+        captured.in_transaction = connection is not None and connection.in_transaction()
         original(connection=connection, url=url, **options)
 
     ctx.configure = configure  # type: ignore[method-assign,assignment]
@@ -101,13 +114,14 @@ class Environment:
         """The revision ids ``target`` names (``head``, ``heads``, ``branch@head``, an id)."""
         try:
             revs = self.script.get_revisions(target)
-        except MultipleHeads as exc:
-            raise RevisionNotFoundError(
-                f"target {target!r} is ambiguous: the scripts have several heads "
-                f"({', '.join(sorted(self.script_heads()))}); use 'heads' for all of them or "
-                "'branch@head' for one"
-            ) from exc
         except (ResolutionError, RevisionError, CommandError) as exc:
+            # Alembic's ScriptDirectory wraps MultipleHeads in a CommandError.
+            if isinstance(exc, MultipleHeads) or isinstance(exc.__cause__, MultipleHeads):
+                raise RevisionNotFoundError(
+                    f"target {target!r} is ambiguous: the scripts have several heads "
+                    f"({', '.join(sorted(self.script_heads()))}); use 'heads' for all of them "
+                    "or 'branch@head' for one"
+                ) from exc
             raise RevisionNotFoundError(
                 f"target revision {target!r} not found in {self.script.dir!r}: {exc}; "
                 "check the id with 'alembic history'"
@@ -171,10 +185,11 @@ def load_environment(
 ) -> Environment:
     """Resolve the Alembic project and the database URL herd will coordinate on.
 
-    URL precedence: ``url`` argument, ``config.attributes['connection']``, the config's
-    ``sqlalchemy.url`` (also as set by env.py at import time), then whatever env.py passes to
-    ``context.configure(url=...)`` in offline mode. An explicit ``url`` is also written to the
-    config's ``sqlalchemy.url`` so that a standard env.py migrates the same database.
+    URL precedence: ``url`` argument, ``config.attributes['connection']``, whatever env.py
+    passes to ``context.configure(url=...)`` in offline mode, then the config's
+    ``sqlalchemy.url`` (also as set by env.py at import time). An explicit ``url`` is also
+    written to the config's ``sqlalchemy.url`` so that a standard env.py migrates the same
+    database.
     """
     cfg = load_config(config)
     where = cfg.get_main_option("script_location")
@@ -207,12 +222,14 @@ def load_environment(
         conn = cfg.attributes.get("connection")
         if isinstance(conn, Connection):
             env.url = conn.engine.url
+    # What env.py really hands Alembic beats the ini's value, which may be the placeholder
+    # 'alembic init' writes (driver://...) when env.py takes the URL from app settings.
+    if env.url is None and probe.get("url"):
+        env.url = parse_url(probe["url"])
     if env.url is None:
         ini_url = cfg.get_main_option("sqlalchemy.url")
         if ini_url:
             env.url = parse_url(ini_url)
-    if env.url is None and probe.get("url"):
-        env.url = parse_url(probe["url"])
     if env.url is None:
         raise ConfigurationError(
             "no database URL: pass --url, set HERD_DATABASE_URL or DATABASE_URL, or set "

@@ -45,6 +45,7 @@ from ._database import (
     display,
     driver_message,
     is_transient,
+    mask_text,
     parse_url,
     sync_url,
     unavailable,
@@ -508,7 +509,7 @@ class _Runner:
                     f"env.py could not reach the database: {driver_message(exc, self.url)}; "
                     "check the URL env.py uses") from exc
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
-            first = error.splitlines()[-1] if error else type(exc).__name__
+            first = _headline(error) or type(exc).__name__
             raise MigrationError(
                 f"{where} failed: {first}; nothing after it was applied - fix the migration "
                 "and redeploy ('herd history' has the details)", revision=failed) from exc
@@ -549,6 +550,14 @@ class _Runner:
                 "(env.py's offline mode did not tell)")
         captured: Captured | None = getattr(self, "_captured", None)
         conn = captured.connection if captured else None
+        if (conn is not None and captured is not None and captured.in_transaction
+                and conn is env.config.attributes.get("connection")):
+            raise ConfigurationError(
+                "config.attributes['connection'] is inside a transaction (engine.begin(), or "
+                "a statement not yet committed): Alembic leaves that transaction to the "
+                "caller, so the migration would commit only after herd released the lock; "
+                "pass a connection with no transaction open (engine.connect(), or commit "
+                "first)")
         if conn is not None and not _same_database(conn.engine.url, self.url):
             raise ConfigurationError(
                 f"env.py migrates {display(conn.engine.url)!r} but herd locks "
@@ -560,7 +569,8 @@ class _Runner:
     def _run_command(self, conn: Connection, history: History, attempt: str,
                      pending: tuple[str, ...], command: Sequence[str]) -> None:
         rows = [history.start(attempt, rev) for rev in pending]
-        _event("command", "running %s while holding the lock", " ".join(command))
+        _event("command", "running %s while holding the lock",
+               mask_text(" ".join(command), self.url))
         try:
             proc = subprocess.run(list(command), env={**os.environ, "HERD_LOCK_HELD": "1"},
                                   check=False)
@@ -704,8 +714,18 @@ def _safe(fn: Callable[[], T]) -> T | None:
         return None
 
 
+def _headline(error: str | None) -> str:
+    """The line of a :func:`describe_error` text that says what failed: the first unindented
+    line (a SQLAlchemy error's first line, before its [SQL: ...] and Background link; a
+    SyntaxError's last line, after the indented source excerpt)."""
+    lines = [line.strip() for line in (error or "").splitlines()
+             if line.strip() and not line[0].isspace()
+             and not line.startswith(("[SQL:", "[parameters:", "(Background on this error"))]
+    return lines[0] if lines else (error or "").strip()
+
+
 def _leader_failed(row: Attempt) -> LeaderFailedError:
-    first = (row.error or "no error recorded").strip().splitlines()[-1]
+    first = _headline(row.error) or "no error recorded"
     return LeaderFailedError(
         f"the replica that migrated (pid {row.pid} on host {row.host}) failed on revision "
         f"{row.revision} at {(row.finished or row.started).isoformat(timespec='seconds')}: "
