@@ -13,7 +13,7 @@ nothing is applied twice, and every failure says what happened::
 from ._durations import to_seconds
 from ._history import Attempt
 from ._outcome import Outcome, Status
-from ._runner import history, resolve, status, upgrade, wait_until_current
+from ._runner import history, resolve, status, unlock, upgrade, wait_until_current
 from .errors import (
     CommandFailedError,
     ConfigurationError,
@@ -23,6 +23,7 @@ from .errors import (
     Holder,
     IncompleteRevisionError,
     LeaderFailedError,
+    LockHeldError,
     LockLostError,
     LockTimeoutError,
     MigrationError,
@@ -43,6 +44,7 @@ __all__ = [
     "Holder",
     "IncompleteRevisionError",
     "LeaderFailedError",
+    "LockHeldError",
     "LockLostError",
     "LockTimeoutError",
     "MigrationError",
@@ -56,6 +58,7 @@ __all__ = [
     "resolve",
     "status",
     "to_seconds",
+    "unlock",
     "upgrade",
     "wait_until_current",
 ]

@@ -70,6 +70,7 @@ from .errors import (
     Holder,
     IncompleteRevisionError,
     LeaderFailedError,
+    LockHeldError,
     LockTimeoutError,
     MigrationError,
     WaitTimeoutError,
@@ -303,6 +304,69 @@ def resolve(
             _release(the_lock)
 
 
+def unlock(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    lock: str = "auto",
+    lock_key: str | None = None,
+    lock_url: str | URL | None = None,
+    force: bool = False,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+) -> str:
+    """Clear a stale migration lock, refusing while its holder is alive.
+
+    Session locks (PostgreSQL advisory, MySQL ``GET_LOCK``, the SQLite file lock) cannot be
+    stale: the server or kernel frees them when the holder's session or process ends, so
+    while one is held its holder is alive and this raises
+    :class:`~alembic_herd.errors.LockHeldError` naming it. A lease is broken when it has
+    expired, when its holder was on this host and its pid is gone, or with ``force``
+    (the holder is then fenced before its next revision). Returns what was done.
+    """
+    runner = _Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
+    )
+    with runner._session(Deadline(30.0)) as conn:
+        the_lock = runner._lock(conn)
+        if the_lock.try_acquire():
+            _release(the_lock)
+            return f"{the_lock.describe()} is free; nothing to do"
+        holder = _safe(the_lock.holder)
+        who = holder.describe() if holder else "another replica"
+        from .locks.lease import LeaseLock
+
+        if isinstance(the_lock, LeaseLock):
+            dead_here = (holder is not None and holder.host == HOST and holder.pid is not None
+                         and not _pid_alive(holder.pid))
+            if dead_here or force:
+                the_lock.break_lease()
+                reason = "its process is gone" if dead_here else "--force"
+                _event("unlocked", "broke %s held by %s (%s)", the_lock.describe(), who,
+                       reason, level=logging.WARNING)
+                return f"broke {the_lock.describe()} held by {who} ({reason})"
+            raise LockHeldError(
+                f"{the_lock.describe()} is held by {who} and its lease is being renewed, so "
+                "the holder is alive; stop it, wait for the lease to expire, or use --force "
+                "(the holder then stops before its next revision)", holder=holder)
+        raise LockHeldError(
+            f"{the_lock.describe()} is held by {who}: a session lock is freed by the server "
+            "when its holder's session ends, so the holder is alive; stop that process (or end "
+            "its database session) instead", holder=holder)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # -- the runner ---------------------------------------------------------------------------
 
 
@@ -381,7 +445,7 @@ class _Runner:
                 return self._outcome("current", heads)
             lock = self._lock(conn)
             history = self._history(conn)
-            baseline = history.last_id()
+            baseline = history.baseline()
             _event("pending", "%d revision(s) pending (%s -> %s); taking %s",
                    len(pending), ", ".join(heads) or "base", target, lock.describe(),
                    pending=list(pending))
@@ -600,7 +664,7 @@ class _Runner:
         self.env.target_revisions(target)
         with self._session(deadline) as conn:
             history = self._history(conn)
-            baseline = history.last_id()
+            baseline = history.baseline()
             state: dict[str, Any] = {"first": True, "pending": (), "next_report": 0.0}
 
             def step() -> Outcome | None:

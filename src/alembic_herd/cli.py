@@ -13,18 +13,22 @@ import functools
 import importlib
 import json
 import logging
+import os
+import shutil
 import sys
+import tomllib
 import traceback as tb
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from sqlalchemy.engine import URL, make_url
 
-from . import __version__, history, resolve, status, upgrade, wait_until_current
+from . import __version__, history, resolve, status, unlock, upgrade, wait_until_current
 from ._database import HOST, PID, mask_text
 from ._durations import to_seconds
 from ._history import Attempt
@@ -54,8 +58,10 @@ def _parsed(url: str | None) -> URL | None:
         return None
 
 
-def _mask(text: str, url: str | None) -> str:
-    return mask_text(text, _parsed(url))
+def _mask(text: str, *urls: str | None) -> str:
+    for url in urls or (None,):
+        text = mask_text(text, _parsed(url))
+    return text
 
 
 def _one_line(text: str) -> str:
@@ -66,13 +72,15 @@ def _exit(code: int) -> NoReturn:
     raise click.exceptions.Exit(code)
 
 
-def _fail(exc: BaseException, *, url: str | None, show_traceback: bool) -> NoReturn:
+def _fail(exc: BaseException, *, url: str | tuple[str | None, ...] | None,
+          show_traceback: bool) -> NoReturn:
     """Report ``exc`` as one line on stderr (plus the traceback when asked) and exit."""
+    urls = url if isinstance(url, tuple) else (url,)
     if show_traceback:
         trace = "".join(tb.format_exception(exc))
-        click.echo(_mask(trace, url).rstrip(), err=True)
+        click.echo(_mask(trace, *urls).rstrip(), err=True)
     if isinstance(exc, HerdError):
-        click.echo(f"herd: error: {_mask(_one_line(str(exc)), url)}", err=True)
+        click.echo(f"herd: error: {_mask(_one_line(str(exc)), *urls)}", err=True)
         _exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.echo("herd: interrupted", err=True)
@@ -80,12 +88,13 @@ def _fail(exc: BaseException, *, url: str | None, show_traceback: bool) -> NoRet
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     detail = lines[0] if lines else ""
     hint = "" if show_traceback else " (run with --traceback for details)"
-    click.echo(_mask(f"herd: internal error: {type(exc).__name__}: {detail}{hint}", url),
+    click.echo(_mask(f"herd: internal error: {type(exc).__name__}: {detail}{hint}", *urls),
                err=True)
     _exit(INTERNAL_EXIT)
 
 
-def _guarded(url: str | None, show_traceback: bool, call: Callable[[], int | None]) -> NoReturn:
+def _guarded(url: str | tuple[str | None, ...] | None, show_traceback: bool,
+             call: Callable[[], int | None]) -> NoReturn:
     """Run ``call``; map its result or exception to an exit code."""
     try:
         code = call()
@@ -100,9 +109,9 @@ def _guarded(url: str | None, show_traceback: bool, call: Callable[[], int | Non
 
 
 class _Formatter(logging.Formatter):
-    def __init__(self, url: str | None, kind: str) -> None:
+    def __init__(self, urls: tuple[str | None, ...], kind: str) -> None:
         super().__init__()
-        self.url = url
+        self.urls = urls
         self.kind = kind
 
     def format(self, record: logging.LogRecord) -> str:
@@ -124,12 +133,12 @@ class _Formatter(logging.Formatter):
                 data["logger"] = record.name
             if isinstance(fields, Mapping):
                 data.update({k: v for k, v in fields.items() if k not in data})
-            return _mask(json.dumps(data, default=str), self.url)
+            return _mask(json.dumps(data, default=str), *self.urls)
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
         if not record.name.startswith("alembic_herd"):
             prefix += f"[{record.name}] "
-        return _mask(f"{stamp} herd[{replica}] {prefix}{message}", self.url)
+        return _mask(f"{stamp} herd[{replica}] {prefix}{message}", *self.urls)
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -144,11 +153,11 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 @contextmanager
-def _logging(*, url: str | None, verbose: int, quiet: bool, log_format: str,
+def _logging(*, urls: tuple[str | None, ...], verbose: int, quiet: bool, log_format: str,
              quiet_by_default: bool = False) -> Iterator[None]:
     """Send herd's (and, with -v, Alembic's) log records to stderr for one command."""
     handler = _Handler()
-    handler.setFormatter(_Formatter(url, log_format))
+    handler.setFormatter(_Formatter(urls, log_format))
     herd_log, alembic_log = logging.getLogger("alembic_herd"), logging.getLogger("alembic")
     saved = [(lg, lg.level, lg.propagate) for lg in (herd_log, alembic_log)]
     if verbose:
@@ -190,6 +199,7 @@ class Options:
 
     config: str
     url: str | None
+    lock_url: str | None
     version_table: str | None
     version_table_schema: str | None
     verbose: int
@@ -197,9 +207,13 @@ class Options:
     log_format: str
     traceback: bool
 
+    @property
+    def urls(self) -> tuple[str | None, ...]:
+        return (self.url, self.lock_url)
+
     def project(self) -> dict[str, Any]:
         """Keyword arguments naming the project and database, for every library call."""
-        return {"url": self.url, "version_table": self.version_table,
+        return {"url": self.url, "lock_url": self.lock_url, "version_table": self.version_table,
                 "version_table_schema": self.version_table_schema}
 
 
@@ -212,6 +226,9 @@ _COMMON_OPTIONS: list[Callable[[F], F]] = [
     click.option("--url", envvar=URL_ENVVARS, show_envvar=True, metavar="URL",
                  help="Database URL; overrides sqlalchemy.url in the config and is also "
                       "given to env.py. The password is never printed."),
+    click.option("--lock-url", envvar="HERD_LOCK_URL", show_envvar=True, metavar="URL",
+                 help="A direct connection for herd's lock and reads, when --url goes "
+                      "through a transaction pooler (PgBouncer). Default: --url."),
     click.option("--version-table", metavar="NAME",
                  help="Alembic version table (default: what env.py configures, else "
                       "alembic_version)."),
@@ -222,7 +239,8 @@ _COMMON_OPTIONS: list[Callable[[F], F]] = [
     click.option("-q", "--quiet", is_flag=True,
                  help="Log errors only; the result line on stdout is still printed."),
     click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-                 show_default=True, help="Log lines on stderr as text or one JSON object each."),
+                 show_default=True, envvar="HERD_LOG_FORMAT", show_envvar=True,
+                 help="Log lines on stderr as text or one JSON object each."),
     click.option("--traceback", is_flag=True,
                  help="On an error, also print the Python traceback."),
 ]
@@ -235,9 +253,9 @@ def _common(*, quiet_by_default: bool = False) -> Callable[[F], F]:
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> None:
             opts = Options(**{name: kwargs.pop(name) for name in _OPTION_NAMES})
-            with _logging(url=opts.url, verbose=opts.verbose, quiet=opts.quiet,
+            with _logging(urls=opts.urls, verbose=opts.verbose, quiet=opts.quiet,
                           log_format=opts.log_format, quiet_by_default=quiet_by_default):
-                _guarded(opts.url, opts.traceback, lambda: fn(opts, **kwargs))
+                _guarded(opts.urls, opts.traceback, lambda: fn(opts, **kwargs))
 
         for option in reversed(_COMMON_OPTIONS):
             wrapper = option(wrapper)
@@ -252,16 +270,33 @@ def _target(fn: F) -> F:
                              "an id).")(fn)
 
 
+def _allow_ahead(fn: F) -> F:
+    return click.option("--allow-ahead", is_flag=True, envvar="HERD_ALLOW_AHEAD",
+                        show_envvar=True,
+                        help="Treat a database at revisions this code does not know (a "
+                             "rollback, a rolling deploy) as current instead of failing "
+                             "(exit 5).")(fn)
+
+
+def _timeout(fn: F) -> F:
+    return click.option("--timeout", callback=_duration, metavar="DURATION", default="10m",
+                        show_default=True, envvar="HERD_TIMEOUT", show_envvar=True,
+                        help="How long to wait for the database to become current, with a "
+                             "unit: 90s, 5m, 1h.")(fn)
+
+
 def _lock(fn: F) -> F:
     return click.option("--lock", type=click.Choice(["auto", "advisory", "table", "file"]),
-                        default="auto", show_default=True,
+                        default="auto", show_default=True, envvar="HERD_LOCK",
+                        show_envvar=True,
                         help="Lock backend: auto picks advisory on PostgreSQL/MySQL/MariaDB, "
                              "file on SQLite.")(fn)
 
 
 def _lock_timeout(default: str) -> Callable[[F], F]:
     return click.option("--lock-timeout", callback=_duration, metavar="DURATION",
-                        default=default, show_default=True,
+                        default=default, show_default=True, envvar="HERD_LOCK_TIMEOUT",
+                        show_envvar=True,
                         help="How long to try to connect and take the lock, with a unit: "
                              "90s, 5m, 1h.")
 
@@ -282,6 +317,7 @@ class _HerdGroup(click.Group):
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> NoReturn:
         try:
+            extra.setdefault("default_map", _project_defaults(self))
             rv = super().main(args=args, prog_name=prog_name or "herd",
                               complete_var=complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -297,10 +333,66 @@ class _HerdGroup(click.Group):
         except click.ClickException as exc:
             click.echo(f"herd: error: {mask_text(_one_line(exc.format_message()))}", err=True)
             sys.exit(USAGE_EXIT)
+        except HerdError as exc:  # [tool.herd] unreadable
+            click.echo(f"herd: error: {mask_text(_one_line(str(exc)))}", err=True)
+            sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("herd: interrupted", err=True)
             sys.exit(INTERRUPTED_EXIT)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _project_defaults(group: click.Group) -> dict[str, dict[str, Any]]:
+    """``[tool.herd]`` from the nearest pyproject.toml as click's default_map.
+
+    Keys are option names (``lock-timeout`` or ``lock_timeout``); ``[tool.herd.<verb>]``
+    overrides them for one verb. A relative ``config`` is relative to the pyproject.toml.
+    Precedence: command line > environment variables > [tool.herd] > built-in defaults.
+    """
+    path = _find_pyproject(Path.cwd())
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigurationError(f"{path} is not valid TOML ({exc}); fix it or remove "
+                                 "[tool.herd]") from exc
+    table = data.get("tool", {}).get("herd", {})
+    if not isinstance(table, dict) or not table:
+        return {}
+    verbs = {name: cmd for name, cmd in group.commands.items()}
+    shared = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    known = {p.name for cmd in verbs.values() for p in cmd.params
+             if isinstance(p, click.Option) and p.name and p.name != "as_json"}
+    result: dict[str, dict[str, Any]] = {}
+    for verb, cmd in verbs.items():
+        names = {p.name for p in cmd.params if isinstance(p, click.Option) and p.name}
+        own = table.get(verb, {})
+        merged = {**shared, **(own if isinstance(own, dict) else {})}
+        values: dict[str, Any] = {}
+        for key, value in merged.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigurationError(
+                    f"[tool.herd] in {path} has unknown key {key!r}; known keys: "
+                    f"{', '.join(sorted(k.replace('_', '-') for k in known))}")
+            if name in names:
+                relative = name == "config" and isinstance(value, str)
+                values[name] = str((path.parent / value).resolve()) if relative else value
+        result[verb] = values
+    for key in table:
+        if isinstance(table[key], dict) and key not in verbs:
+            raise ConfigurationError(f"[tool.herd.{key}] in {path} names no herd command; "
+                                     f"commands: {', '.join(sorted(verbs))}")
+    return result
 
 
 class _WrappingCommand(click.Command):
@@ -323,9 +415,16 @@ def cli() -> None:
     under a database lock, the others wait until the schema is current.
 
     \b
-    Environment:
+    Environment (each verb's --help lists the ones it reads):
       ALEMBIC_CONFIG      path of alembic.ini (-c/--config)
       HERD_DATABASE_URL   database URL (--url); DATABASE_URL is used when it is unset
+      HERD_LOCK_URL       direct connection for the lock (--lock-url)
+      HERD_LOCK, HERD_LOCK_TIMEOUT, HERD_TIMEOUT, HERD_MODE, HERD_ALLOW_AHEAD,
+      HERD_LOG_FORMAT     the options of the same names
+
+    \b
+    Configuration: command line > environment > [tool.herd] in the nearest
+    pyproject.toml (keys are option names; [tool.herd.<verb>] for one verb) > defaults.
     """
 
 
@@ -337,7 +436,9 @@ def cli() -> None:
 @_target
 @_lock
 @_lock_timeout("10m")
-def migrate(opts: Options, target: str, lock: str, lock_timeout: float) -> None:
+@_allow_ahead
+def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
+            allow_ahead: bool) -> None:
     """Bring the database to the target: migrate under the lock, or wait for the replica
     that does.
 
@@ -354,21 +455,20 @@ def migrate(opts: Options, target: str, lock: str, lock_timeout: float) -> None:
             "'--' must be followed by the migration command to run, e.g. "
             "'herd migrate -c alembic.ini -- mytool db upgrade'")
     outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
-                      command=command, **opts.project())
+                      command=command, allow_ahead=allow_ahead, **opts.project())
     _summary(outcome, opts)
 
 
 @cli.command()
 @_common()
 @_target
-@click.option("--timeout", callback=_duration, metavar="DURATION", default="10m",
-              show_default=True,
-              help="How long to wait for the database to become current, with a unit: "
-                   "90s, 5m, 1h.")
-def wait(opts: Options, target: str, timeout: float) -> None:
+@_timeout
+@_allow_ahead
+def wait(opts: Options, target: str, timeout: float, allow_ahead: bool) -> None:
     """Wait until the database is at the target. Never migrates, never takes the lock:
     for workers and schedulers."""
-    outcome = wait_until_current(opts.config, target=target, timeout=timeout, **opts.project())
+    outcome = wait_until_current(opts.config, target=target, timeout=timeout,
+                                 allow_ahead=allow_ahead, **opts.project())
     _summary(outcome, opts)
 
 
@@ -376,10 +476,16 @@ def wait(opts: Options, target: str, timeout: float) -> None:
 @_common(quiet_by_default=True)
 @_target
 @_lock
-def check(opts: Options, target: str, lock: str) -> int:
+@_allow_ahead
+def check(opts: Options, target: str, lock: str, allow_ahead: bool) -> int:
     """Exit 0 when the database is at the target, 1 when it is not (any other code is an
     error). Prints exactly one line."""
-    st = status(opts.config, target=target, lock=lock, recent=0, **opts.project())
+    st = status(opts.config, target=target, lock=lock, recent=0, allow_ahead=allow_ahead,
+                **opts.project())
+    if st.ahead:
+        click.echo(f"current (ahead of this code): {st.version_table} at "
+                   f"{_heads(st.current_heads)}, unknown {', '.join(st.ahead)}")
+        return 0
     if st.is_current:
         click.echo(f"current: {st.version_table} at {_heads(st.current_heads)}")
         return 0
@@ -394,11 +500,14 @@ def check(opts: Options, target: str, lock: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--recent", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many recent attempts to show.")
-def status_(opts: Options, target: str, lock: str, as_json: bool, recent: int) -> None:
+@_allow_ahead
+def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int,
+            allow_ahead: bool) -> None:
     """Current and script heads, pending revisions, the lock holder, recent attempts."""
-    st = status(opts.config, target=target, lock=lock, recent=recent, **opts.project())
+    st = status(opts.config, target=target, lock=lock, recent=recent, allow_ahead=allow_ahead,
+                **opts.project())
     click.echo(_mask(_status_text(st) if not as_json else json.dumps(st.as_dict(), indent=2),
-                     opts.url))
+                     *opts.urls))
 
 
 @cli.command("history")
@@ -411,7 +520,7 @@ def history_(opts: Options, as_json: bool, limit: int) -> None:
     rows = history(opts.config, limit=limit, **opts.project())
     text = (json.dumps([row.as_dict() for row in rows], indent=2) if as_json
             else _history_text(rows))
-    click.echo(_mask(text, opts.url))
+    click.echo(_mask(text, *opts.urls))
 
 
 @cli.command("resolve")
@@ -425,6 +534,69 @@ def resolve_(opts: Options, revision: str, lock: str, lock_timeout: float) -> No
     count = resolve(opts.config, revision, lock=lock, lock_timeout=lock_timeout,
                     **opts.project())
     click.echo(f"resolved {count} attempt(s) of {revision}")
+
+
+@cli.command("unlock")
+@_common()
+@_lock
+@click.option("--force", is_flag=True,
+              help="Break a lease even though its holder renews it (the holder stops before "
+                   "its next revision). Session locks are never forced.")
+def unlock_(opts: Options, lock: str, force: bool) -> None:
+    """Clear a stale migration lock. Refuses, naming the holder, while the holder is alive."""
+    click.echo(_mask(unlock(opts.config, lock=lock, force=force, **opts.project()),
+                     *opts.urls))
+
+
+@cli.command(cls=_WrappingCommand, options_metavar="[OPTIONS] -- COMMAND [ARGS]...")
+@_common()
+@click.option("--mode", type=click.Choice(["auto", "migrate", "wait"]), default="auto",
+              show_default=True, envvar="HERD_MODE", show_envvar=True,
+              help="auto/migrate: migrate, or wait for the replica that does; wait: never "
+                   "migrate (workers, beat).")
+@_target
+@_lock
+@_lock_timeout("10m")
+@_timeout
+@_allow_ahead
+def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float,
+        timeout: float, allow_ahead: bool) -> None:
+    """The container entrypoint: wait for the database, bring it current (or wait for it),
+    then replace this process with COMMAND, so that signals and the exit code are COMMAND's.
+
+    \b
+    herd run -c alembic.ini -- uvicorn app.main:app            # web replicas
+    herd run -c alembic.ini --mode wait -- celery -A app worker  # workers, beat
+
+    A failure exits with the code in 'herd --help' and COMMAND is not started.
+    """
+    command = click.get_current_context().meta.get(_COMMAND_KEY)
+    if not command:
+        raise ConfigurationError(
+            "herd run needs the command to start after '--', e.g. "
+            "'herd run -c alembic.ini -- uvicorn app.main:app'")
+    executable = shutil.which(command[0])
+    if executable is None:
+        raise ConfigurationError(
+            f"command {command[0]!r} not found on PATH; check the command after '--' (nothing "
+            "was migrated)")
+    if mode == "wait":
+        outcome = wait_until_current(opts.config, target=target, timeout=timeout,
+                                     allow_ahead=allow_ahead, **opts.project())
+    else:
+        outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
+                          allow_ahead=allow_ahead, **opts.project())
+    logging.getLogger("alembic_herd").info(
+        "%s; starting %s", outcome.describe(), _mask(" ".join(command), *opts.urls),
+        extra={"herd_event": "exec", "herd": {"command": command[0]}})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(executable, command)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"command {command[0]!r} could not be started: {exc.strerror}; check that it is "
+            "executable") from exc
 
 
 @cli.command()

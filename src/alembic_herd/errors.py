@@ -9,6 +9,7 @@
     ├── DatabaseUnavailableError    cannot connect / authenticate (after retries)   (exit 4)
     ├── DatabaseAheadError          database holds revisions this code lacks        (exit 5)
     ├── LockTimeoutError            lock not acquired before the deadline           (exit 6)
+    ├── LockHeldError               'herd unlock' refused: the holder is alive        (exit 6)
     ├── WaitTimeoutError            schema not current before the deadline          (exit 7)
     ├── MigrationError              a migration raised while this process led       (exit 8)
     ├── LeaderFailedError           another replica's migration failed              (exit 9)
@@ -101,6 +102,16 @@ class LockTimeoutError(HerdError):
         self.holder = holder
 
 
+class LockHeldError(HerdError):
+    """``unlock`` refused: the lock's holder is alive (a session lock, or a fresh lease)."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, holder: Holder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class WaitTimeoutError(HerdError):
     """The database did not become current before the timeout."""
 
@@ -178,7 +189,8 @@ EXIT_CODES: dict[int, str] = {
     3: "bad configuration or argument (alembic.ini, URL, duration, revision, dialect)",
     4: "database unreachable or credentials refused",
     5: "database is ahead of this code (unknown revisions in the version table)",
-    6: "migration lock not acquired before --lock-timeout",
+    6: "migration lock held by another replica: not acquired before --lock-timeout, "
+       "or 'herd unlock' refused",
     7: "database not current before --timeout",
     8: "a migration failed while this replica led",
     9: "another replica's migration failed (its error is reported)",

@@ -39,9 +39,11 @@ def lease_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Tabl
         sa.Column("owner", sa.String(64), nullable=False),
         sa.Column("host", sa.String(255), nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),
-        sa.Column("acquired", sa.Float, nullable=False),
-        sa.Column("expires", sa.Float, nullable=False),
-        sa.Column("heartbeat", sa.Float, nullable=False),
+        # Double, not Float: MySQL's FLOAT is single precision, which rounds an epoch
+        # timestamp to about +-64 s and lets a live lease look expired.
+        sa.Column("acquired", sa.Double, nullable=False),
+        sa.Column("expires", sa.Double, nullable=False),
+        sa.Column("heartbeat", sa.Double, nullable=False),
         schema=schema,
     )
 
@@ -160,6 +162,11 @@ class LeaseLock:
             f"{self.describe()} expired or was taken over while this process held it; "
             "stopped before the next revision - run herd again"
         )
+
+    def break_lease(self) -> None:
+        """Delete the lease row whoever holds it (``herd unlock``). A live holder is fenced:
+        its next :meth:`verify` fails before it starts another revision."""
+        self.conn.execute(self.table.delete().where(self.table.c.name == self.key.name))
 
     def holder(self) -> Holder | None:
         t = self.table
