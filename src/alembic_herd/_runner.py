@@ -249,12 +249,13 @@ def history(
     version_table: str | None = None,
     version_table_schema: str | None = None,
     history_table: str = _history.DEFAULT_TABLE,
+    lock_url: str | URL | None = None,
 ) -> list[Attempt]:
     """The attempt log for this project's version table, newest first."""
     runner = _Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
-        history_table=history_table,
+        history_table=history_table, lock_url=lock_url,
     )
     with runner._session(Deadline(10.0)) as conn:
         return runner._history(conn).rows(limit=limit)
@@ -271,6 +272,7 @@ def resolve(
     version_table: str | None = None,
     version_table_schema: str | None = None,
     history_table: str = _history.DEFAULT_TABLE,
+    lock_url: str | URL | None = None,
 ) -> int:
     """Mark ``revision``'s unfinished attempts as resolved, after an operator repaired a
     half-applied revision by hand. Takes the lock, so it cannot race a running leader.
@@ -278,7 +280,7 @@ def resolve(
     runner = _Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, lock_url=lock_url,
     )
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     with runner._session(deadline) as conn:
