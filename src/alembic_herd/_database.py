@@ -84,7 +84,10 @@ def mask_text(text: str, url: URL | str | None = None) -> str:
         secret = re.escape(str(url.password))
         text = re.sub(rf"(?<![A-Za-z0-9]){secret}(?![A-Za-z0-9])", "***", text)
     # user:password@ in anything that looks like a URL
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    # ... and in one without a scheme ('app:pw@db/app', '//app:pw@db/app'): a token that
+    # starts with user:password@ (a password with '/' is left to the rule above)
+    return re.sub(r"""(^|[\s'"=(])(/{0,2}[^\s'"=(:/@]*:)[^@\s'"/]*@""", r"\1\2***@", text)
 
 
 def create_engine(url: URL, *, application_name: str | None = None) -> Engine:
@@ -113,9 +116,11 @@ def create_engine(url: URL, *, application_name: str | None = None) -> Engine:
             "use postgresql, mysql, mariadb or sqlite (with a driver installed)"
         ) from exc
     except ModuleNotFoundError as exc:
+        extra = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}.get(backend)
+        how = f"pip install 'alembic-herd[{extra}]'" if extra else f"pip install {exc.name}"
         raise ConfigurationError(
             f"database URL {display(url)!r} needs the Python driver {exc.name!r}; install it "
-            "(e.g. pip install 'alembic-herd[postgresql]' or 'alembic-herd[mysql]')"
+            f"({how})"
         ) from exc
 
 
@@ -141,7 +146,8 @@ def is_transient(exc: BaseException) -> bool:
         if args and isinstance(args[0], int):
             return args[0] in _MYSQL_TRANSIENT
         text = str(orig).lower()
-        fatal = ("password", "does not exist", "denied", "unknown database")
+        fatal = ("password", "does not exist", "denied", "unknown database",
+                 "unable to open database")  # the last: SQLite, a path that cannot exist
         if any(word in text for word in fatal):
             return False
         return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
@@ -168,6 +174,8 @@ def unavailable(exc: BaseException, url: URL) -> DatabaseUnavailableError:
         hint = "check the user and password (HERD_DATABASE_URL / --url)"
     elif "does not exist" in lowered or "unknown database" in lowered:
         hint = "create the database or fix its name in the URL"
+    elif url.get_backend_name() == "sqlite":
+        hint = "check that the file's folder exists and is writable"
     else:
         hint = "check that the server is running and reachable from here"
     return DatabaseUnavailableError(f"database {display(url)!r} unavailable: {reason}; {hint}")

