@@ -1,25 +1,31 @@
-"""One replica for the herd tests: ``herd_child.py MODE CONFIG URL [target]``.
+"""One replica for the herd tests: ``herd_child.py MODE CONFIG URL [target] [-- CMD...]``.
 
-MODE is ``herd`` (alembic_herd.upgrade), ``wait`` (alembic_herd.wait_until_current) or
-``alembic`` (plain ``alembic upgrade head``, the control). Prints one JSON line.
+MODE is ``herd`` (alembic_herd.upgrade), ``wait`` (alembic_herd.wait_until_current),
+``alembic`` (plain ``alembic upgrade head``, the control) or ``command``
+(alembic_herd.upgrade running CMD... under the lock). Prints one JSON line.
 """
 
 import json
 import sys
 import time
 
-import alembic_herd
 from alembic import command
 from alembic.config import Config
 
-mode, config, url = sys.argv[1:4]
-target = sys.argv[4] if len(sys.argv) > 4 else "head"
+import alembic_herd
+
+args = sys.argv[1:]
+migrate_command = args[args.index("--") + 1:] if "--" in args else None
+args = args[:args.index("--")] if "--" in args else args
+mode, config, url = args[:3]
+target = args[3] if len(args) > 3 else "head"
 print("ready", flush=True)
 sys.stdin.readline()
 start = time.monotonic()
 try:
-    if mode == "herd":
-        outcome = alembic_herd.upgrade(config, url=url, target=target, lock_timeout=240)
+    if mode in ("herd", "command"):
+        outcome = alembic_herd.upgrade(config, url=url, target=target, lock_timeout=240,
+                                       command=migrate_command if mode == "command" else None)
         report = {"action": outcome.action, "revisions": list(outcome.revisions),
                   "heads": list(outcome.heads), "waited": outcome.waited_seconds}
     elif mode == "wait":

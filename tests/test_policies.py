@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import alembic_herd
 import pytest
 import sqlalchemy as sa
-from conftest import PROJECTS, render
 from sqlalchemy.engine import URL
+
+import alembic_herd
+from conftest import PROJECTS, render
 
 CONFIG = str(PROJECTS / "herdset" / "alembic.ini")
 

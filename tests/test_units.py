@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from alembic_herd import ConfigurationError, UnsupportedDialectError, to_seconds
 from alembic_herd._database import display, mask_text, parse_url, sync_url
 from alembic_herd.errors import EXIT_CODES, HerdError

@@ -1,0 +1,25 @@
+"""create notes, seed one row
+
+Revision ID: n1
+Revises:
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "n1"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    notes = op.create_table(
+        "notes",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("body", sa.String(200), nullable=False),
+    )
+    op.bulk_insert(notes, [{"body": "seeded"}])
+
+
+def downgrade() -> None:
+    op.drop_table("notes")

@@ -1,0 +1,1 @@
+"""A stand-in application whose settings module owns the database URL."""
