@@ -1,0 +1,20 @@
+"""the common base
+
+Revision ID: h1
+Revises:
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "h1"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("base_table", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade() -> None:
+    pass
