@@ -195,6 +195,24 @@ class History:
             0)
         return int(value or 0)
 
+    def baseline(self) -> int:
+        """The row after which a failure is news to a replica that starts now: the last
+        row, or, while an attempt is running, the row before its first running row. A
+        replica that starts while the leader is mid-revision (a rolling deploy) must still
+        report that revision's failure instead of running the broken migration again."""
+        t = self.table
+
+        def read() -> int | None:
+            first_running = self.conn.scalar(
+                sa.select(sa.func.min(t.c.id)).where(t.c.scope == self.scope,
+                                                     t.c.status == "running"))
+            if first_running is not None:
+                return int(first_running) - 1
+            last = self.conn.scalar(sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope))
+            return None if last is None else int(last)
+
+        return read_if_exists(self.conn, t, read, None) or 0
+
     def failure_after(self, last_id: int) -> Attempt | None:
         """The first failed attempt written after row ``last_id``."""
         t = self.table

@@ -28,7 +28,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script.base import Script
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -476,7 +476,16 @@ class _Runner:
         failure = history.failure_after(baseline)
         if failure is not None:
             raise _leader_failed(failure)
-        history.ensure()
+        try:
+            history.ensure()
+        except DBAPIError as exc:  # e.g. no CREATE on the schema: Alembic would fail too
+            if is_transient(exc):
+                raise unavailable(exc, self.url) from exc
+            raise MigrationError(
+                f"could not create herd's attempt log {history.table.fullname!r}: "
+                f"{driver_message(exc, self.url)}; the migrating user needs the right to "
+                "create tables there (Alembic creates its version table and yours too)"
+            ) from exc
         self._reconcile(conn, history, heads)
         attempt = uuid.uuid4().hex
         _event("leading", "this replica migrates: %d revision(s) %s -> %s", len(pending),
@@ -553,6 +562,8 @@ class _Runner:
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
                        revision=script.revision)
                 yield step
+                lock.verify()  # before writing on herd's connection: a dead lock session
+                # is a lost lock (one transaction: all of it rolls back), not a failed revision
                 history.finish(row, "applied")
                 _event("revision_done", "applied %s in %s", script.revision,
                        format_seconds(row.duration or 0.0), revision=script.revision,
@@ -597,7 +608,8 @@ class _Runner:
                     history.restate(row, "rolled back", f"its transaction rolled back after "
                                     f"{failed or 'an error'} failed")
             history.flush()
-        except DBAPIError as exc:  # connection gone: the next leader reconciles
+        except SQLAlchemyError as exc:  # connection gone (or invalidated, awaiting a
+            # rollback): never mask the real error; the next leader reconciles
             log.warning("could not record the failure in the attempt log: %s",
                         driver_message(exc, self.url))
         return failed
@@ -768,7 +780,8 @@ class _Waiting:
 def _release(lock: Lock) -> None:
     try:
         lock.release()
-    except DBAPIError as exc:  # the session is gone, and with it a session lock
+    except SQLAlchemyError as exc:  # the session is gone (or invalidated), and with it a
+        # session lock; never mask the error that is on its way out
         log.warning("releasing %s failed (%s); the server frees it with the session",
                     lock.describe(), type(exc).__name__)
 

@@ -11,6 +11,7 @@ import hashlib
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import HerdError, Holder, LockLostError
 from . import LockKey
@@ -46,9 +47,16 @@ class GetLock:
         self.conn.scalar(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": self.name})
 
     def verify(self) -> None:
-        mine = self.conn.scalar(
-            sa.text("SELECT IS_USED_LOCK(:n) = CONNECTION_ID()"), {"n": self.name}
-        )
+        try:
+            mine = self.conn.scalar(
+                sa.text("SELECT IS_USED_LOCK(:n) = CONNECTION_ID()"), {"n": self.name}
+            )
+        except DBAPIError as exc:  # session gone (killed, server restart): so is the lock
+            raise LockLostError(
+                f"{self.describe()}: its session failed ({type(exc.orig).__name__}), and "
+                "GET_LOCK ends with its session; stopped before the next revision - run herd "
+                "again"
+            ) from exc
         if not mine:
             raise LockLostError(
                 f"{self.describe()} is no longer held by this session; stopped before the "

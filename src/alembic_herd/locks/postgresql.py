@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from .._database import HOST, PID
 from ..errors import Holder, LockLostError
@@ -55,13 +56,20 @@ class AdvisoryLock:
         self.conn.scalar(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._int})
 
     def verify(self) -> None:
-        held = self.conn.scalar(
-            sa.text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND pid = pg_backend_pid() AND classid = :c AND objid = :o AND objsubid = 1"
-            ),
-            {"c": self._classid, "o": self._objid},
-        )
+        try:
+            held = self.conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND classid = :c AND objid = :o AND objsubid = 1"
+                ),
+                {"c": self._classid, "o": self._objid},
+            )
+        except DBAPIError as exc:  # session gone (terminated, server restart): so is the lock
+            raise LockLostError(
+                f"{self.describe()}: its session failed ({type(exc.orig).__name__}), and a "
+                "session lock ends with its session; stopped before the next revision - run "
+                "herd again"
+            ) from exc
         if not held:
             raise LockLostError(
                 f"{self.describe()} is no longer held by this session (pooler or server "

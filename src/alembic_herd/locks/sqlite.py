@@ -48,6 +48,9 @@ class FileLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        if not self._is_current(fd):  # the file was replaced before we locked it
+            os.close(fd)
+            return False
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{PID} {since} {HOST}\n".encode(), 0)
@@ -66,6 +69,18 @@ class FileLock:
     def verify(self) -> None:
         if self._fd is None:
             raise LockLostError(f"{self.describe()} is not held by this process")
+        if not self._is_current(self._fd):
+            raise LockLostError(
+                f"{self.describe()} was deleted or replaced while this process held it, so "
+                "another process can lock the new file; stopped before the next revision - "
+                "run herd again")
+
+    def _is_current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at :attr:`path` (a flock is on the inode)."""
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def holder(self) -> Holder | None:
         try:

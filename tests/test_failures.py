@@ -1,0 +1,441 @@
+"""What herd does when things go wrong, against real databases and real processes.
+
+A migration that raises, a leader killed with SIGKILL mid-revision (PostgreSQL rolls it
+back; MariaDB leaves it half-applied and herd refuses to guess), a lock held by someone
+else past the timeout, waiters that must not hold transactions or extra connections, a
+worker waiting for a leader that fails, and a database ahead of the code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+import alembic_herd
+from alembic_herd import (
+    DatabaseAheadError,
+    IncompleteRevisionError,
+    LeaderFailedError,
+    LockTimeoutError,
+)
+from alembic_herd._database import HOST, create_engine
+from alembic_herd.locks import LockKey, create_lock
+from conftest import PROJECTS, make_database, render
+from herd_harness import CHILD, release
+
+FAIL = str(PROJECTS / "fail-raise" / "alembic.ini")
+SLOW = str(PROJECTS / "slow-partial" / "alembic.ini")
+HERDSET = str(PROJECTS / "herdset" / "alembic.ini")
+SAFETY = 120.0  # seconds: a bound on waiting for what must happen, never a measurement
+
+fresh_database = contextlib.contextmanager(make_database)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def query(url: URL, sql: str, **params: Any) -> list[Any] | None:
+    """Rows of ``sql``, or None when a table it reads does not exist (yet)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params)]
+    except sa.exc.ProgrammingError:
+        return None
+    except sa.exc.OperationalError as exc:  # sqlite reports a missing table this way
+        if "no such table" in str(exc):
+            return None
+        raise
+    finally:
+        engine.dispose()
+
+
+def versions(url: URL) -> list[str] | None:
+    rows = query(url, "SELECT version_num FROM alembic_version")
+    return None if rows is None else sorted(r[0] for r in rows)
+
+
+def history(url: URL) -> list[dict[str, Any]]:
+    rows = query(url, "SELECT id, attempt, revision, status, error, host, pid "
+                      "FROM herd_history ORDER BY id")
+    keys = ("id", "attempt", "revision", "status", "error", "host", "pid")
+    return [dict(zip(keys, r, strict=True)) for r in rows or []]
+
+
+def has_table(url: URL, name: str) -> bool:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sa.inspect(conn).has_table(name)
+    finally:
+        engine.dispose()
+
+
+def eventually(fn: Callable[[], Any], what: str, proc: subprocess.Popen[str] | None = None,
+               ) -> Any:
+    """Poll ``fn`` until it returns something truthy (bounded by SAFETY seconds)."""
+    deadline = time.monotonic() + SAFETY
+    while True:
+        value = fn()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"process exited {proc.returncode} before {what}: {out} {err[-2000:]}")
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def replica(mode: str, config: str, url: URL, **env: str) -> Iterator[subprocess.Popen[str]]:
+    """One herd_child.py process, released at once; killed on the way out if still alive."""
+    proc = subprocess.Popen([sys.executable, str(CHILD), mode, config, render(url)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def running(url: URL, revision: str) -> bool:
+    return any(r["revision"] == revision and r["status"] == "running" for r in history(url))
+
+
+# -- a migration that raises --------------------------------------------------------------
+
+RAISE_CASES = [
+    pytest.param("postgresql", False, id="postgresql-one-transaction"),
+    pytest.param("postgresql", True, id="postgresql-transaction-per-migration"),
+    pytest.param("mysql", True, id="mysql-transaction-per-migration"),
+    pytest.param("sqlite", False, id="sqlite"),
+]
+
+
+@pytest.mark.herd
+@pytest.mark.parametrize(("dialect", "tpm"), RAISE_CASES)
+def test_a_failing_migration_fails_its_leader_and_every_waiter_reports_that_failure(
+        dialect: str, tpm: bool, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """In a herd of 8 on a migration that raises, exactly one process runs it and exits 8
+    (MigrationError); the other seven exit 9 (LeaderFailedError) naming the leader and its
+    error, and the history records the failure."""
+    with fresh_database(dialect, request, tmp_path) as url:
+        results = release(8, ["herd", FAIL, render(url)],
+                          env={"HERD_TEST_TPM": "1" if tpm else "0", "HERD_TEST_FAIL_DELAY": "2"})
+        codes = Counter(r.returncode for r in results)
+        assert codes == {8: 1, 9: 7}, [(r.returncode, r.report, r.stderr[-500:])
+                                       for r in results]
+        leader = next(r for r in results if r.returncode == 8)
+        assert leader.report["type"] == "MigrationError"
+        assert "revision f2 failed" in leader.report["error"]
+        assert "boom: bad data" in leader.report["error"]
+
+        rows = history(url)
+        failed = [r for r in rows if r["revision"] == "f2"]
+        assert [r["status"] for r in failed] == ["failed"], rows
+        row = failed[0]
+        assert "boom: bad data" in row["error"]
+        assert (row["host"], row["pid"]) != (HOST, os.getpid())
+        for waiter in (r for r in results if r.returncode == 9):
+            assert waiter.report["type"] == "LeaderFailedError"
+            message = waiter.report["error"]
+            assert f"pid {row['pid']} on host {row['host']}" in message
+            assert "boom: bad data" in message and "revision f2" in message
+
+        # herd's account of revision 1 agrees with the version table
+        at = versions(url) or []
+        [f1] = [r for r in rows if r["revision"] == "f1"]
+        assert f1["status"] == ("applied" if "f1" in at else "rolled back"), (rows, at)
+        assert f1["attempt"] == row["attempt"]
+        if dialect == "postgresql" and not tpm:
+            assert at == [] and f1["status"] == "rolled back"
+            assert not has_table(url, "things")
+        if tpm:
+            assert at == ["f1"] and f1["status"] == "applied"
+
+
+def herd_sessions(url: URL, pids: list[int]) -> list[tuple[int, str, str | None, str]]:
+    """(client pid, state, xact_start, last statement) of every session herd opened for
+    these processes: herd names them 'herd <host> <pid>', or 'herd <pid> <since> <host>'
+    once they hold the lock."""
+    rows = query(url, "SELECT application_name, state, xact_start::text, query "
+                      "FROM pg_stat_activity WHERE application_name LIKE 'herd %'") or []
+    found = []
+    for name, state, xact, last in rows:
+        parts = name.split(" ")
+        found += [(pid, state, xact, last) for pid in pids
+                  if parts[1:3] == [HOST, str(pid)] or parts[1:2] == [str(pid)]]
+    return found
+
+
+def polling_the_lock(url: URL, pid: int) -> bool:
+    """Whether process ``pid`` is in its wait loop (it read the attempt log before that)."""
+    return any("pg_try_advisory_lock" in s[3] for s in herd_sessions(url, [pid]))
+
+
+@pytest.mark.herd
+def test_replicas_that_start_while_the_leader_runs_the_failing_revision_report_its_failure(
+        pg: URL, tmp_path: Path) -> None:
+    """Replicas that start after the leader began the failing revision (a rolling deploy)
+    report the leader's failure (exit 9) instead of running the broken migration again."""
+    gate = tmp_path / "gate"
+    with replica("herd", FAIL, pg, HERD_TEST_FAIL_GATE=str(gate)) as leader, \
+            contextlib.ExitStack() as stack:
+        eventually(lambda: running(pg, "f2"), "the leader to start f2", leader)
+        late = [stack.enter_context(replica("herd", FAIL, pg)) for _ in range(3)]
+        for proc in late:
+            eventually(partial(polling_the_lock, pg, proc.pid), "a late replica to poll the lock",
+                       proc)
+        gate.touch()
+        outputs = [(p.communicate(timeout=SAFETY), p.returncode) for p in late]
+        leader.wait(SAFETY)
+        assert leader.returncode == 8
+    assert [code for _, code in outputs] == [9, 9, 9], outputs
+    assert all(f"pid {leader.pid} on host {HOST}" in out and "LeaderFailedError" in out
+               for (out, _), _ in outputs)
+    assert [r["status"] for r in history(pg) if r["revision"] == "f2"] == ["failed"]
+
+
+# -- a leader killed mid-migration --------------------------------------------------------
+
+
+@pytest.mark.parametrize("tpm", [False, True], ids=["one-transaction", "transaction-per-migration"])
+def test_postgresql_leader_killed_mid_migration_is_rolled_back_and_the_next_upgrade_finishes(
+        pg: URL, tpm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a PostgreSQL leader is SIGKILLed inside a revision, the next upgrade reaches head
+    with the data migration's row exactly once, and the history marks the killed attempt
+    'interrupted' (its earlier revisions 'rolled back' in one-transaction mode)."""
+    tpm_env = "1" if tpm else "0"
+    with replica("herd", SLOW, pg, HERD_TEST_SLOW="300", HERD_TEST_TPM=tpm_env) as leader:
+        eventually(lambda: running(pg, "s2"), "the leader to start s2", leader)
+        os.kill(leader.pid, signal.SIGKILL)
+        leader.wait(SAFETY)
+
+    monkeypatch.setenv("HERD_TEST_TPM", tpm_env)
+    monkeypatch.setenv("HERD_TEST_SLOW", "0")
+    outcome = alembic_herd.upgrade(SLOW, url=render(pg), lock_timeout=SAFETY)
+    assert outcome.action == "migrated"
+    assert outcome.heads == ("s3",)
+    assert versions(pg) == ["s3"]
+    assert query(pg, "SELECT count(*) FROM items WHERE name = 'seeded'") == [(1,)]
+
+    rows = history(pg)
+    killed = {r["revision"]: r["status"] for r in rows if r["pid"] == leader.pid}
+    rerun = [(r["revision"], r["status"]) for r in rows if r["pid"] != leader.pid]
+    assert killed == {"s1": "applied" if tpm else "rolled back", "s2": "interrupted"}, rows
+    expected = ["s2", "s3"] if tpm else ["s1", "s2", "s3"]
+    assert rerun == [(rev, "applied") for rev in expected]
+    assert outcome.revisions == tuple(expected)
+
+
+def test_a_leader_that_loses_its_lock_session_mid_revision_stops_with_lock_lost(
+        pg: URL, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader whose lock session is terminated while a revision runs stops with
+    LockLostError (exit 11) before recording or starting anything more, its one transaction
+    rolls back, and the next upgrade finishes the job."""
+    with replica("herd", SLOW, pg, HERD_TEST_SLOW="3", HERD_TEST_TPM="0") as leader:
+        eventually(lambda: running(pg, "s2"), "the leader to start s2", leader)
+        terminated = query(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE application_name LIKE :name", name=f"herd {leader.pid} %")
+        assert terminated == [(True,)]  # exactly the lock session: the migration's is untouched
+        out, err = leader.communicate(timeout=SAFETY)
+    assert leader.returncode == 11, (out, err[-2000:])
+    assert '"type": "LockLostError"' in out
+    assert versions(pg) is None and not has_table(pg, "items")
+
+    monkeypatch.setenv("HERD_TEST_SLOW", "0")
+    outcome = alembic_herd.upgrade(SLOW, url=render(pg), lock_timeout=SAFETY)
+    assert outcome.revisions == ("s1", "s2", "s3")
+    assert query(pg, "SELECT count(*) FROM items WHERE name = 'seeded'") == [(1,)]
+    statuses = [(r["revision"], r["status"], r["pid"] == leader.pid) for r in history(pg)]
+    assert statuses == [("s1", "rolled back", True), ("s2", "interrupted", True),
+                        ("s1", "applied", False), ("s2", "applied", False),
+                        ("s3", "applied", False)]
+
+
+def test_mariadb_leader_killed_mid_revision_is_refused_until_an_operator_resolves_it(
+        request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """After a MariaDB leader is SIGKILLed inside a non-transactional revision, upgrade
+    refuses with IncompleteRevisionError (naming the revision, the dead leader and 'herd
+    resolve') without applying anything, until an operator repairs it and calls resolve()."""
+    with fresh_database("mysql", request, tmp_path) as url:
+        with replica("herd", SLOW, url, HERD_TEST_SLOW="300") as leader:
+            eventually(lambda: running(url, "s2") and has_table(url, "partial_a"),
+                       "the leader to be inside s2", leader)
+            os.kill(leader.pid, signal.SIGKILL)
+            leader.wait(SAFETY)
+
+        monkeypatch.setenv("HERD_TEST_SLOW", "0")
+        before, rows_before = versions(url), history(url)
+        assert before == ["s1"]
+        for _ in range(2):  # refused every time until resolved, not only the first time
+            with pytest.raises(IncompleteRevisionError) as err:
+                alembic_herd.upgrade(SLOW, url=render(url), lock_timeout=SAFETY)
+            message = str(err.value)
+            assert "revision s2" in message
+            assert f"pid {leader.pid} on host {HOST}" in message
+            assert "herd resolve s2" in message
+            assert err.value.revision == "s2" and err.value.exit_code == 10
+            assert versions(url) == before
+            assert not has_table(url, "partial_b")
+            assert history(url) == rows_before
+
+        with create_engine(url).connect() as conn:  # the operator's repair
+            conn.execute(sa.text("DROP TABLE partial_a"))
+        assert alembic_herd.resolve(SLOW, "s2", url=render(url)) == 1
+
+        outcome = alembic_herd.upgrade(SLOW, url=render(url), lock_timeout=SAFETY)
+        assert outcome.action == "migrated" and outcome.revisions == ("s2", "s3")
+        assert versions(url) == ["s3"]
+        assert has_table(url, "partial_a") and has_table(url, "partial_b")
+        assert query(url, "SELECT count(*) FROM items WHERE name = 'seeded'") == [(1,)]
+        statuses = [(r["revision"], r["status"], r["pid"] == leader.pid) for r in history(url)]
+        assert statuses == [("s1", "applied", True), ("s2", "resolved", True),
+                            ("s2", "applied", False), ("s3", "applied", False)]
+
+
+# -- waiting ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(url: URL, how: str) -> Iterator[int]:
+    """Hold herd's PostgreSQL advisory lock for HERDSET from this test; yields the
+    session's backend pid. ``how``: through herd's own lock class, or a foreign session."""
+    key = LockKey.for_version_table("alembic_version", None, None)
+    engine = create_engine(url, application_name="ops console")
+    conn = engine.connect()
+    try:
+        if how == "herd":
+            lock = create_lock("advisory", conn, key)
+            assert lock.try_acquire()
+        else:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key.as_int64()})
+        yield int(conn.scalar(sa.text("SELECT pg_backend_pid()")))
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("how", ["herd", "foreign"])
+def test_lock_timeout_names_the_holder_and_what_to_do(pg: URL, how: str) -> None:
+    """When another session holds the lock past lock_timeout, upgrade raises LockTimeoutError
+    naming the holder (with a holder attribute) and the next step, and changes nothing."""
+    with lock_held_elsewhere(pg, how) as backend_pid, pytest.raises(LockTimeoutError) as err:
+        alembic_herd.upgrade(HERDSET, url=render(pg), lock_timeout=2)
+    message, holder = str(err.value), err.value.holder
+    assert err.value.exit_code == 6
+    assert holder is not None
+    if how == "herd":
+        assert (holder.host, holder.pid) == (HOST, os.getpid())
+        assert f"pid {os.getpid()} on host {HOST}" in message
+    else:
+        assert holder.detail is not None and str(backend_pid) in holder.detail
+        assert "ops console" in message
+    assert "--lock-timeout" in message and "herd status" in message
+    assert "4 revision(s) behind" in message
+    assert versions(pg) is None and history(pg) == []
+
+
+@pytest.mark.herd
+def test_waiters_hold_no_transaction_and_one_connection_each(pg: URL) -> None:
+    """Replicas waiting for the lock each keep exactly one connection, and it is never left
+    'idle in transaction' (a waiter must not block the leader's DDL or vacuum)."""
+    with contextlib.ExitStack() as replicas:
+        with lock_held_elsewhere(pg, "herd"):
+            procs = [replicas.enter_context(replica("herd", HERDSET, pg)) for _ in range(3)]
+            pids = [p.pid for p in procs]
+            eventually(lambda: {s[0] for s in herd_sessions(pg, pids)} == set(pids),
+                       "every waiter to connect")
+            for _ in range(15):
+                sessions = herd_sessions(pg, pids)
+                per_process = Counter(s[0] for s in sessions)
+                assert max(per_process.values()) == 1, sessions
+                assert all(s[1] in ("idle", "active") for s in sessions), sessions
+                assert all(s[2] is None for s in sessions if s[1] == "idle"), sessions
+                time.sleep(0.2)
+            assert all(p.poll() is None for p in procs)  # still waiting
+        for proc in procs:  # the lock is free now: they finish on their own
+            proc.wait(SAFETY)
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert versions(pg) == ["d4"]
+    assert herd_sessions(pg, pids) == []
+
+
+@pytest.mark.parametrize("order", ["worker-first", "leader-first"])
+def test_wait_until_current_reports_the_leaders_failure_instead_of_timing_out(
+        pg: URL, order: str, tmp_path: Path) -> None:
+    """A worker in wait_until_current raises LeaderFailedError with the leader's error as
+    soon as the leader's migration fails, whether it started before or during the attempt."""
+    result: dict[str, BaseException] = {}
+
+    def worker() -> None:
+        try:
+            alembic_herd.wait_until_current(FAIL, url=render(pg), timeout=SAFETY)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=worker, daemon=True)
+    gate = tmp_path / "gate"
+    if order == "worker-first":
+        thread.start()
+    with replica("herd", FAIL, pg, HERD_TEST_FAIL_GATE=str(gate)) as leader:
+        eventually(lambda: running(pg, "f2"), "the leader to start f2", leader)
+        if order == "leader-first":
+            thread.start()
+        # the worker is in its wait loop: it has read the attempt log and checks it for news
+        eventually(lambda: any("herd_history.id >" in s[3]
+                               for s in herd_sessions(pg, [os.getpid()])),
+                   "the worker to wait", leader)
+        gate.touch()
+        leader.wait(SAFETY)
+        thread.join(SAFETY)
+    assert leader.returncode == 8
+    error = result.get("error")
+    assert isinstance(error, LeaderFailedError), repr(error)
+    assert error.exit_code == 9
+    assert (error.pid, error.host, error.revision) == (leader.pid, HOST, "f2")
+    assert "boom: bad data" in str(error) and f"pid {leader.pid}" in str(error)
+
+
+# -- the database ahead of the code -------------------------------------------------------
+
+
+def test_a_database_ahead_of_the_code_is_refused_naming_the_revision(db: URL) -> None:
+    """A version table holding a revision the scripts lack raises DatabaseAheadError (exit 5)
+    naming it, from upgrade and wait_until_current alike, and changes nothing."""
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('zz99')"))
+    engine.dispose()
+    for call in (lambda: alembic_herd.upgrade(HERDSET, url=render(db), lock_timeout=SAFETY),
+                 lambda: alembic_herd.wait_until_current(HERDSET, url=render(db), timeout=5)):
+        with pytest.raises(DatabaseAheadError) as err:
+            call()
+        assert err.value.exit_code == 5
+        assert err.value.unknown == ("zz99",)
+        assert "zz99" in str(err.value)
+    assert versions(db) == ["zz99"]
+    assert not has_table(db, "accounts") and not has_table(db, "herd_history")
+

@@ -1,0 +1,378 @@
+"""One contract for every lock backend, run against real databases.
+
+Each backend (PostgreSQL advisory lock, MySQL/MariaDB GET_LOCK, SQLite flock, and the lease
+table on PostgreSQL, MySQL and SQLite) is driven through the :class:`~alembic_herd.locks.Lock`
+protocol on connections made by herd's own ``create_engine``: try-lock semantics, holder
+reporting, release, fencing (``verify``), a SIGKILLed holder, and independent keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+
+from alembic_herd import ConfigurationError, LockLostError, UnsupportedDialectError
+from alembic_herd._database import HOST, PID, create_engine
+from alembic_herd.errors import Holder
+from alembic_herd.locks import KINDS, Lock, LockKey, choose, create_lock
+from conftest import make_database, render
+
+SAFETY = 60.0  # seconds; a bound on waiting for something that should happen, not a measurement
+
+CASES = [
+    pytest.param(("advisory", "postgresql"), id="advisory-postgresql"),
+    pytest.param(("advisory", "mysql"), id="advisory-mysql"),
+    pytest.param(("file", "sqlite"), id="file-sqlite"),
+    pytest.param(("table", "postgresql"), id="table-postgresql"),
+    pytest.param(("table", "mysql"), id="table-mysql"),
+    pytest.param(("table", "sqlite"), id="table-sqlite"),
+]
+
+fresh_database = contextlib.contextmanager(make_database)
+
+
+@dataclass
+class Backend:
+    """One lock kind on one fresh database; hands out locks on new connections."""
+
+    kind: str
+    url: URL
+    engine: Engine
+    key: LockKey
+    conns: list[Connection] = field(default_factory=list)
+    locks: list[Lock] = field(default_factory=list)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def connect(self) -> Connection:
+        conn = self.engine.connect()
+        self.conns.append(conn)
+        return conn
+
+    def lock(self, key: LockKey | None = None, *, ttl: float = 30.0) -> Lock:
+        """A lock object on a connection of its own (a separate database session)."""
+        lock = create_lock(self.kind, self.connect(), key or self.key, ttl=ttl)
+        self.locks.append(lock)
+        return lock
+
+    def close(self) -> None:
+        for lock in self.locks:
+            with contextlib.suppress(Exception):
+                lock.release()
+        for conn in self.conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.engine.dispose()
+
+
+@pytest.fixture(params=CASES)
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    kind, dialect = request.param
+    with fresh_database(dialect, request, tmp_path) as url:
+        database = url.database if dialect == "mysql" else None
+        b = Backend(kind, url, create_engine(url),
+                    LockKey.for_version_table("alembic_version", None, database))
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def returns_promptly(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a thread; fail (instead of hanging) if it blocks past the safety bound."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(SAFETY)
+    assert not thread.is_alive(), f"{fn} blocked for more than {SAFETY:g} s"
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def eventually(fn: Callable[[], Any], what: str) -> Any:
+    """Poll ``fn`` until it returns something truthy (safety bound: SAFETY seconds)."""
+    deadline = time.monotonic() + SAFETY
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.1)
+
+
+def assert_names(holder: Holder | None, *, pid: int, case: Backend,
+                 conn_id: int | None = None) -> None:
+    """The holder as each backend can name it: host and pid, or MySQL's connection id."""
+    assert holder is not None
+    if case.dialect == "mysql" and case.kind == "advisory":
+        assert conn_id is not None
+        assert holder.detail and f"server connection {conn_id}" in holder.detail, holder
+    else:
+        assert (holder.host, holder.pid) == (HOST, pid), holder
+        assert holder.since is not None
+    assert holder.describe() != "an unknown holder"
+
+
+def connection_id(lock: Lock) -> int | None:
+    conn: Connection | None = getattr(lock, "conn", None)
+    if conn is None or conn.dialect.name != "mysql":
+        return None
+    return int(conn.scalar(sa.text("SELECT CONNECTION_ID()")))
+
+
+# -- the contract -------------------------------------------------------------------------
+
+
+def test_a_free_lock_is_taken_and_a_second_holder_is_refused_without_blocking(
+        case: Backend) -> None:
+    """try_acquire takes a free lock, and a second lock object on another session gets False
+    at once instead of waiting."""
+    first, second = case.lock(), case.lock()
+    assert returns_promptly(first.try_acquire) is True
+    assert returns_promptly(second.try_acquire) is False
+    assert returns_promptly(second.try_acquire) is False  # still refused, still not blocking
+    first.verify()
+    assert case.key.name in first.describe() or case.kind == "file"
+
+
+def test_holder_names_who_holds_the_lock_and_none_when_free(case: Backend) -> None:
+    """holder() names the holding process (host and pid; the connection id on MySQL) to
+    anyone who asks, and is None while the lock is free."""
+    first, second = case.lock(), case.lock()
+    assert second.holder() is None
+    assert first.try_acquire()
+    assert_names(second.holder(), pid=PID, case=case, conn_id=connection_id(first))
+    first.release()
+    assert second.holder() is None
+
+
+def test_release_frees_the_lock_is_idempotent_and_only_the_holder_can_release(
+        case: Backend) -> None:
+    """release() lets another session take the lock, is safe to call twice, and a release
+    by a session that does not hold the lock leaves the holder holding it."""
+    first, second = case.lock(), case.lock()
+    assert first.try_acquire()
+    second.release()  # not the holder: must not free the lock
+    first.verify()
+    assert not second.try_acquire()
+    first.release()
+    first.release()  # twice is safe
+    assert second.try_acquire()
+    assert not first.try_acquire()
+    second.release()
+    assert first.try_acquire()
+
+
+def test_verify_passes_while_held_and_raises_after_release(case: Backend) -> None:
+    """verify() is silent while the lock is held and raises LockLostError once released."""
+    lock = case.lock()
+    assert lock.try_acquire()
+    lock.verify()
+    lock.verify()
+    lock.release()
+    with pytest.raises(LockLostError) as err:
+        lock.verify()
+    assert "herd" in str(err.value) or "not held" in str(err.value)
+
+
+def _lose_by_killing_the_session(case: Backend, lock: Lock) -> None:
+    conn: Connection = lock.conn  # type: ignore[attr-defined]
+    with case.engine.connect() as admin:
+        if case.dialect == "postgresql":
+            backend_pid = conn.scalar(sa.text("SELECT pg_backend_pid()"))
+            assert admin.scalar(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend_pid})
+        else:
+            admin.execute(sa.text(f"KILL {int(connection_id(lock) or 0)}"))
+
+
+def _lose_by_resetting_the_session(case: Backend, lock: Lock) -> None:
+    """What a connection pooler's reset (DISCARD ALL, RELEASE_ALL_LOCKS) does to the lock."""
+    conn: Connection = lock.conn  # type: ignore[attr-defined]
+    if case.dialect == "postgresql":
+        conn.execute(sa.text("DISCARD ALL"))
+    else:
+        conn.scalar(sa.text("SELECT RELEASE_ALL_LOCKS()"))
+
+
+def _lose_by_expiry(case: Backend, lock: Lock) -> None:
+    """The lease ran out (say the heartbeat could not reach the database)."""
+    table: sa.Table = lock.table  # type: ignore[attr-defined]
+    with case.engine.connect() as admin:
+        admin.execute(table.update().values(expires=table.c.expires - 3600))
+
+
+def _lose_by_unlinking_the_file(case: Backend, lock: Lock) -> None:
+    """Someone deleted the 'stale-looking' lock file: the next process locks a new file."""
+    path: Path = lock.path  # type: ignore[attr-defined]
+    path.unlink()
+
+
+LOSSES: dict[str, Callable[[Backend, Lock], None]] = {
+    "kill-session": _lose_by_killing_the_session,
+    "reset-session": _lose_by_resetting_the_session,
+    "lease-expired": _lose_by_expiry,
+    "file-unlinked": _lose_by_unlinking_the_file,
+}
+LOSS_CASES = [
+    pytest.param(("advisory", "postgresql"), "kill-session", id="advisory-postgresql-killed"),
+    pytest.param(("advisory", "postgresql"), "reset-session", id="advisory-postgresql-reset"),
+    pytest.param(("advisory", "mysql"), "kill-session", id="advisory-mysql-killed"),
+    pytest.param(("advisory", "mysql"), "reset-session", id="advisory-mysql-reset"),
+    pytest.param(("file", "sqlite"), "file-unlinked", id="file-sqlite-unlinked"),
+    pytest.param(("table", "postgresql"), "lease-expired", id="table-postgresql-expired"),
+    pytest.param(("table", "mysql"), "lease-expired", id="table-mysql-expired"),
+    pytest.param(("table", "sqlite"), "lease-expired", id="table-sqlite-expired"),
+]
+
+
+@pytest.mark.parametrize(("case", "loss"), LOSS_CASES, indirect=["case"])
+def test_verify_raises_lock_lost_once_another_session_can_take_the_lock(
+        case: Backend, loss: str) -> None:
+    """After the lock is lost (session killed or reset, lease expired, lock file deleted) and
+    another session takes it, verify() raises LockLostError instead of letting two leaders
+    migrate."""
+    holder, other = case.lock(), case.lock()
+    assert holder.try_acquire()
+    holder.verify()
+    LOSSES[loss](case, holder)
+    eventually(other.try_acquire, "another session takes the lost lock")
+    with pytest.raises(LockLostError) as err:
+        holder.verify()
+    assert "run herd again" in str(err.value) or "not held" in str(err.value)
+    other.verify()
+
+
+HOLDER_PROCESS = """
+import sys, time
+from sqlalchemy.engine import make_url
+from alembic_herd._database import create_engine
+from alembic_herd.locks import LockKey, create_lock
+url, kind, key = sys.argv[1:4]
+conn = create_engine(make_url(url)).connect()
+lock = create_lock(kind, conn, LockKey(key), ttl=2.0)
+assert lock.try_acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_holder_process_killed_with_sigkill_frees_the_lock(case: Backend) -> None:
+    """A holder process killed with SIGKILL frees the lock with no help from it (the server
+    ends its session, the kernel drops its flock, its 2 s lease expires)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_PROCESS, render(case.url), case.kind,
+         case.key.name],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "held", proc.stderr.read() if proc.stderr else line
+        mine = case.lock(ttl=2.0)
+        assert not mine.try_acquire()
+        holder = mine.holder()
+        if case.kind == "advisory" and case.dialect == "mysql":
+            assert holder is not None and holder.detail
+        else:
+            assert holder is not None and (holder.host, holder.pid) == (HOST, proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(SAFETY)
+        eventually(mine.try_acquire, "the killed holder's lock to be freed")
+        mine.verify()
+        assert_names(mine.holder(), pid=PID, case=case, conn_id=connection_id(mine))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+KEYED = [c for c in CASES if c.values[0][0] != "file"]
+
+
+@pytest.mark.parametrize("case", KEYED, indirect=True)
+def test_different_keys_do_not_block_each_other(case: Backend) -> None:
+    """Two applications in one database (different version tables) hold their own locks at
+    once, and releasing one leaves the other held."""
+    database = case.url.database if case.dialect == "mysql" else None
+    billing = LockKey.for_version_table("billing_version", None, database)
+    assert billing != case.key
+    app, other_app = case.lock(), case.lock(billing)
+    assert app.try_acquire()
+    assert returns_promptly(other_app.try_acquire) is True
+    app.verify()
+    other_app.verify()
+    assert not case.lock().try_acquire()
+    assert not case.lock(billing).try_acquire()
+    app.release()
+    other_app.verify()
+    assert case.lock().try_acquire()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c not in KEYED], indirect=True)
+def test_the_sqlite_file_lock_serialises_every_key_of_a_database_file(case: Backend) -> None:
+    """The SQLite file lock is per database file, not per key, because SQLite has a single
+    writer (two apps migrating one file at once would hit 'database is locked')."""
+    billing = LockKey.for_version_table("billing_version", None, None)
+    app, other_app = case.lock(), case.lock(billing)
+    assert app.try_acquire()
+    assert returns_promptly(other_app.try_acquire) is False
+    assert_names(other_app.holder(), pid=PID, case=case)
+    app.release()
+    assert other_app.try_acquire()
+
+
+# -- choosing a backend -------------------------------------------------------------------
+
+
+def test_an_unknown_lock_kind_is_refused_with_the_choices() -> None:
+    """An unknown lock kind is a ConfigurationError naming it and listing the valid kinds."""
+    with pytest.raises(ConfigurationError) as err:
+        choose("zookeeper", "postgresql")
+    message = str(err.value)
+    assert "'zookeeper'" in message
+    assert all(kind in message for kind in KINDS)
+
+
+def test_advisory_on_sqlite_is_refused_with_what_sqlite_offers(tmp_path: Path) -> None:
+    """Asking for an advisory lock on SQLite is an UnsupportedDialectError naming what SQLite
+    offers (file, table), raised by upgrade() before it touches the database."""
+    with pytest.raises(UnsupportedDialectError) as err:
+        choose("advisory", "sqlite")
+    message = str(err.value)
+    assert "'advisory'" in message and "sqlite" in message
+    assert "file" in message and "table" in message
+    assert choose("auto", "sqlite") == "file"
+    assert choose("auto", "postgresql") == "advisory"
+    assert choose("table", "sqlite") == "table"
+
+    import alembic_herd
+    from conftest import PROJECTS
+
+    database = tmp_path / "app.db"
+    with pytest.raises(UnsupportedDialectError):
+        alembic_herd.upgrade(str(PROJECTS / "herdset" / "alembic.ini"),
+                             url=f"sqlite:///{database}", lock="advisory")
+    assert not database.exists()
