@@ -439,3 +439,25 @@ def test_a_database_ahead_of_the_code_is_refused_naming_the_revision(db: URL) ->
     assert versions(db) == ["zz99"]
     assert not has_table(db, "accounts") and not has_table(db, "herd_history")
 
+
+
+@pytest.mark.parametrize("backend", ["mysql", "sqlite"])
+def test_a_failed_revision_without_transactional_ddl_blocks_until_resolved(
+        backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """On MySQL/MariaDB and SQLite (no transactional DDL) a revision that failed may be half
+    applied: the next upgrade refuses with IncompleteRevisionError, changing nothing, until
+    an operator resolves it; then it migrates."""
+    with fresh_database(backend, request, tmp_path) as url:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("HERD_TEST_FAIL_DELAY", "0")
+            with pytest.raises(alembic_herd.MigrationError) as failed:
+                alembic_herd.upgrade(FAIL, url=render(url))
+            assert "may be partly applied" in str(failed.value)
+            assert "herd resolve f2" in str(failed.value)
+            with pytest.raises(IncompleteRevisionError) as err:
+                alembic_herd.upgrade(FAIL, url=render(url))
+            assert err.value.revision == "f2"
+            assert "boom: bad data" in str(err.value) and "herd resolve f2" in str(err.value)
+            assert alembic_herd.resolve(FAIL, "f2", url=render(url)) == 1
+            with pytest.raises(alembic_herd.MigrationError):  # the bug is still there
+                alembic_herd.upgrade(FAIL, url=render(url))

@@ -138,7 +138,7 @@ class History:
         row.success = status == "applied"
         if error is not None:
             row.error = error
-        if not self.deferred and row.id is not None:
+        if row.id is not None:  # already in the table (deferred mode buffers only new rows)
             self._update(row)
 
     def flush(self) -> None:
@@ -202,13 +202,16 @@ class History:
         report that revision's failure instead of running the broken migration again."""
         t = self.table
 
+        # One statement, so both aggregates come from one snapshot: with two queries a
+        # leader could insert its first 'running' row between them and be missed.
+        query = sa.select(
+            sa.func.min(sa.case((t.c.status == "running", t.c.id))), sa.func.max(t.c.id)
+        ).where(t.c.scope == self.scope)
+
         def read() -> int | None:
-            first_running = self.conn.scalar(
-                sa.select(sa.func.min(t.c.id)).where(t.c.scope == self.scope,
-                                                     t.c.status == "running"))
+            first_running, last = self.conn.execute(query).one()
             if first_running is not None:
                 return int(first_running) - 1
-            last = self.conn.scalar(sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope))
             return None if last is None else int(last)
 
         return read_if_exists(self.conn, t, read, None) or 0
@@ -219,6 +222,15 @@ class History:
         rows = self.rows(where=[t.c.id > last_id, t.c.status == "failed"], limit=1,
                          newest_first=False)
         return rows[0] if rows else None
+
+    def unresolved_failures(self) -> list[Attempt]:
+        """``failed`` rows of revisions whose latest attempt failed (not since applied,
+        resolved or retried successfully)."""
+        t = self.table
+        latest: dict[str, Attempt] = {}
+        for row in self.rows(where=[t.c.status.in_(("failed", "applied", "resolved"))]):
+            latest.setdefault(row.revision, row)  # rows come newest first
+        return [row for row in latest.values() if row.status == "failed"]
 
     def unfinished(self) -> list[Attempt]:
         return self.rows(where=[self.table.c.status == "running"], newest_first=False)

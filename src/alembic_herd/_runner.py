@@ -274,8 +274,8 @@ def resolve(
     history_table: str = _history.DEFAULT_TABLE,
     lock_url: str | URL | None = None,
 ) -> int:
-    """Mark ``revision``'s unfinished attempts as resolved, after an operator repaired a
-    half-applied revision by hand. Takes the lock, so it cannot race a running leader.
+    """Mark ``revision``'s unfinished or failed attempts as resolved, after an operator
+    repaired a half-applied revision by hand. Takes the lock, so it cannot race a running leader.
     Returns how many attempts were resolved."""
     runner = _Runner(
         load_environment(config, url=url, version_table=version_table,
@@ -293,10 +293,11 @@ def resolve(
                 "running - wait for it, then resolve", holder=holder)
         try:
             hist = runner._history(conn)
-            rows = [r for r in hist.unfinished() if r.revision == revision]
+            rows = [r for r in (*hist.unfinished(), *hist.unresolved_failures())
+                    if r.revision == revision]
             if not rows:
                 raise ConfigurationError(
-                    f"revision {revision!r} has no unfinished attempt in "
+                    f"revision {revision!r} has no unfinished or failed attempt to resolve in "
                     f"{hist.table.fullname!r}; 'herd history' lists the attempts")
             for row in rows:
                 hist.restate(row, "resolved", f"resolved by an operator on {HOST} (pid {PID})")
@@ -511,12 +512,23 @@ class _Runner:
                              waited_seconds=waited, lock=lock.describe())
 
     def _reconcile(self, conn: Connection, history: History, heads: tuple[str, ...]) -> None:
-        """Account for attempts a dead leader left ``running``."""
+        """Account for attempts a dead leader left ``running``, and refuse to go on where a
+        database without transactional DDL may hold a half-applied revision."""
+        applied = self.env.applied(heads)
+        transactional = self._transactional(conn)
+        if not transactional:
+            for row in history.unresolved_failures():
+                if row.revision not in applied:
+                    raise IncompleteRevisionError(
+                        f"revision {row.revision} failed (pid {row.pid} on host {row.host} at "
+                        f"{(row.finished or row.started).isoformat(timespec='seconds')}: "
+                        f"{_headline(row.error)}); {self.dialect} DDL is not transactional, "
+                        "so the schema may be partly changed. Inspect it, undo the partial "
+                        "change (or complete it and 'alembic stamp'), then run "
+                        f"'herd resolve {row.revision}'", revision=row.revision)
         unfinished = history.unfinished()
         if not unfinished:
             return
-        applied = self.env.applied(heads)
-        transactional = self._transactional(conn)
         for row in unfinished:
             if row.revision in applied:
                 history.restate(row, "applied", "leader stopped before recording the end; "
@@ -587,9 +599,14 @@ class _Runner:
                     "check the URL env.py uses") from exc
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
             first = _headline(error) or type(exc).__name__
-            raise MigrationError(
-                f"{where} failed: {first}; nothing after it was applied - fix the migration "
-                "and redeploy ('herd history' has the details)", revision=failed) from exc
+            if failed and not self._transactional(conn):
+                advice = (f"{self.dialect} DDL is not transactional, so {failed} may be partly "
+                          "applied: inspect the schema, undo the partial change, then 'herd "
+                          f"resolve {failed}' and redeploy the fixed migration")
+            else:
+                advice = ("nothing after it was applied - fix the migration and redeploy "
+                          "('herd history' has the details)")
+            raise MigrationError(f"{where} failed: {first}; {advice}", revision=failed) from exc
         finally:
             preserve_logging[1](saved)
         history.flush()
