@@ -446,18 +446,17 @@ def test_a_failed_revision_without_transactional_ddl_blocks_until_resolved(
         backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """On MySQL/MariaDB and SQLite (no transactional DDL) a revision that failed may be half
     applied: the next upgrade refuses with IncompleteRevisionError, changing nothing, until
-    an operator resolves it; then it migrates."""
-    with fresh_database(backend, request, tmp_path) as url:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("HERD_TEST_FAIL_DELAY", "0")
-            with pytest.raises(alembic_herd.MigrationError) as failed:
-                alembic_herd.upgrade(FAIL, url=render(url))
-            assert "may be partly applied" in str(failed.value)
-            assert "herd resolve f2" in str(failed.value)
-            with pytest.raises(IncompleteRevisionError) as err:
-                alembic_herd.upgrade(FAIL, url=render(url))
-            assert err.value.revision == "f2"
-            assert "boom: bad data" in str(err.value) and "herd resolve f2" in str(err.value)
-            assert alembic_herd.resolve(FAIL, "f2", url=render(url)) == 1
-            with pytest.raises(alembic_herd.MigrationError):  # the bug is still there
-                alembic_herd.upgrade(FAIL, url=render(url))
+    an operator resolves it; then the revision runs again."""
+    with fresh_database(backend, request, tmp_path) as url, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HERD_TEST_FAIL_DELAY", "0")
+        with pytest.raises(alembic_herd.MigrationError) as failed:
+            alembic_herd.upgrade(FAIL, url=render(url))
+        assert "may be partly applied" in str(failed.value)
+        assert "herd resolve f2" in str(failed.value)
+        with pytest.raises(IncompleteRevisionError) as err:
+            alembic_herd.upgrade(FAIL, url=render(url))
+        assert err.value.revision == "f2"
+        assert "boom: bad data" in str(err.value) and "herd resolve f2" in str(err.value)
+        assert alembic_herd.resolve(FAIL, "f2", url=render(url)) == 1
+        with pytest.raises(alembic_herd.MigrationError):  # the bug is still there
+            alembic_herd.upgrade(FAIL, url=render(url))
