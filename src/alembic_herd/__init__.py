@@ -10,10 +10,10 @@ nothing is applied twice, and every failure says what happened::
     print(alembic_herd.status("alembic.ini").pending)
 """
 
+from ._api import history, resolve, status, unlock, upgrade, wait_until_current
 from ._durations import to_seconds
 from ._history import Attempt
 from ._outcome import Outcome, Status
-from ._runner import history, resolve, status, unlock, upgrade, wait_until_current
 from .errors import (
     CommandFailedError,
     ConfigurationError,

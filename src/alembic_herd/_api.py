@@ -1,0 +1,256 @@
+"""The public operations: each resolves the project, builds a runner and makes one call.
+
+Keyword-only options with safe, bounded defaults; durations as seconds, ``timedelta`` or
+strings with units."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from alembic.config import Config
+from sqlalchemy.engine import URL
+
+from . import _history
+from ._database import HOST, PID
+from ._durations import Deadline, Duration, to_seconds
+from ._environment import load_environment
+from ._history import Attempt
+from ._log import event
+from ._outcome import Outcome, Status
+from ._polling import poll
+from ._runner import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    _release,
+    _Runner,
+    _safe,
+)
+from .errors import ConfigurationError, LockHeldError, LockTimeoutError
+
+
+def upgrade(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    target: str = "head",
+    lock_timeout: Duration | str = DEFAULT_LOCK_TIMEOUT,
+    lock: str = "auto",
+    lock_key: str | None = None,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+    history_table: str = _history.DEFAULT_TABLE,
+    command: Sequence[str] | None = None,
+    poll_interval: Duration | str = DEFAULT_POLL_INTERVAL,
+    lease_ttl: Duration | str = 30.0,
+    lock_url: str | URL | None = None,
+    allow_ahead: bool = False,
+) -> Outcome:
+    """Bring the database to ``target``: migrate under the lock, or wait for whoever does.
+
+    ``config`` is an Alembic ``Config`` or the path of an alembic.ini. ``lock_timeout``
+    bounds connecting plus waiting for the lock (not the migration itself). ``command``,
+    when given, is run while holding the lock instead of Alembic's upgrade (for apps whose
+    migration entry point is their own CLI); the scripts' heads still decide whether
+    anything is pending. ``lock_url`` is a direct connection for herd's lock and reads when
+    ``url`` goes through a transaction pooler. ``allow_ahead`` treats a database at
+    revisions this code does not know (a rollback, a rolling deploy) as current instead of
+    raising :class:`~alembic_herd.errors.DatabaseAheadError`. Returns an :class:`Outcome`;
+    raises a
+    :class:`~alembic_herd.errors.HerdError` subclass on failure.
+    """
+    deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
+    runner = _Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        poll_cap=to_seconds(poll_interval, name="poll interval"),
+        lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
+        lock_url=lock_url, allow_ahead=allow_ahead,
+    )
+    return runner.upgrade(target, deadline, command)
+
+
+def wait_until_current(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    target: str = "head",
+    timeout: Duration | str = DEFAULT_TIMEOUT,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+    history_table: str = _history.DEFAULT_TABLE,
+    poll_interval: Duration | str = DEFAULT_POLL_INTERVAL,
+    lock_url: str | URL | None = None,
+    allow_ahead: bool = False,
+) -> Outcome:
+    """Wait until the database is at ``target``; never migrates, never takes the lock.
+
+    For workers and schedulers that must not migrate. Raises
+    :class:`~alembic_herd.errors.LeaderFailedError` as soon as the attempt log shows the
+    migrating replica failed, and :class:`~alembic_herd.errors.WaitTimeoutError` at the
+    deadline.
+    """
+    deadline = Deadline(to_seconds(timeout, name="timeout"))
+    runner = _Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
+        lock_url=lock_url, allow_ahead=allow_ahead,
+    )
+    return runner.wait(target, deadline)
+
+
+def status(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    target: str = "head",
+    lock: str = "auto",
+    lock_key: str | None = None,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+    history_table: str = _history.DEFAULT_TABLE,
+    recent: int = 5,
+    lock_url: str | URL | None = None,
+    allow_ahead: bool = False,
+) -> Status:
+    """Current heads, script heads, pending revisions, the lock holder, recent attempts."""
+    runner = _Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_url=lock_url, allow_ahead=allow_ahead,
+    )
+    return runner.status(target, recent)
+
+
+def history(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    limit: int = 50,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+    history_table: str = _history.DEFAULT_TABLE,
+    lock_url: str | URL | None = None,
+) -> list[Attempt]:
+    """The attempt log for this project's version table, newest first."""
+    runner = _Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        history_table=history_table, lock_url=lock_url,
+    )
+    with runner._session(Deadline(10.0)) as conn:
+        return runner._history(conn).rows(limit=limit)
+
+
+def resolve(
+    config: Config | str | os.PathLike[str],
+    revision: str,
+    *,
+    url: str | URL | None = None,
+    lock: str = "auto",
+    lock_key: str | None = None,
+    lock_timeout: Duration | str = 30.0,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+    history_table: str = _history.DEFAULT_TABLE,
+    lock_url: str | URL | None = None,
+) -> int:
+    """Mark ``revision``'s unfinished or failed attempts as resolved, after an operator
+    repaired a half-applied revision by hand. Takes the lock, so it cannot race a running leader.
+    Returns how many attempts were resolved."""
+    runner = _Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, lock_url=lock_url,
+    )
+    deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
+    with runner._session(deadline) as conn:
+        the_lock = runner._lock(conn)
+        if poll(lambda: the_lock.try_acquire() or None, deadline, runner.poll_cap) is None:
+            holder = _safe(the_lock.holder)
+            raise LockTimeoutError(
+                f"{the_lock.describe()} is held by "
+                f"{holder.describe() if holder else 'another replica'}; a migration is "
+                "running - wait for it, then resolve", holder=holder)
+        try:
+            hist = runner._history(conn)
+            rows = [r for r in (*hist.unfinished(), *hist.unresolved_failures())
+                    if r.revision == revision]
+            if not rows:
+                raise ConfigurationError(
+                    f"revision {revision!r} has no unfinished or failed attempt to resolve in "
+                    f"{hist.table.fullname!r}; 'herd history' lists the attempts")
+            for row in rows:
+                hist.restate(row, "resolved", f"resolved by an operator on {HOST} (pid {PID})")
+            event("resolved", "marked %d attempt(s) of %s resolved", len(rows), revision)
+            return len(rows)
+        finally:
+            _release(the_lock)
+
+
+def unlock(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    lock: str = "auto",
+    lock_key: str | None = None,
+    lock_url: str | URL | None = None,
+    force: bool = False,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+) -> str:
+    """Clear a stale migration lock, refusing while its holder is alive.
+
+    Session locks (PostgreSQL advisory, MySQL ``GET_LOCK``, the SQLite file lock) cannot be
+    stale: the server or kernel frees them when the holder's session or process ends, so
+    while one is held its holder is alive and this raises
+    :class:`~alembic_herd.errors.LockHeldError` naming it. A lease is broken when it has
+    expired, when its holder was on this host and its pid is gone, or with ``force``
+    (the holder is then fenced before its next revision). Returns what was done.
+    """
+    runner = _Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
+    )
+    with runner._session(Deadline(30.0)) as conn:
+        the_lock = runner._lock(conn)
+        if the_lock.try_acquire():
+            _release(the_lock)
+            return f"{the_lock.describe()} is free; nothing to do"
+        holder = _safe(the_lock.holder)
+        who = holder.describe() if holder else "another replica"
+        from .locks.lease import LeaseLock
+
+        if isinstance(the_lock, LeaseLock):
+            dead_here = (holder is not None and holder.host == HOST and holder.pid is not None
+                         and not _pid_alive(holder.pid))
+            if dead_here or force:
+                the_lock.break_lease()
+                reason = "its process is gone" if dead_here else "--force"
+                event("unlocked", "broke %s held by %s (%s)", the_lock.describe(), who,
+                       reason, level=logging.WARNING)
+                return f"broke {the_lock.describe()} held by {who} ({reason})"
+            raise LockHeldError(
+                f"{the_lock.describe()} is held by {who} and its lease is being renewed, so "
+                "the holder is alive; stop it, wait for the lease to expire, or use --force "
+                "(the holder then stops before its next revision)", holder=holder)
+        raise LockHeldError(
+            f"{the_lock.describe()} is held by {who}: a session lock is freed by the server "
+            "when its holder's session ends, so the holder is alive; stop that process (or end "
+            "its database session) instead", holder=holder)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,72 @@
+"""Waiting with one deadline: connecting while the server is not ready, and polling.
+
+Both use tenacity with full-jitter exponential backoff, so a herd that starts together
+spreads out instead of retrying in lockstep."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    wait_random_exponential,
+)
+
+from ._database import display, driver_message, is_transient, unavailable
+from ._durations import Deadline, format_seconds
+from ._log import event
+
+T = TypeVar("T")
+
+
+def stop_at(deadline: Deadline) -> Callable[[RetryCallState], bool]:
+    return lambda _state: deadline.expired()
+
+
+def connect(engine: Engine, deadline: Deadline) -> Connection:
+    """A connection, retrying transient failures (server starting, too many connections)
+    with jittered backoff until ``deadline``; credentials and unknown databases fail at once."""
+    said = False
+
+    def before_sleep(state: RetryCallState) -> None:
+        nonlocal said
+        exc = state.outcome.exception() if state.outcome else None
+        if not said and exc is not None:
+            event("connect_retry", "waiting for database %s to accept connections (%s); "
+                   "giving up in %s", display(engine.url), driver_message(exc, engine.url),
+                   format_seconds(deadline.remaining()), level=logging.WARNING)
+            said = True
+
+    retrying = Retrying(
+        stop=stop_at(deadline),
+        wait=wait_random_exponential(multiplier=0.1, max=3.0),
+        retry=retry_if_exception(is_transient),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(engine.connect)
+    except DBAPIError as exc:
+        raise unavailable(exc, engine.url) from exc
+
+
+def poll(step: Callable[[], T | None], deadline: Deadline, cap: float) -> T | None:
+    """Call ``step`` until it returns a value or ``deadline`` passes (then ``None``).
+
+    Sleeps are full-jitter exponential (50 ms doubling, capped at ``cap``), so a herd
+    that starts together spreads out instead of polling in lockstep.
+    """
+    retrying = Retrying(
+        stop=stop_at(deadline),
+        wait=wait_random_exponential(multiplier=0.05, max=cap),
+        retry=retry_if_result(lambda result: result is None),
+        retry_error_callback=lambda _state: None,
+    )
+    return retrying(step)
