@@ -6,11 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv demo demo-stack test lint typecheck unit herd clean
+.PHONY: help venv demo demo-stack test lint typecheck unit herd bench clean
 
 help:
 	@echo "make demo   - start an embedded PostgreSQL and a herd of 8 replicas on it"
+	@echo "make demo-stack - the MagFlow stack (3 app replicas, worker, beat) as local processes"
 	@echo "make test   - lint, type-check and run every test (real databases)"
+	@echo "make bench  - benchmarks vs plain Alembic and yoyo -> docs/benchmarks.md (~10 min)"
 	@echo "make clean  - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml
@@ -22,17 +24,31 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/herd demo
 
+demo-stack: $(STAMP)
+	cd examples/magflow && ../../$(BIN)/python run_local.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# everything in one run: bench/results/latest.json and docs/benchmarks.md (+ docs/img/);
+# BENCH_ARGS=--quick for a short smoke run
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

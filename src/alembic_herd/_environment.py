@@ -256,8 +256,12 @@ def _probe(env: Environment) -> dict[str, Any]:
         env.config, env.script, fn=capture, as_sql=True, output_buffer=io.StringIO(),
         destination_rev="heads",
     )
-    # env.py files commonly call logging.config.fileConfig(); keep the caller's logging.
+    # env.py files commonly call logging.config.fileConfig(); keep the caller's logging,
+    # and keep Alembic's INFO lines about this offline run ("Generating static SQL") out of
+    # every replica's log: the probe is herd's business, not a migration.
     saved = _logging_state()
+    previous_disable = logging.root.manager.disable
+    logging.disable(logging.INFO)
     try:
         with ctx:
             env.script.run_env()
@@ -266,6 +270,7 @@ def _probe(env: Environment) -> dict[str, Any]:
                   type(exc).__name__, exc)
         env.notes.append(f"env.py offline probe failed: {type(exc).__name__}")
     finally:
+        logging.disable(previous_disable)
         _restore_logging(saved)
     if captured.url is not None:
         found["url"] = captured.url

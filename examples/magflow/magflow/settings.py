@@ -1,0 +1,75 @@
+"""Settings from the environment (twelve-factor): one place that reads os.environ.
+
+=========================  ===============================================================
+DATABASE_URL               postgresql+psycopg://user:password@host:5432/db (required)
+CELERY_BROKER_URL          the broker; default REDIS_URL, default redis://redis:6379/0
+CELERY_BROKER_FOLDER       the folder of the ``filesystem://`` broker (local runs only)
+MAGFLOW_QUEUE              the Celery queue (default ``magflow``)
+MAGFLOW_BEAT_INTERVAL      seconds between the beat's heartbeat tasks (default 30)
+MAGFLOW_HERD_STARTUP       ``wait`` (default), ``auto`` or ``off``: what the app and the
+                           worker/beat do at start-up besides ``herd run`` (see api.py)
+HERD_TIMEOUT               how long that start-up waits for the schema (default 10m)
+HERD_ALLOW_AHEAD           ``true``: a database at revisions this code does not know (a
+                           newer release mid-way through a rolling deploy) counts as
+                           current and ready; for expand/contract migrations (default false)
+ALEMBIC_CONFIG             the alembic.ini (default: the one beside this package)
+=========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ALEMBIC_CONFIG = str(Path(__file__).resolve().parent.parent / "alembic.ini")
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (as platforms hand them out) use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    broker_url: str
+    broker_folder: str | None = None
+    queue: str = "magflow"
+    beat_interval: float = 30.0
+    herd_startup: str = "wait"
+    herd_timeout: str = "10m"
+    allow_ahead: bool = False
+    alembic_config: str = DEFAULT_ALEMBIC_CONFIG
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        raw_db = env.get("DATABASE_URL")
+        startup = env.get("MAGFLOW_HERD_STARTUP", "wait")
+        if startup not in ("wait", "auto", "off"):
+            raise RuntimeError(
+                f"MAGFLOW_HERD_STARTUP must be wait, auto or off, not {startup!r}")
+        return cls(
+            database_url=normalize_database_url(raw_db) if raw_db else None,
+            broker_url=env.get("CELERY_BROKER_URL")
+            or env.get("REDIS_URL", "redis://redis:6379/0"),
+            broker_folder=env.get("CELERY_BROKER_FOLDER") or None,
+            queue=env.get("MAGFLOW_QUEUE", "magflow"),
+            beat_interval=float(env.get("MAGFLOW_BEAT_INTERVAL", "30")),
+            herd_startup=startup,
+            herd_timeout=env.get("HERD_TIMEOUT", "10m"),
+            allow_ahead=env.get("HERD_ALLOW_AHEAD", "").lower() in ("1", "true", "yes", "on"),
+            alembic_config=env.get("ALEMBIC_CONFIG", DEFAULT_ALEMBIC_CONFIG),
+        )
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError(
+                "DATABASE_URL is not set; set it to postgresql+psycopg://user:password@host:"
+                "5432/database")
+        return self.database_url
