@@ -6,13 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv demo demo-stack test lint typecheck unit herd bench clean
+.PHONY: help venv demo demo-stack test lint typecheck unit herd bench faults clean
 
 help:
 	@echo "make demo   - start an embedded PostgreSQL and a herd of 8 replicas on it"
 	@echo "make demo-stack - the MagFlow stack (3 app replicas, worker, beat) as local processes"
 	@echo "make test   - lint, type-check and run every test (real databases)"
 	@echo "make bench  - benchmarks vs plain Alembic and yoyo -> docs/benchmarks.md (~10 min)"
+	@echo "make faults - fault injection, every scenario at full trials -> docs/faults.md (~30 min)"
 	@echo "make clean  - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml
@@ -49,6 +50,14 @@ test: lint typecheck
 # BENCH_ARGS=--quick for a short smoke run
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# the fault-injection suite at full trials (kills, restarts, partitions, PgBouncer, 200
+# replicas, a plain alembic runner): tests/faults/results/*.json and docs/faults.md
+faults: $(STAMP)
+	rm -f tests/faults/results/*.json
+	HERD_FAULTS_RESULTS=tests/faults/results $(BIN)/pytest tests/faults -m faults; \
+	status=$$?; $(BIN)/python tests/faults/report.py tests/faults/results docs/faults.md; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -248,29 +248,28 @@ def test_postgresql_leader_killed_mid_migration_is_rolled_back_and_the_next_upgr
     assert outcome.revisions == tuple(expected)
 
 
-def test_a_leader_that_loses_its_lock_session_mid_revision_stops_with_lock_lost(
-        pg: URL, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A leader whose lock session is terminated while a revision runs stops with
-    LockLostError (exit 11) before recording or starting anything more, its one transaction
-    rolls back, and the next upgrade finishes the job."""
+def test_a_leader_that_loses_its_lock_session_mid_revision_stops_then_starts_over(
+        pg: URL) -> None:
+    """A leader whose lock session is terminated while a revision runs stops before recording
+    or starting anything more (LockLostError; its one transaction rolls back), then connects
+    again, retakes the lock within its deadline and finishes: the data migration ran once."""
     with replica("herd", SLOW, pg, HERD_TEST_SLOW="3", HERD_TEST_TPM="0") as leader:
         eventually(lambda: running(pg, "s2"), "the leader to start s2", leader)
         terminated = query(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE application_name LIKE :name", name=f"herd {leader.pid} %")
         assert terminated == [(True,)]  # exactly the lock session: the migration's is untouched
         out, err = leader.communicate(timeout=SAFETY)
-    assert leader.returncode == 11, (out, err[-2000:])
-    assert '"type": "LockLostError"' in out
-    assert versions(pg) is None and not has_table(pg, "items")
-
-    monkeypatch.setenv("HERD_TEST_SLOW", "0")
-    outcome = alembic_herd.upgrade(SLOW, url=render(pg), lock_timeout=SAFETY)
-    assert outcome.revisions == ("s1", "s2", "s3")
+    assert leader.returncode == 0, (out, err[-2000:])
+    assert '"revisions": ["s1", "s2", "s3"]' in out
+    assert "lost the connection" in err and "connecting again" in err
+    assert versions(pg) == ["s3"]
     assert query(pg, "SELECT count(*) FROM items WHERE name = 'seeded'") == [(1,)]
-    statuses = [(r["revision"], r["status"], r["pid"] == leader.pid) for r in history(pg)]
-    assert statuses == [("s1", "rolled back", True), ("s2", "interrupted", True),
-                        ("s1", "applied", False), ("s2", "applied", False),
-                        ("s3", "applied", False)]
+    rows = history(pg)
+    assert [(r["revision"], r["status"]) for r in rows] == [
+        ("s1", "rolled back"), ("s2", "interrupted"),
+        ("s1", "applied"), ("s2", "applied"), ("s3", "applied")]
+    assert {r["pid"] for r in rows} == {leader.pid}
+    assert len({r["attempt"] for r in rows}) == 2
 
 
 def test_mariadb_leader_killed_mid_revision_is_refused_until_an_operator_resolves_it(

@@ -21,6 +21,24 @@ from .errors import ConfigurationError, DatabaseUnavailableError
 HOST = socket.gethostname()
 PID = os.getpid()
 
+KEEPALIVES = (10, 5, 3)
+"""TCP keepalives on herd's PostgreSQL sessions: idle seconds, interval seconds, probes. A
+peer that stops answering is dropped after idle + interval * count = 25 s of silence."""
+
+_IDLE, _INTERVAL, _COUNT = KEEPALIVES
+SERVER_KEEPALIVES = (
+    "(SELECT count(set_config(s.name, LEAST(NULLIF(s.setting::int, 0), v.value)::text, false))"
+    f" FROM pg_settings s JOIN (VALUES ('tcp_keepalives_idle', {_IDLE}),"
+    f" ('tcp_keepalives_interval', {_INTERVAL}), ('tcp_keepalives_count', {_COUNT}),"
+    f" ('tcp_user_timeout', {(_IDLE + _INTERVAL * _COUNT) * 1000}))"
+    " AS v(name, value) ON v.name = s.name)"
+)
+"""A scalar SQL expression that sets the *server's* TCP timeouts for the session running it
+(PostgreSQL): keepalives for a silent peer, and ``tcp_user_timeout`` (PostgreSQL 12+; left
+out where the server lacks it) for data the peer never acknowledges - a connection cut
+while a reply was in flight is in retransmission, where keepalives do not apply. Only ever
+lowers a setting the session already has."""
+
 # Async drivers an env.py may use, and the sync driver herd uses for the same database.
 _SYNC_DRIVERS = {
     "asyncpg": "psycopg",
@@ -98,10 +116,19 @@ def create_engine(url: URL, *, application_name: str | None = None) -> Engine:
     if backend == "postgresql":
         connect_args["connect_timeout"] = 10
         connect_args["application_name"] = (application_name or f"herd {HOST} {PID}")[:63]
-        # Server-side keepalives: a leader cut off from the network loses its session
-        # (and so its advisory lock) in about a minute instead of the OS default of 2 h.
-        connect_args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5,
-                            keepalives_count=3)
+        # Client-side keepalives (libpq): herd notices a server that vanished. They do not
+        # touch the server's socket: the lock session, when it takes the lock, and the
+        # leader, on env.py's migration session, set the server's own (SERVER_KEEPALIVES),
+        # so the *server* drops a leader cut off from the network, frees its lock and
+        # rolls its transaction back (locks/postgresql.py, _leader.py).
+        idle, interval, count = KEEPALIVES
+        connect_args.update(keepalives=1, keepalives_idle=idle, keepalives_interval=interval,
+                            keepalives_count=count)
+        if url.get_driver_name() == "psycopg":
+            # psycopg 3 prepares a statement run 5 times; a waiter polls the same few, and
+            # through PgBouncer in transaction mode the next run lands on another server
+            # session ("prepared statement _pg3_0 does not exist / already exists")
+            connect_args["prepare_threshold"] = None
     elif backend in ("mysql", "mariadb"):
         connect_args["connect_timeout"] = 10
     elif backend == "sqlite":

@@ -81,3 +81,7 @@ class Deadline:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+    def extend(self, seconds: float) -> None:
+        """Move the deadline ``seconds`` later (time that must not count against it)."""
+        self.at += max(0.0, seconds)

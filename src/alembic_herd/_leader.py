@@ -10,12 +10,21 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from alembic.script.base import Script
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from ._database import display, driver_message, is_transient, mask_text, sync_url, unavailable
+from ._database import (
+    SERVER_KEEPALIVES,
+    display,
+    driver_message,
+    is_transient,
+    mask_text,
+    sync_url,
+    unavailable,
+)
 from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserve_logging
 from ._heads import read_heads
@@ -27,11 +36,50 @@ from .errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     HerdError,
+    Holder,
     IncompleteRevisionError,
     LeaderFailedError,
     MigrationError,
 )
 from .locks import Lock
+
+RACE_RETRIES = 5
+"""How often a leader re-runs what is still pending after colliding with a runner outside
+herd (each time after :data:`RACE_PAUSE` seconds)."""
+RACE_PAUSE = 1.0
+RACE_GRACE = 5.0
+"""How long a leader that hit a collision error waits for the version table to show
+another runner's work before it believes its own migration failed."""
+
+OUTSIDER = Holder(detail="a migration runner outside herd")
+
+# The signatures of two runners migrating at once (the incident's errors): PostgreSQL
+# duplicate_table, duplicate_object, unique_violation (pg_type_typname_nsp_index, the
+# version table), duplicate_column, duplicate_schema, deadlock_detected,
+# serialization_failure; MySQL/MariaDB table exists, duplicate column / key name / entry,
+# deadlock; and Alembic's own "Online migration expected to match one row".
+_RACE_SQLSTATES = {"42P07", "42710", "23505", "42701", "42P06", "40P01", "40001"}
+_RACE_MYSQL = {1050, 1060, 1061, 1062, 1213}
+_RACE_TEXT = ("expected to match one row", "already exists", "duplicate key",
+              "pg_type_typname_nsp_index", "deadlock detected")
+
+
+def _race_signature(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _RACE_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in _RACE_MYSQL:
+        return True
+    text = str(exc).lower()
+    return any(sign in text for sign in _RACE_TEXT)
+
+
+class _Raced(Exception):  # an internal signal: never escapes lead()
+    def __init__(self, error: MigrationError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Leading:
@@ -75,10 +123,27 @@ class Leading:
         event("leading", "this replica migrates: %d revision(s) %s -> %s", len(pending),
                ", ".join(heads) or "base", target, pending=list(pending), attempt=attempt)
         began = time.monotonic()
+        self._committed: list[str] = []
+        raced = False
         if command:
             self._run_command(conn, history, attempt, pending, command)
         else:
-            self._run_alembic(conn, lock, history, attempt, target)
+            for tries in range(RACE_RETRIES + 1):
+                try:
+                    self._run_alembic(conn, lock, history, attempt, target)
+                    break
+                except _Raced as race:
+                    raced = True
+                    _, left = self._pending(conn, target)
+                    if not left:
+                        break
+                    if tries == RACE_RETRIES:
+                        raise race.error from race.__cause__
+                    event("race_retry", "%d revision(s) still pending (%s); running them once "
+                           "the other runner's transaction is over", len(left), ", ".join(left),
+                           level=logging.WARNING, pending=list(left))
+                    time.sleep(RACE_PAUSE)
+                    attempt = uuid.uuid4().hex
         took = time.monotonic() - began
         heads_after, left = self._pending(conn, target)
         if left:
@@ -87,7 +152,15 @@ class Leading:
                 f"behind by {', '.join(left)}; env.py may write another version table - set "
                 "version_table/version_table_schema for herd", revision=left[0])
         applied = self.env.applied(heads_after) - self.env.applied(heads)
+        if raced:  # only what this replica committed; the other runner did the rest
+            applied &= set(self._committed)
         revisions = tuple(r for r in pending if r in applied)
+        if raced and not revisions:
+            event("raced_done", "a migration runner outside herd brought the database to %s "
+                   "while this replica migrated; nothing left to do", ", ".join(heads_after),
+                   level=logging.WARNING, heads=list(heads_after))
+            return self._outcome("waited", heads_after, waited_seconds=waited + took,
+                                 leader=OUTSIDER, lock=lock.describe())
         event("migrated", "migrated %d revision(s) to %s in %s", len(revisions),
                ", ".join(heads_after), format_seconds(took), revisions=list(revisions),
                seconds=took)
@@ -125,12 +198,12 @@ class Leading:
                     f"if completed), and run 'herd resolve {row.revision}'",
                     revision=row.revision)
             else:
-                history.restate(row, "interrupted", "leader died mid-migration; the database "
-                                "rolled the revision back")
+                history.restate(row, "interrupted", "leader stopped mid-migration (died or lost "
+                                "its connection); the database rolled the revision back")
                 for other in history.of_attempt(row.attempt):
                     if other.status == "applied" and other.revision not in applied:
                         history.restate(other, "rolled back",
-                                        "its transaction did not commit (leader died)")
+                                        "its transaction did not commit (leader stopped)")
         event("reconciled", "accounted for %d revision(s) a previous leader left running",
                len(unfinished), level=logging.WARNING)
 
@@ -145,10 +218,19 @@ class Leading:
                      target: str) -> None:
         env = self.env
         rows: list[Attempt] = []
+        after_commit: list[Attempt] = []
+        start: dict[str, Any] = {"heads": (), "per_step": True}
 
         def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             self._check_same_target(context)
-            for step in env.script._upgrade_revs(target, heads):  # type: ignore[arg-type]
+            _server_keepalives(context)
+            # one transaction around every revision: nothing is committed until env.py's
+            # transaction ends, so the last revision is logged 'applied' after that
+            one_transaction = bool(context.impl.transactional_ddl
+                                   and not context.opts.get("transaction_per_migration"))
+            start.update(heads=tuple(heads), per_step=not one_transaction)
+            plan = list(env.script._upgrade_revs(target, heads))  # type: ignore[arg-type]
+            for n, step in enumerate(plan, 1):
                 script: Script = step.revision
                 lock.verify()  # fencing: never start a revision without the lock
                 row = history.start(attempt, script.revision)
@@ -159,10 +241,10 @@ class Leading:
                 yield step
                 lock.verify()  # before writing on herd's connection: a dead lock session
                 # is a lost lock (one transaction: all of it rolls back), not a failed revision
-                history.finish(row, "applied")
-                event("revision_done", "applied %s in %s", script.revision,
-                       format_seconds(row.duration or 0.0), revision=script.revision,
-                       seconds=row.duration)
+                if one_transaction and n == len(plan):
+                    after_commit.append(row)
+                    continue
+                self._applied(history, row)
 
         ctx, self._captured = capturing_context(env.config, env.script, fn=steps,
                                                 as_sql=False, destination_rev=target)
@@ -174,12 +256,14 @@ class Leading:
             self._record_failure(conn, history, rows, "stopped by herd")
             raise
         except Exception as exc:
+            if isinstance(exc, DBAPIError) and is_transient(exc):
+                raise self._connection_lost(exc, rows) from exc
+            if _race_signature(exc) and self._transactional(conn):
+                moved = self._moved(conn, start["heads"], rows if start["per_step"] else [])
+                if moved:
+                    raise self._raced(exc, history, rows, moved, start["per_step"]) from exc
             error = describe_error(exc, self.url)
             failed = self._record_failure(conn, history, rows, error)
-            if failed is None and isinstance(exc, DBAPIError) and is_transient(exc):
-                raise DatabaseUnavailableError(
-                    f"env.py could not reach the database: {driver_message(exc, self.url)}; "
-                    "check the URL env.py uses") from exc
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
             first = _headline(error) or type(exc).__name__
             if failed and not self._transactional(conn):
@@ -192,7 +276,83 @@ class Leading:
             raise MigrationError(f"{where} failed: {first}; {advice}", revision=failed) from exc
         finally:
             preserve_logging[1](saved)
+        for row in after_commit:  # env.py's transaction has committed
+            self._applied(history, row)
         history.flush()
+
+    def _applied(self, history: History, row: Attempt) -> None:
+        history.finish(row, "applied")
+        self._committed.append(row.revision)
+        event("revision_done", "applied %s in %s", row.revision,
+               format_seconds(row.duration or 0.0), revision=row.revision, seconds=row.duration)
+
+    def _connection_lost(self, exc: DBAPIError, rows: list[Attempt]) -> DatabaseUnavailableError:
+        """A connection failed mid-migration (server restart, network drop). Nothing is
+        written to the attempt log: a revision left ``running`` is accounted for by the next
+        leader, which knows whether the database rolled it back."""
+        running = next((r.revision for r in rows if r.status == "running"), None)
+        if running is None:
+            return DatabaseUnavailableError(
+                f"lost the connection to database {display(self.url)!r} before any revision "
+                f"ran: {driver_message(exc, self.url)}; check the URL env.py uses")
+        if self._transactional_guess():
+            what = "its transaction was not committed"
+        else:
+            what = (f"{self.dialect} DDL is not transactional, so it may be partly applied "
+                    "and the next leader stops on it")
+        return DatabaseUnavailableError(
+            f"lost the connection to database {display(self.url)!r} during revision "
+            f"{running}: {driver_message(exc, self.url)}; {what}")
+
+    def _transactional_guess(self) -> bool:
+        """Transactional DDL, without a round trip (the connection may be gone)."""
+        if self.env.transactional_ddl is not None:
+            return self.env.transactional_ddl
+        return self.dialect in ("postgresql", "sqlite")
+
+    def _moved(self, conn: Connection, start: tuple[str, ...],
+               mine: list[Attempt]) -> set[str]:
+        """Revisions that appeared in the version table while this replica migrated and
+        that it did not commit itself: another runner's work. Waits a little for it (its
+        transaction may commit just after the collision)."""
+        before = self.env.applied(start) | {r.revision for r in mine if r.status == "applied"}
+        until = time.monotonic() + RACE_GRACE
+        while True:
+            try:
+                moved = self.env.applied(read_heads(conn, self.env)) - before
+            except SQLAlchemyError:
+                return set()
+            if moved or time.monotonic() >= until:
+                return set(moved)
+            time.sleep(0.25)
+
+    def _raced(self, exc: Exception, history: History, rows: list[Attempt], moved: set[str],
+               per_step: bool) -> _Raced:
+        """Another migration runner (plain ``alembic upgrade``, not herd) changed the database
+        under this replica: record what became of this attempt and let :meth:`lead`
+        re-check the heads."""
+        first = _headline(describe_error(exc, self.url)) or type(exc).__name__
+        note = f"collided with a migration runner outside herd ({first})"
+        try:
+            for row in rows:
+                if row.status == "running":
+                    history.finish(row, "rolled back", note)
+                elif row.status == "applied" and not per_step:
+                    history.restate(row, "rolled back", f"its transaction rolled back: {note}")
+                    if row.revision in self._committed:
+                        self._committed.remove(row.revision)
+            history.flush()
+        except SQLAlchemyError as lost:
+            log.warning("could not record the collision in the attempt log: %s",
+                        driver_message(lost, self.url))
+        event("raced", "another migration runner (not herd) applied %s while this replica "
+               "migrated (%s); its work is kept, this replica's rolled back",
+               ", ".join(sorted(moved)), first, level=logging.WARNING, moved=sorted(moved))
+        error = MigrationError(
+            f"a migration runner outside herd kept changing {self.env.qualified_version_table!r} "
+            f"while this replica migrated ({first}); run every replica through herd",
+            revision=next((r.revision for r in rows if r.status == "rolled back"), None))
+        return _Raced(error)
 
     def _record_failure(self, conn: Connection, history: History, rows: list[Attempt],
                         error: str) -> str | None:
@@ -271,6 +431,21 @@ class Leading:
             raise CommandFailedError(
                 f"migration command {' '.join(command)!r} exited {proc.returncode}; its output "
                 "is above", returncode=proc.returncode)
+
+
+_KEEPALIVES = sa.text(f"SELECT {SERVER_KEEPALIVES}")
+
+
+def _server_keepalives(context: MigrationContext) -> None:
+    """PostgreSQL: have the server drop env.py's migration session, like herd's lock session,
+    after idle + interval * count seconds of silence from a leader cut off from the network.
+    Otherwise its open transaction, and the locks its DDL holds (which block the next leader
+    and the application's queries), live on for the server's default (2 h and more) after
+    the lock was freed. Only ever lowers the session's settings."""
+    conn = context.connection
+    if conn is None or conn.dialect.name != "postgresql":
+        return
+    conn.execute(_KEEPALIVES)
 
 
 def _headline(error: str | None) -> str:

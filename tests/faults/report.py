@@ -1,0 +1,207 @@
+"""Build docs/faults.md from the fault suite's figures (and report_intro.md, its prose).
+
+``python tests/faults/report.py RESULTS_DIR OUTPUT.md`` reads the JSON files the suite
+wrote (``HERD_FAULTS_RESULTS=RESULTS_DIR``; ``make faults`` does both steps). For each
+scenario the many-trial ("full") run is reported when there is one, else the fast one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Result = dict[str, Any]
+
+
+def load(folder: Path) -> dict[str, Result]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def pick(results: dict[str, Result], name: str) -> Result | None:
+    return results.get(f"{name}-full") or results.get(f"{name}-fast") or results.get(name)
+
+
+def seconds(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2f} s"
+
+
+def verdict(result: Result) -> str:
+    return "**pass**" if not result.get("failures") else f"**{result['failures']} failed**"
+
+
+def checks(result: Result) -> str:
+    return "; ".join(result.get("checks", []))
+
+
+def killed_pg(r: Result) -> list[str]:
+    where = ", ".join(f"{k}: {v}" for k, v in sorted(r["where"].items()))
+    rec = r["recovery_seconds"]
+    return [
+        f"{r['trials']} trials, {r['kills']} leaders killed (SIGKILL) at a random point of a "
+        f"{r['revisions']}-revision migration ({r['step_seconds']} s per revision), "
+        f"{r['replicas']} replicas each, half with one transaction and half with "
+        f"transaction_per_migration; failures: {r['failures']}.",
+        f"* Where the kills landed: {where}.",
+        f"* Kill to every survivor ready: median {seconds(rec['median'])}, 95th percentile "
+        f"{seconds(rec['p95'])}, max {seconds(rec['max'])}.",
+        f"* Checked after every trial: {checks(r)}.",
+    ]
+
+
+def killed_mariadb(r: Result) -> list[str]:
+    outcomes = ", ".join(f"{k}: {v}" for k, v in sorted(r["outcomes"].items()))
+    return [
+        f"{r['trials']} trials, {r['replicas']} replicas each; failures: {r['failures']}.",
+        f"* Outcomes: {outcomes}.",
+        f"* Checked: {checks(r)}.",
+    ]
+
+
+def restart(r: Result) -> list[str]:
+    ready = r["ready_after_restart_seconds"]
+    return [
+        f"{r['trials']} trials ({', '.join(f'{k} lock: {v}' for k, v in r['by_lock'].items())}"
+        f"), {r['replicas']}; failures: {r['failures']}.",
+        f"* `pg_ctl restart -m fast` took {seconds(r['restart_seconds_median'])} (median); "
+        f"{r['replicas_that_reconnected']} replica runs reconnected and started over; "
+        f"{r['interrupted_revisions']} revisions were interrupted and accounted for by the "
+        "next leader.",
+        f"* Restart to every replica ready: median {seconds(ready['median'])}, max "
+        f"{seconds(ready['max'])} (lease: expires after its ttl of {r['lease_ttl']:g} s).",
+        f"* Checked: {checks(r)}.",
+    ]
+
+
+def drop(r: Result) -> list[str]:
+    return [f"{r['trials']} trials; failures: {r['failures']}. The server freed the lock "
+            f"{seconds(r['lock_freed_seconds_max'])} (max) after the proxy aborted the "
+            f"leader's connections. Checked: {checks(r)}."]
+
+
+def freeze(r: Result) -> list[str]:
+    return [f"{r['trials']} trials, {r['freeze_seconds']:g} s freezes; failures: "
+            f"{r['failures']}. Checked: {checks(r)}."]
+
+
+def partition(r: Result) -> list[str]:
+    k = r["keepalives"]
+    freed = ", ".join(f"{v:.1f} s" for v in r["lock_freed_seconds"])
+    gone = ", ".join(f"{v:.1f} s" for v in r["leader_sessions_gone_seconds"])
+    lines = [
+        f"{r['trials']} trials; failures: {r['failures']}. Server-side keepalives set by herd: "
+        f"idle {k['idle']} s, interval {k['interval']} s, {k['count']} probes: bound "
+        f"{k['bound_seconds']} s (tcp_user_timeout {k['bound_seconds']} s when a reply was in "
+        "flight).",
+        f"* Lock freed after: {freed}; all the leader's sessions (lock and migration) gone "
+        f"after: {gone}.",
+    ]
+    control = r.get("control_without_server_keepalives")
+    if control:
+        state = "still held" if control["still_held"] else "freed"
+        lines.append(f"* Control - a session holding an advisory lock without server "
+                     f"keepalives (the server default is 7200 s): {state} "
+                     f"{control['seconds_after_cut']} s after the same cut.")
+    lines.append(f"* Checked: {checks(r)}.")
+    return lines
+
+
+def pgbouncer(works: Result | None, refused: Result | None) -> list[str]:
+    lines = []
+    if works:
+        for name, v in works["variants"].items():
+            actions = ", ".join(f"{k} {n}" for k, n in v["actions"].items())
+            how = "lock='table'" if name == "table" else "lock_url= (direct)"
+            lines.append(f"* Through PgBouncer with {how}: {works['replicas']} replicas: "
+                         f"{actions}; {'pass' if not v['problems'] else v['problems']}.")
+    if refused:
+        for name, v in refused["variants"].items():
+            codes = ", ".join(f"exit {k}: {n}" for k, n in v["exit_codes"].items())
+            where = "url" if name == "url" else "lock_url"
+            lines.append(f"* Advisory lock with {where} through PgBouncer: {codes}; "
+                         f"{'pass' if not v['problems'] else v['problems']}. The message: "
+                         f"\"{v['message']}\"")
+    return lines
+
+
+def starvation(r: Result) -> list[str]:
+    actions = ", ".join(f"{k} {v}" for k, v in r["actions"].items())
+    return [
+        f"{r['replicas']} replicas, max_connections {r['max_connections']} "
+        f"({r['superuser_reserved_connections']} reserved); failures: {r['failures']}.",
+        f"* Every replica ready after {r['all_ready_seconds']} s ({actions}); "
+        f"{r['replicas_refused_at_first_then_retried']} were refused a connection at first "
+        "('too many clients', retried as transient).",
+        f"* Most client sessions seen at once: {r['max_client_sessions_seen']}; most "
+        f"connections held by one waiting replica: {r['max_connections_per_waiting_replica']}"
+        f" ({r['samples']} samples of pg_stat_activity).",
+    ]
+
+
+def outsider(r: Result) -> list[str]:
+    outcomes = ", ".join(f"{k}: {v}" for k, v in r["outsider_outcomes"].items())
+    return [
+        f"{r['trials']} trials, {r['replicas']} herd replicas + 1 plain `alembic upgrade head`"
+        f" each; failures: {r['failures']}.",
+        f"* herd's leader noticed a collision in {r['trials_where_herd_noticed_a_collision']} "
+        f"trials and finished anyway; the plain runner: {outcomes}.",
+        f"* Checked: {checks(r)}.",
+    ]
+
+
+def secrets(r: Result) -> list[str]:
+    runs = ", ".join(f"{k} (exit {v['exit']}, {v['lines']} lines)" for k, v in r["runs"].items())
+    return [f"Failures: {r['failures']}. herd CLI paths checked: {runs}. Every other scenario "
+            "also checks all its replicas' output (herd's log at INFO) for the password."]
+
+
+SCENARIOS: list[tuple[str, str, Callable[[Result], list[str]]]] = [
+    ("killed-leader-postgresql", "1. Leader killed mid-migration - PostgreSQL", killed_pg),
+    ("killed-leader-mariadb", "1. Leader killed mid-revision - MariaDB", killed_mariadb),
+    ("restart", "2. Database restarted in the middle of a herd", restart),
+    ("network-drop", "3a. Leader's connections dropped (proxy)", drop),
+    ("network-freeze", "3b. Leader frozen (proxy: sockets open, nothing forwarded)", freeze),
+    ("network-partition", "3c. Leader partitioned (link down: no FIN, no RST)", partition),
+    ("starvation", "5. More replicas than connection slots", starvation),
+    ("outsider", "6. A plain `alembic upgrade head` in the middle of a herd", outsider),
+    ("secrets", "7. Secrets", secrets),
+]
+
+
+INTRO = (Path(__file__).with_name("report_intro.md")).read_text()
+
+
+def main(folder: Path, output: Path) -> None:
+    results = load(folder)
+    out = [INTRO, "## Results", "",
+           "| scenario | trials | result |",
+           "|---|---|---|"]
+    works, refused = results.get("pgbouncer-works"), results.get("pgbouncer-advisory-refused")
+    for name, title, _ in SCENARIOS:
+        r = pick(results, name)
+        if r:
+            out.append(f"| {title} | {r.get('trials', 1)} | {verdict(r)} |")
+        if name == "network-partition" and (works or refused):
+            failures = sum((x or {}).get("failures", 0) for x in (works, refused))
+            out.append(f"| 4. PgBouncer, transaction pooling | 4 herds | "
+                       f"{'**pass**' if not failures else f'**{failures} failed**'} |")
+    out.append("")
+    for name, title, render in SCENARIOS:
+        r = pick(results, name)
+        if not r:
+            continue
+        out += [f"### {title}", "", f"Backend: {r.get('backend', 'see the test')}. Recorded "
+                f"{r['recorded']}.", "", *render(r), ""]
+        if name == "network-partition":
+            out += ["### 4. PgBouncer in transaction pooling mode", "",
+                    *pgbouncer(works, refused), ""]
+    missing = [title for name, title, _ in SCENARIOS if not pick(results, name)]
+    if missing:
+        out += ["### Not run", "", *[f"* {m}" for m in missing], ""]
+    output.write_text("\n".join(out).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
