@@ -12,7 +12,7 @@ import configparser
 import io
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,6 @@ class Environment:
     version_table: str = DEFAULT_VERSION_TABLE
     version_table_schema: str | None = None
     transactional_ddl: bool | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def qualified_version_table(self) -> str:
@@ -268,7 +267,6 @@ def _probe(env: Environment) -> dict[str, Any]:
     except Exception as exc:  # offline branch unsupported by this env.py: use defaults
         log.debug("offline probe of env.py failed (%s: %s); using defaults",
                   type(exc).__name__, exc)
-        env.notes.append(f"env.py offline probe failed: {type(exc).__name__}")
     finally:
         logging.disable(previous_disable)
         _restore_logging(saved)

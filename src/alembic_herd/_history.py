@@ -187,14 +187,6 @@ class History:
             for r in result
         ]
 
-    def last_id(self) -> int:
-        t = self.table
-        value = read_if_exists(
-            self.conn, t,
-            lambda: self.conn.scalar(sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope)),
-            0)
-        return int(value or 0)
-
     def baseline(self) -> int:
         """The row after which a failure is news to a replica that starts now: the last
         row, or, while an attempt is running, the row before its first running row. A
