@@ -28,6 +28,7 @@ from ._tables import ensure_table, read_if_exists
 
 DEFAULT_TABLE = "herd_history"
 _ERROR_CHARS = 2000
+_ROWS_PER_INSERT = 999 // 12  # SQLite before 3.32 binds at most 999 parameters per statement
 
 _Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -114,23 +115,44 @@ class History:
         ensure_table(self.conn, self.table)
 
     def start(self, attempt: str, revision: str) -> Attempt:
+        return self.advance(None, attempt, revision)
+
+    def advance(self, done: Attempt | None, attempt: str, revision: str) -> Attempt:
+        """The step between two revisions: record ``done`` (the previous revision's row)
+        ``applied`` and start ``revision``'s row. On PostgreSQL both go in one statement,
+        so one round trip and one commit per revision (a data-modifying CTE); elsewhere
+        they are two."""
+        if done is not None:
+            self._finished(done, "applied", None)
         row = Attempt(revision=revision, status="running", started=datetime.now(UTC),
                       host=HOST, pid=PID, attempt=attempt)
         if self.deferred:
             self._pending.append(row)
-        else:
-            result = self.conn.execute(self.table.insert().values(**self._values(row)))
-            row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            return row
+        insert = self.table.insert().values(**self._values(row))
+        if done is not None and self.conn.dialect.name == "postgresql":
+            # (with a CTE, SQLAlchemy no longer fetches the new key by itself)
+            combined = insert.add_cte(self._update_statement(done).cte("done"))
+            row.id = self.conn.execute(combined.returning(self.table.c.id)).scalar_one()
+            return row
+        if done is not None:
+            self._update(done)
+        result = self.conn.execute(insert)
+        row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
         return row
 
     def finish(self, row: Attempt, status: str, error: str | None = None) -> None:
+        self._finished(row, status, error)
+        if not self.deferred:
+            self._update(row)
+
+    @staticmethod
+    def _finished(row: Attempt, status: str, error: str | None) -> None:
         row.finished = datetime.now(UTC)
         row.duration = (row.finished - row.started).total_seconds()
         row.status = status
         row.success = status == "applied"
         row.error = error
-        if not self.deferred:
-            self._update(row)
 
     def restate(self, row: Attempt, status: str, error: str | None = None) -> None:
         """Change a finished row's status (e.g. ``applied`` -> ``rolled back``)."""
@@ -142,10 +164,12 @@ class History:
             self._update(row)
 
     def flush(self) -> None:
-        """Write rows buffered in deferred mode."""
+        """Write rows buffered in deferred mode: a few rows per statement, each statement
+        one commit (SQLite syncs the file once per commit, not once per row)."""
         rows, self._pending = self._pending, []
-        for row in rows:
-            self.conn.execute(self.table.insert().values(**self._values(row)))
+        for first in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[first:first + _ROWS_PER_INSERT]
+            self.conn.execute(self.table.insert().values([self._values(r) for r in chunk]))
 
     def _values(self, row: Attempt) -> dict[str, Any]:
         values = row.as_dict()
@@ -154,12 +178,13 @@ class History:
         return values
 
     def _update(self, row: Attempt) -> None:
+        self.conn.execute(self._update_statement(row))
+
+    def _update_statement(self, row: Attempt) -> sa.Update:
         t = self.table
-        self.conn.execute(
-            t.update().where(t.c.id == row.id).values(
-                status=row.status, finished=row.finished, duration=row.duration,
-                success=row.success, error=row.error,
-            )
+        return t.update().where(t.c.id == row.id).values(
+            status=row.status, finished=row.finished, duration=row.duration,
+            success=row.success, error=row.error,
         )
 
     # -- reading ------------------------------------------------------------------------

@@ -230,21 +230,29 @@ class Leading:
                                    and not context.opts.get("transaction_per_migration"))
             start.update(heads=tuple(heads), per_step=not one_transaction)
             plan = list(env.script._upgrade_revs(target, heads))  # type: ignore[arg-type]
-            for n, step in enumerate(plan, 1):
+            done: Attempt | None = None  # the revision just run, its row not yet 'applied'
+            for step in plan:
                 script: Script = step.revision
-                lock.verify()  # fencing: never start a revision without the lock
-                row = history.start(attempt, script.revision)
+                # fencing: never start a revision, nor record the one just run, without the
+                # lock. A dead lock session is a lost lock (in one transaction all of it rolls
+                # back), not a failed revision
+                lock.verify()
+                row = history.advance(done, attempt, script.revision)
+                if done is not None:
+                    self._note_applied(done)
                 rows.append(row)
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
                        revision=script.revision)
                 yield step
-                lock.verify()  # before writing on herd's connection: a dead lock session
-                # is a lost lock (one transaction: all of it rolls back), not a failed revision
-                if one_transaction and n == len(plan):
-                    after_commit.append(row)
-                    continue
-                self._applied(history, row)
+                done = row
+            if done is None:
+                return
+            lock.verify()  # one transaction: raising here rolls all of it back
+            if one_transaction:  # committed only when env.py's transaction ends
+                after_commit.append(done)
+            else:
+                self._applied(history, done)
 
         ctx, self._captured = capturing_context(env.config, env.script, fn=steps,
                                                 as_sql=False, destination_rev=target)
@@ -282,6 +290,9 @@ class Leading:
 
     def _applied(self, history: History, row: Attempt) -> None:
         history.finish(row, "applied")
+        self._note_applied(row)
+
+    def _note_applied(self, row: Attempt) -> None:
         self._committed.append(row.revision)
         event("revision_done", "applied %s in %s", row.revision,
                format_seconds(row.duration or 0.0), revision=row.revision, seconds=row.duration)

@@ -1,0 +1,139 @@
+"""The attempt log (``herd_history``) on every backend, and what it costs the leader.
+
+herd's bookkeeping between two revisions is one lock check and one write on PostgreSQL
+(the previous revision's ``applied`` and the next one's ``running`` row in one statement),
+a check and two writes on MySQL/MariaDB, and nothing until the end on SQLite (rows are
+buffered, then written a few per statement). The counts are asserted here, statement by
+statement, so a change that adds round trips per revision fails a test rather than only
+a benchmark.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+
+import alembic_herd
+from alembic_herd._database import create_engine
+from alembic_herd._history import History
+from conftest import PROJECTS
+
+HERDSET = str(PROJECTS / "herdset" / "alembic.ini")
+REVISIONS = 4  # in herdset
+
+
+def _rows(url: URL) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(
+                "SELECT id, attempt, revision, status, finished IS NOT NULL, success "
+                "FROM herd_history ORDER BY id"))]
+    finally:
+        engine.dispose()
+
+
+def test_advance_records_the_previous_revision_and_starts_the_next(db: URL) -> None:
+    """start -> advance -> advance -> finish leaves one row per revision, each applied and
+    finished, with the ids the rows were given (later updates find their row)."""
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        history = History(conn, "scope", deferred=db.get_backend_name() == "sqlite")
+        history.ensure()
+        first = history.start("a1", "r1")
+        second = history.advance(first, "a1", "r2")
+        third = history.advance(second, "a1", "r3")
+        history.finish(third, "applied")
+        history.flush()
+    engine.dispose()
+    assert _rows(db) == [(i + 1, "a1", rev, "applied", True, True)
+                         for i, rev in enumerate(["r1", "r2", "r3"])]
+    if db.get_backend_name() != "sqlite":  # deferred rows get their ids when written
+        assert [first.id, second.id, third.id] == [1, 2, 3]
+
+
+def test_a_failure_after_advance_updates_the_running_row(db: URL) -> None:
+    """The row started by advance() is the one a failure then marks (a lost id would leave
+    it 'running', and the next leader would take it for a dead leader's)."""
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        history = History(conn, "scope", deferred=db.get_backend_name() == "sqlite")
+        history.ensure()
+        first = history.start("a1", "r1")
+        second = history.advance(first, "a1", "r2")
+        history.finish(second, "failed", "boom")
+        history.flush()
+    engine.dispose()
+    assert [row[2:4] for row in _rows(db)] == [("r1", "applied"), ("r2", "failed")]
+
+
+def test_deferred_rows_are_written_in_chunks(tmp_path: Any) -> None:
+    """SQLite: 200 buffered rows go in a few multi-row statements (one commit, one file sync
+    each), within SQLite's 999-parameter bound."""
+    url = sa.engine.make_url(f"sqlite:///{tmp_path / 'h.db'}")
+    engine = create_engine(url)
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda *args: statements.append(args[2]))
+    with engine.connect() as conn:
+        history = History(conn, "scope", deferred=True)
+        history.ensure()
+        row = history.start("a1", "r000")
+        for i in range(1, 200):
+            row = history.advance(row, "a1", f"r{i:03d}")
+        history.finish(row, "applied")
+        statements.clear()
+        history.flush()
+    engine.dispose()
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    assert len(inserts) == 3  # 83 + 83 + 34 rows
+    rows = _rows(url)
+    assert len(rows) == 200 and {r[3] for r in rows} == {"applied"}
+    assert [r[2] for r in rows] == [f"r{i:03d}" for i in range(200)]
+
+
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    """Every statement any engine in this process sends, in order."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(Engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(Engine, "before_cursor_execute", record)
+
+
+def _kind(statement: str) -> str | None:
+    text = " ".join(statement.split()).lower()
+    if "current_setting('application_name')" in text or "is_used_lock" in text:
+        return "verify"
+    if "herd_history" in text and text.startswith(("insert", "with", "update")):
+        return "history write"
+    return None
+
+
+@pytest.mark.parametrize("tpm", [False, True], ids=["one-transaction", "per-migration"])
+def test_the_leader_pays_one_check_and_one_write_per_revision(
+        db: URL, statements: list[str], tpm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per revision, the leader checks its lock once and writes the attempt log once
+    (PostgreSQL), twice (MySQL/MariaDB: no data-modifying CTE there) or not at all until
+    the end (SQLite); plus one check and one write after the last revision."""
+    monkeypatch.setenv("HERD_TEST_TPM", "1" if tpm else "0")
+    outcome = alembic_herd.upgrade(HERDSET, url=db)
+    assert outcome.action == "migrated" and len(outcome.revisions) == REVISIONS
+    counts = Counter(kind for s in statements if (kind := _kind(s)))
+    backend = db.get_backend_name()
+    if backend == "postgresql":
+        assert counts == {"verify": REVISIONS + 1, "history write": REVISIONS + 1}
+    elif backend == "mysql":
+        assert counts == {"verify": REVISIONS + 1, "history write": 2 * REVISIONS}
+    else:  # the flock check is a stat(); the rows go in one statement at the end
+        assert counts == {"history write": 1}
+    assert {r[3] for r in _rows(db)} == {"applied"} and len(_rows(db)) == REVISIONS
