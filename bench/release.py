@@ -227,7 +227,7 @@ CATEGORIES = [  # (category, substrings of the SQL), first match wins
     ("attempt log: write", ("insert into herd_history", "update herd_history")),
     ("attempt log: read", ("from herd_history",)),
     ("attempt log: create", ("herd_history",)),
-    ("lock: verify", ("from pg_locks where", "is_used_lock", "herd_lock")),
+    ("lock: verify", ("current_setting('application_name')", "is_used_lock", "herd_lock")),
     ("lock: take/release", ("advisory", "get_lock", "release_lock", "set_config")),
     ("heads read", ("select alembic_version.version_num",)),
     ("version table writes", ("alembic_version",)),
