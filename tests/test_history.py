@@ -10,6 +10,8 @@ a benchmark.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 import alembic_herd
+import alembic_herd._log
 from alembic_herd._database import create_engine
 from alembic_herd._history import History
 from conftest import PROJECTS
@@ -137,3 +140,31 @@ def test_the_leader_pays_one_check_and_one_write_per_revision(
     else:  # the flock check is a stat(); the rows go in one statement at the end
         assert counts == {"history write": 1}
     assert {r[3] for r in _rows(db)} == {"applied"} and len(_rows(db)) == REVISIONS
+
+
+def test_a_process_forked_after_import_names_itself(tmp_path: Any) -> None:
+    """gunicorn --preload and Celery's prefork pool import herd, then fork: each child's
+    attempt rows, lock file and log lines must carry its own pid, not the parent's."""
+    url = sa.engine.make_url(f"sqlite:///{tmp_path / 'forked.db'}")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            outcome = alembic_herd.upgrade(HERDSET, url=url)
+            os.write(write, json.dumps({"replica": outcome.replica,
+                                        "log": alembic_herd._log.replica()}).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        report = json.loads(pipe.read() or "{}")
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report["replica"].endswith(f":{child}") and report["log"].endswith(f":{child}")
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        pids = {row[0] for row in conn.execute(sa.text("SELECT pid FROM herd_history"))}
+    engine.dispose()
+    assert pids == {child} != {os.getpid()}

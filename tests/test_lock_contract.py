@@ -25,11 +25,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
 from alembic_herd import ConfigurationError, LockLostError, UnsupportedDialectError
-from alembic_herd._database import HOST, PID, create_engine
+from alembic_herd._database import HOST, create_engine
 from alembic_herd.errors import Holder
 from alembic_herd.locks import KINDS, Lock, LockKey, choose, create_lock
 from conftest import make_database, render
 
+PID = os.getpid()
 SAFETY = 60.0  # seconds; a bound on waiting for something that should happen, not a measurement
 
 CASES = [

@@ -13,7 +13,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 
 from . import _history
-from ._database import HOST, PID
+from ._database import HOST
 from ._durations import Deadline, Duration, to_seconds
 from ._environment import load_environment
 from ._history import Attempt
@@ -186,7 +186,8 @@ def resolve(
                     f"revision {revision!r} has no unfinished or failed attempt to resolve in "
                     f"{hist.table.fullname!r}; 'herd history' lists the attempts")
             for row in rows:
-                hist.restate(row, "resolved", f"resolved by an operator on {HOST} (pid {PID})")
+                hist.restate(row, "resolved",
+                             f"resolved by an operator on {HOST} (pid {os.getpid()})")
             event("resolved", "marked %d attempt(s) of %s resolved", len(rows), revision)
             return len(rows)
         finally:

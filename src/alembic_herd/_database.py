@@ -19,7 +19,8 @@ from sqlalchemy.pool import NullPool
 from .errors import ConfigurationError, DatabaseUnavailableError
 
 HOST = socket.gethostname()
-PID = os.getpid()
+# (the pid is read with os.getpid() where it is used, never kept: a process forked after
+# importing herd - gunicorn --preload, Celery's prefork pool - is itself, not its parent)
 
 KEEPALIVES = (10, 5, 3)
 """TCP keepalives on herd's PostgreSQL sessions: idle seconds, interval seconds, probes. A
@@ -115,7 +116,7 @@ def create_engine(url: URL, *, application_name: str | None = None) -> Engine:
     backend = url.get_backend_name()
     if backend == "postgresql":
         connect_args["connect_timeout"] = 10
-        connect_args["application_name"] = (application_name or f"herd {HOST} {PID}")[:63]
+        connect_args["application_name"] = (application_name or f"herd {HOST} {os.getpid()}")[:63]
         # Client-side keepalives (libpq): herd notices a server that vanished. They do not
         # touch the server's socket: the lock session, when it takes the lock, and the
         # leader, on env.py's migration session, set the server's own (SERVER_KEEPALIVES),

@@ -13,6 +13,7 @@ revision back), ``resolved`` (an operator cleared a half-applied revision).
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
-from ._database import HOST, PID, mask_text
+from ._database import HOST, mask_text
 from ._tables import ensure_table, read_if_exists
 
 DEFAULT_TABLE = "herd_history"
@@ -125,7 +126,7 @@ class History:
         if done is not None:
             self._finished(done, "applied", None)
         row = Attempt(revision=revision, status="running", started=datetime.now(UTC),
-                      host=HOST, pid=PID, attempt=attempt)
+                      host=HOST, pid=os.getpid(), attempt=attempt)
         if self.deferred:
             self._pending.append(row)
             return row

@@ -32,7 +32,7 @@ from ._environment import Environment
 from ._heads import read_heads
 from ._history import History
 from ._leader import Leading, _leader_failed
-from ._log import REPLICA, event, log
+from ._log import event, log, replica
 from ._outcome import Outcome, Status
 from ._polling import connect, poll
 from .errors import (
@@ -52,7 +52,7 @@ REPORT_EVERY = 5.0
 RECONNECT_PAUSE = 1.0
 LEAD_RETRIES = 3
 
-__all__ = ["REPLICA", "_Runner", "_Waiting", "_release", "_safe"]
+__all__ = ["_Runner", "_Waiting", "_release", "_safe"]
 
 T = TypeVar("T")
 
@@ -108,7 +108,7 @@ class _Runner(Leading):
 
     def _outcome(self, action: str, heads: tuple[str, ...], **kw: Any) -> Outcome:
         return Outcome(action=action, heads=heads,  # type: ignore[arg-type]
-                       elapsed=time.monotonic() - self.started, replica=REPLICA,
+                       elapsed=time.monotonic() - self.started, replica=replica(),
                        ahead=self.ahead, **kw)
 
     @contextmanager

@@ -29,13 +29,12 @@ import click
 from sqlalchemy.engine import URL, make_url
 
 from . import __version__, history, resolve, status, unlock, upgrade, wait_until_current
-from ._database import HOST, PID, mask_text
+from ._database import HOST, mask_text
 from ._durations import to_seconds
 from ._history import Attempt
 from ._outcome import Outcome, Status
 from .errors import EXIT_CODES, ConfigurationError, HerdError
 
-REPLICA = f"{HOST}:{PID}"
 URL_ENVVARS = ["HERD_DATABASE_URL", "DATABASE_URL"]
 CONFIG_ENVVAR = "ALEMBIC_CONFIG"
 USAGE_EXIT = ConfigurationError.exit_code
@@ -118,7 +117,7 @@ class _Formatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message = f"{message}\n{self.formatException(record.exc_info)}"
-        replica = getattr(record, "replica", REPLICA)
+        replica = getattr(record, "replica", None) or f"{HOST}:{record.process}"
         if self.kind == "json":
             fields = getattr(record, "herd", None)
             data: dict[str, Any] = {

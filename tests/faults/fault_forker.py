@@ -33,13 +33,7 @@ args = parser.parse_args()
 
 
 def child(gate: int) -> None:
-    pid = os.getpid()
-    # herd names a process by the pid it read at import time: give each child its own
-    for module in (alembic_herd._database, alembic_herd._history, alembic_herd.locks.lease,
-                   alembic_herd.locks.postgresql):
-        module.PID = pid  # type: ignore[attr-defined]
-    replica = f"{alembic_herd._database.HOST}:{pid}"
-    alembic_herd._log.REPLICA = alembic_herd._runner.REPLICA = replica
+    pid = os.getpid()  # herd reads it when it needs it: each child names itself
     log = open(os.path.join(args.logdir, f"{pid}.log"), "w")  # noqa: SIM115
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)

@@ -22,7 +22,7 @@ import time
 from typing import IO, Any
 
 import alembic_herd
-from alembic_herd import _runner
+from alembic_herd._log import replica
 
 from . import CONFIG, LOCK_TIMEOUT, URL_VARIABLE
 
@@ -77,7 +77,7 @@ def run() -> int:
     log.addHandler(_Forward(channel))
     log.propagate = False
 
-    send(channel, {"type": "ready", "pid": os.getpid(), "replica": _runner.REPLICA})
+    send(channel, {"type": "ready", "pid": os.getpid(), "replica": replica()})
     if not sys.stdin.readline():  # the parent went away before releasing the herd
         return 1
     start = time.monotonic()

@@ -12,6 +12,7 @@ the lease lost, and :meth:`verify` stops the runner before its next revision (fe
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from .._database import HOST, PID
+from .._database import HOST
 from .._tables import ensure_table, read_if_exists
 from ..errors import Holder, LockLostError
 from . import LockKey
@@ -97,7 +98,7 @@ class LeaseLock:
         self._ensure()
         t = self.table
         now = db_now(self.conn)
-        values = dict(owner=self.owner, host=HOST[:255], pid=PID, acquired=now,
+        values = dict(owner=self.owner, host=HOST[:255], pid=os.getpid(), acquired=now,
                       expires=now + self.ttl, heartbeat=now)
         taken = self.conn.execute(
             t.update()

@@ -31,6 +31,7 @@ lock requests. Taking the lock still checks ``pg_locks`` once.
 
 from __future__ import annotations
 
+import os
 from contextlib import suppress
 from datetime import UTC, datetime
 
@@ -38,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .._database import HOST, PID, SERVER_KEEPALIVES
+from .._database import HOST, SERVER_KEEPALIVES
 from ..errors import ConfigurationError, Holder, LockLostError
 from . import LockKey
 
@@ -89,7 +90,7 @@ class AdvisoryLock:
         # the next statement: advertise the holder, set the server's TCP timeouts for this
         # session, and prove that the session running it is the one that took the lock
         name, _, now, held = self.conn.execute(_CLAIM, {
-            "name": f"herd {PID} {since} {HOST}"[:63], "c": self._classid,
+            "name": f"herd {os.getpid()} {since} {HOST}"[:63], "c": self._classid,
             "o": self._objid}).one()
         if now != backend or not held:
             with suppress(DBAPIError):  # best effort: it may run on yet another session

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from .._database import HOST, PID
+from .._database import HOST
 from ..errors import ConfigurationError, Holder, LockLostError
 from . import LockKey
 
@@ -53,7 +53,7 @@ class FileLock:
             return False
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{PID} {since} {HOST}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {since} {HOST}\n".encode(), 0)
         self._fd = fd
         return True
 
