@@ -403,3 +403,21 @@ def test_no_verb_prints_help_and_exits_3() -> None:
     result = CliRunner().invoke(cli, [])
     assert result.exit_code == 3
     assert "Commands:" in result.stderr
+
+
+def test_check_gives_up_on_a_silent_server_within_its_connect_timeout() -> None:
+    """A server that accepts the TCP connection and never answers (a hung host, a dead
+    load balancer) must not hold 'herd check' - a readiness probe - past --connect-timeout:
+    exit 4 with one line saying how long herd tried. The subprocess timeout is a safety
+    net only: the default 10s per attempt would exceed it."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        url = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:{port}/x"
+        proc = herd("check", "-c", CONFIG, "--url", url, "--connect-timeout", "2s",
+                    timeout=9)
+    line = assert_one_error_line(proc, 4)
+    assert "after trying for" in line and PASSWORD not in proc.stdout + proc.stderr

@@ -37,6 +37,7 @@ from kubernetes_validate import utils as k8s
 from sqlalchemy.engine import URL
 
 import alembic_herd
+from alembic_herd._durations import to_seconds
 from conftest import make_database, render
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
@@ -243,9 +244,17 @@ def test_health_checks_point_at_real_endpoints_or_herd_check() -> None:
     assert status("/api/v1/health/ready") == 503  # the database is unreachable
     assert status("/api/v1/health/nowhere") == 404  # so a wrong path would show
 
-    def check_command(where: str, words: list[str]) -> None:
+    def check_command(where: str, words: list[str], timeout: float) -> None:
         text = " ".join(words)
         if "herd check" in text:
+            # herd must give up on an unanswering database before the orchestrator kills
+            # the check: its connect timeout, plus ~2 s to start the interpreter, plus a
+            # chained Celery ping's own timeout, must fit in the check's timeout
+            found = re.search(r"herd check --connect-timeout (\S+)", text)
+            assert found, f"{where}: 'herd check' without --connect-timeout (10s by default)"
+            ping = re.search(r"inspect ping .*--timeout (\d+)", text)
+            needed = to_seconds(found.group(1)) + 2 + (int(ping.group(1)) if ping else 0)
+            assert needed <= timeout, f"{where}: needs {needed}s, the check allows {timeout}s"
             return
         assert re.search(r"celery -A magflow\.worker inspect ping --destination "
                          r"celery@\$\$?HOSTNAME", text), f"{where}: unknown check {text!r}"
@@ -258,8 +267,9 @@ def test_health_checks_point_at_real_endpoints_or_herd_check() -> None:
         urls = re.findall(r"http://127\.0\.0\.1:(\d+)(/[\w/.-]*)", " ".join(words))
         if name == "app":
             assert urls == [(app_port, "/api/v1/health/ready")], test
-        else:
-            check_command(f"compose {name}", words)
+        else:  # compose's default check timeout is 30s
+            check_command(f"compose {name}", words,
+                          to_seconds(services[name]["healthcheck"].get("timeout", "30s")))
     for svc in services.values():
         for dependency, condition in svc.get("depends_on", {}).items():
             if dependency in ("db", "redis"):
@@ -276,7 +286,9 @@ def test_health_checks_point_at_real_endpoints_or_herd_check() -> None:
                 assert status(get["path"]) in (200, 503), f"{name} {kind}: {get['path']}"
                 assert named_ports.get(get["port"], str(get["port"])) == port, (name, kind)
             else:
-                check_command(f"{name} {kind}", probe["exec"]["command"])
+                # Kubernetes' default timeoutSeconds is 1
+                check_command(f"{name} {kind}", probe["exec"]["command"],
+                              probe.get("timeoutSeconds", 1))
         if name == "magflow-app":
             assert probes["readinessProbe"]["httpGet"]["path"] == "/api/v1/health/ready"
             assert probes["livenessProbe"]["httpGet"]["path"] == "/api/v1/health/live"

@@ -116,13 +116,17 @@ def status(
     recent: int = 5,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
+    connect_timeout: Duration | str = 10.0,
 ) -> Status:
-    """Current heads, script heads, pending revisions, the lock holder, recent attempts."""
+    """Current heads, script heads, pending revisions, the lock holder, recent attempts.
+    ``connect_timeout`` bounds connecting, retries included (a readiness check must not
+    hang on a host that does not answer)."""
     runner = _Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         lock_url=lock_url, allow_ahead=allow_ahead,
+        connect_timeout=to_seconds(connect_timeout, name="connect timeout"),
     )
     return runner.status(target, recent)
 
@@ -136,14 +140,16 @@ def history(
     version_table_schema: str | None = None,
     history_table: str = _history.DEFAULT_TABLE,
     lock_url: str | URL | None = None,
+    connect_timeout: Duration | str = 10.0,
 ) -> list[Attempt]:
     """The attempt log for this project's version table, newest first."""
+    seconds = to_seconds(connect_timeout, name="connect timeout")
     runner = _Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
-        history_table=history_table, lock_url=lock_url,
+        history_table=history_table, lock_url=lock_url, connect_timeout=seconds,
     )
-    with runner._session(Deadline(10.0)) as conn:
+    with runner._session(Deadline(seconds)) as conn:
         return runner._history(conn).rows(limit=limit)
 
 

@@ -7,6 +7,7 @@ database, and a leader's lock lives on a connection that Alembic never touches.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from typing import Any
@@ -21,6 +22,10 @@ from .errors import ConfigurationError, DatabaseUnavailableError
 HOST = socket.gethostname()
 # (the pid is read with os.getpid() where it is used, never kept: a process forked after
 # importing herd - gunicorn --preload, Celery's prefork pool - is itself, not its parent)
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds one connection attempt may take (a host that does not answer); herd retries
+within its own deadline."""
 
 KEEPALIVES = (10, 5, 3)
 """TCP keepalives on herd's PostgreSQL sessions: idle seconds, interval seconds, probes. A
@@ -109,13 +114,16 @@ def mask_text(text: str, url: URL | str | None = None) -> str:
     return re.sub(r"""(^|[\s'"=(])(/{0,2}[^\s'"=(:/@]*:)[^@\s'"/]*@""", r"\1\2***@", text)
 
 
-def create_engine(url: URL, *, application_name: str | None = None) -> Engine:
-    """An engine for herd's own connections: no pool, autocommit, short connect timeout."""
+def create_engine(url: URL, *, application_name: str | None = None,
+                  connect_timeout: float = CONNECT_TIMEOUT) -> Engine:
+    """An engine for herd's own connections: no pool, autocommit, and a driver connect
+    timeout of ``connect_timeout`` seconds at most (libpq counts whole seconds, at least 2)."""
     url = sync_url(url)
+    per_try = min(CONNECT_TIMEOUT, connect_timeout)
     connect_args: dict[str, Any] = {}
     backend = url.get_backend_name()
     if backend == "postgresql":
-        connect_args["connect_timeout"] = 10
+        connect_args["connect_timeout"] = max(2, math.ceil(per_try))
         connect_args["application_name"] = (application_name or f"herd {HOST} {os.getpid()}")[:63]
         # Client-side keepalives (libpq): herd notices a server that vanished. They do not
         # touch the server's socket: the lock session, when it takes the lock, and the
@@ -131,7 +139,7 @@ def create_engine(url: URL, *, application_name: str | None = None) -> Engine:
             # session ("prepared statement _pg3_0 does not exist / already exists")
             connect_args["prepare_threshold"] = None
     elif backend in ("mysql", "mariadb"):
-        connect_args["connect_timeout"] = 10
+        connect_args["connect_timeout"] = max(1, math.ceil(per_try))
     elif backend == "sqlite":
         connect_args["timeout"] = 30
     try:
@@ -194,8 +202,10 @@ def driver_message(exc: BaseException, url: URL | None = None) -> str:
     return mask_text(first, url)
 
 
-def unavailable(exc: BaseException, url: URL) -> DatabaseUnavailableError:
-    """Translate a connection failure into one clear line."""
+def unavailable(exc: BaseException, url: URL, *,
+                tried: float | None = None) -> DatabaseUnavailableError:
+    """Translate a connection failure into one clear line (``tried``: seconds spent
+    retrying, when that is why herd gave up)."""
     reason = driver_message(exc, url)
     lowered = reason.lower()
     if "password" in lowered or "access denied" in lowered or "authentication" in lowered:
@@ -206,4 +216,6 @@ def unavailable(exc: BaseException, url: URL) -> DatabaseUnavailableError:
         hint = "check that the file's folder exists and is writable"
     else:
         hint = "check that the server is running and reachable from here"
-    return DatabaseUnavailableError(f"database {display(url)!r} unavailable: {reason}; {hint}")
+    after = f" after trying for {tried:.1f}s" if tried is not None else ""
+    return DatabaseUnavailableError(
+        f"database {display(url)!r} unavailable{after}: {reason}; {hint}")

@@ -6,6 +6,7 @@ spreads out instead of retrying in lockstep."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -34,6 +35,7 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
     """A connection, retrying transient failures (server starting, too many connections)
     with jittered backoff until ``deadline``; credentials and unknown databases fail at once."""
     said = False
+    began = time.monotonic()
 
     def before_sleep(state: RetryCallState) -> None:
         nonlocal said
@@ -54,7 +56,8 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
     try:
         return retrying(engine.connect)
     except DBAPIError as exc:
-        raise unavailable(exc, engine.url) from exc
+        raise unavailable(exc, engine.url,
+                          tried=time.monotonic() - began if is_transient(exc) else None) from exc
 
 
 def poll(step: Callable[[], T | None], deadline: Deadline, cap: float) -> T | None:

@@ -26,7 +26,15 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import _history
-from ._database import create_engine, display, driver_message, is_transient, parse_url, unavailable
+from ._database import (
+    CONNECT_TIMEOUT,
+    create_engine,
+    display,
+    driver_message,
+    is_transient,
+    parse_url,
+    unavailable,
+)
 from ._durations import Deadline, format_seconds
 from ._environment import Environment
 from ._heads import read_heads
@@ -61,13 +69,16 @@ class _Runner(Leading):
     def __init__(self, env: Environment, *, lock_kind: str = "auto", lock_key: str | None = None,
                  history_table: str = _history.DEFAULT_TABLE,
                  poll_cap: float = DEFAULT_POLL_INTERVAL, lease_ttl: float = 30.0,
-                 lock_url: str | URL | None = None, allow_ahead: bool = False) -> None:
+                 lock_url: str | URL | None = None, allow_ahead: bool = False,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
         assert env.url is not None
         self.env = env
         self.url: URL = env.url
         # herd's own connection (lock, heads, attempt log): the app's URL, or a direct one
         # when the app's goes through a transaction pooler that cannot keep a session lock.
-        self.engine = create_engine(parse_url(lock_url) if lock_url is not None else env.url)
+        self.engine = create_engine(parse_url(lock_url) if lock_url is not None else env.url,
+                                    connect_timeout=connect_timeout)
+        self.connect_timeout = connect_timeout
         self.allow_ahead = allow_ahead
         self.ahead: tuple[str, ...] = ()
         self.dialect = self.engine.dialect.name
@@ -231,7 +242,7 @@ class _Runner(Leading):
     # status
 
     def status(self, target: str, recent: int) -> Status:
-        with self._session(Deadline(10.0)) as conn:
+        with self._session(Deadline(self.connect_timeout)) as conn:
             heads, pending = self._pending(conn, target)
             lock = self._lock(conn)
             holder = _safe(lock.holder)

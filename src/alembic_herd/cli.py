@@ -284,6 +284,14 @@ def _timeout(fn: F) -> F:
                              "unit: 90s, 5m, 1h.")(fn)
 
 
+def _connect_timeout(fn: F) -> F:
+    return click.option("--connect-timeout", callback=_duration, metavar="DURATION",
+                        default="10s", show_default=True, envvar="HERD_CONNECT_TIMEOUT",
+                        show_envvar=True,
+                        help="How long to try to reach the database, with a unit: 3s. Keep it "
+                             "under a probe's own timeout.")(fn)
+
+
 def _lock(fn: F) -> F:
     return click.option("--lock", type=click.Choice(["auto", "advisory", "table", "file"]),
                         default="auto", show_default=True, envvar="HERD_LOCK",
@@ -476,11 +484,13 @@ def wait(opts: Options, target: str, timeout: float, allow_ahead: bool) -> None:
 @_target
 @_lock
 @_allow_ahead
-def check(opts: Options, target: str, lock: str, allow_ahead: bool) -> int:
+@_connect_timeout
+def check(opts: Options, target: str, lock: str, allow_ahead: bool,
+          connect_timeout: float) -> int:
     """Exit 0 when the database is at the target, 1 when it is not (any other code is an
     error). Prints exactly one line."""
     st = status(opts.config, target=target, lock=lock, recent=0, allow_ahead=allow_ahead,
-                **opts.project())
+                connect_timeout=connect_timeout, **opts.project())
     if st.ahead:
         click.echo(f"current (ahead of this code): {st.version_table} at "
                    f"{_heads(st.current_heads)}, unknown {', '.join(st.ahead)}")
@@ -500,11 +510,12 @@ def check(opts: Options, target: str, lock: str, allow_ahead: bool) -> int:
 @click.option("--recent", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many recent attempts to show.")
 @_allow_ahead
+@_connect_timeout
 def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int,
-            allow_ahead: bool) -> None:
+            allow_ahead: bool, connect_timeout: float) -> None:
     """Current and script heads, pending revisions, the lock holder, recent attempts."""
     st = status(opts.config, target=target, lock=lock, recent=recent, allow_ahead=allow_ahead,
-                **opts.project())
+                connect_timeout=connect_timeout, **opts.project())
     click.echo(_mask(_status_text(st) if not as_json else json.dumps(st.as_dict(), indent=2),
                      *opts.urls))
 
@@ -514,9 +525,11 @@ def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="How many attempts to show, newest first.")
-def history_(opts: Options, as_json: bool, limit: int) -> None:
+@_connect_timeout
+def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -> None:
     """The attempt log: one row per revision per attempt, newest first."""
-    rows = history(opts.config, limit=limit, **opts.project())
+    rows = history(opts.config, limit=limit, connect_timeout=connect_timeout,
+                   **opts.project())
     text = (json.dumps([row.as_dict() for row in rows], indent=2) if as_json
             else _history_text(rows))
     click.echo(_mask(text, *opts.urls))
