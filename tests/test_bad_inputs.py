@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from alembic_herd import errors
+from alembic_herd._history import history_table
 from alembic_herd.errors import EXIT_CODES, HerdError
 from alembic_herd.locks import LockKey
 from conftest import PROJECTS, _server_url, render
@@ -193,6 +194,33 @@ def case_database_ahead_of_code(ctx: Context) -> Iterator[list[str]]:
     execute(url, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
             "INSERT INTO alembic_version VALUES ('zz99')")
     yield ["wait", "-c", HERDSET, "--timeout", "1m", "--url", render(url)]
+
+
+@case(3, "herd's attempt log 'herd_history' exists but this database user may not use it",
+      "grant select, insert, update on it")
+def case_attempt_log_of_another_role(ctx: Context) -> Iterator[list[str]]:
+    # herd_history was created by another role (an earlier deploy, a DBA) and not granted
+    url = ctx.postgresql()
+    role = f"herd_app_{uuid.uuid4().hex[:8]}"
+    execute(url, f"CREATE ROLE {role} LOGIN", f"GRANT ALL ON SCHEMA public TO {role}")
+    engine = sa.create_engine(url)
+    history_table().create(engine)
+    engine.dispose()
+    try:
+        yield ["migrate", "-c", HERDSET, "--url", render(url.set(username=role))]
+    finally:
+        execute(url, "DROP TABLE herd_history", f"DROP OWNED BY {role}", f"DROP ROLE {role}")
+
+
+@case(3, "attempt log 'herd_history' exists but cannot be read as one",
+      "name another with --history-table")
+def case_attempt_log_name_taken(ctx: Context) -> Iterator[list[str]]:
+    url = ctx.postgresql()
+    execute(url, "CREATE TABLE herd_history (id serial PRIMARY KEY, note text)")
+    try:
+        yield ["migrate", "-c", HERDSET, "--url", render(url)]
+    finally:
+        execute(url, "DROP TABLE herd_history")
 
 
 @case(8, "revision x2 failed: RuntimeError: boom: x2 fails on purpose")

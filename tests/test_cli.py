@@ -276,24 +276,52 @@ def test_dash_dash_without_command_exits_3(tmp_path: Path) -> None:
     assert not (tmp_path / "herd.db").exists()
 
 
+BUGGY = """
+import sys
+import alembic_herd
+
+def history(*args, **kwargs):  # a bug in herd, as an unexpected exception
+    raise KeyError("no such thing")
+
+alembic_herd.history = history
+from alembic_herd.cli import main
+main(sys.argv[1:])
+"""
+
+
 def test_internal_error_is_one_line_exit_2(tmp_path: Path) -> None:
-    """An unexpected exception (here a foreign table named herd_history) is one line naming
-    its type with exit 2; --traceback adds the traceback."""
+    """An unexpected exception (a bug in herd) is one line naming its type with exit 2;
+    --traceback adds the traceback."""
+    url = sqlite_url(tmp_path)
+    buggy = [sys.executable, "-c", BUGGY, "history", "-c", CONFIG, "--url", url]
+    proc = subprocess.run(buggy, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert lines(proc.stderr) == [lines(proc.stderr)[0]]
+    assert proc.stderr.startswith("herd: internal error: KeyError: ")
+    assert "(run with --traceback for details)" in proc.stderr
+
+    traced = subprocess.run([*buggy, "--traceback"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert traced.returncode == 2
+    assert "Traceback (most recent call last)" in traced.stderr
+    assert lines(traced.stderr)[-1].startswith("herd: internal error: KeyError: ")
+
+
+def test_a_foreign_table_named_like_herds_is_a_configuration_error(tmp_path: Path) -> None:
+    """A table named herd_history that is not herd's: exit 3, one line naming the table and
+    how to give herd another name (it was an internal error, exit 2)."""
     url = sqlite_url(tmp_path)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE herd_history (x INTEGER)"))
     engine.dispose()
     proc = herd("history", "-c", CONFIG, "--url", url)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert lines(proc.stderr) == [lines(proc.stderr)[0]]
-    assert proc.stderr.startswith("herd: internal error: OperationalError: ")
-    assert "(run with --traceback for details)" in proc.stderr
-
-    traced = herd("history", "-c", CONFIG, "--url", url, "--traceback")
-    assert traced.returncode == 2
-    assert "Traceback (most recent call last)" in traced.stderr
-    assert lines(traced.stderr)[-1].startswith("herd: internal error: OperationalError: ")
+    assert "attempt log 'herd_history' exists but cannot be read as one" in proc.stderr
+    assert "--history-table" in proc.stderr
+    assert herd("history", "-c", CONFIG, "--url", url, "--history-table", "herd_log"
+                ).returncode == 0
 
 
 # -- wrapping a migration command -----------------------------------------------------------

@@ -30,5 +30,6 @@ def read_heads(conn: Connection, env: Environment) -> tuple[str, ...]:
     table = version_table(env)
     empty: Sequence[str] = ()
     rows = read_if_exists(
-        conn, table, lambda: conn.execute(sa.select(table.c.version_num)).scalars().all(), empty)
+        conn, table, lambda: conn.execute(sa.select(table.c.version_num)).scalars().all(), empty,
+        role="version table", instead="--version-table / version_table=")
     return tuple(sorted(rows))

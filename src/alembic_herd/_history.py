@@ -29,6 +29,7 @@ from ._tables import ensure_table, read_if_exists
 
 DEFAULT_TABLE = "herd_history"
 _ERROR_CHARS = 2000
+_ROLE = {"role": "herd's attempt log", "instead": "--history-table / history_table="}
 _ROWS_PER_INSERT = 999 // 12  # SQLite before 3.32 binds at most 999 parameters per statement
 
 _Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -202,7 +203,7 @@ class History:
             query = query.limit(limit)
         empty: Sequence[sa.RowMapping] = ()
         result = read_if_exists(self.conn, t, lambda: self.conn.execute(query).mappings().all(),
-                                empty)
+                                empty, **_ROLE)
         return [
             Attempt(
                 id=r["id"], attempt=r["attempt"], revision=r["revision"], status=r["status"],
@@ -232,7 +233,7 @@ class History:
                 return int(first_running) - 1
             return None if last is None else int(last)
 
-        return read_if_exists(self.conn, t, read, None) or 0
+        return read_if_exists(self.conn, t, read, None, **_ROLE) or 0
 
     def failure_after(self, last_id: int) -> Attempt | None:
         """The first failed attempt written after row ``last_id``."""

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from .errors import ConfigurationError
+
 
 def key_int64(text: str) -> int:
     """A stable signed 64-bit integer for ``text`` (PostgreSQL advisory lock keys)."""
@@ -48,12 +50,15 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
 T = TypeVar("T")
 
 
-def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], missing: T) -> T:
+def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], missing: T, *,
+                   role: str = "herd's table", instead: str | None = None) -> T:
     """Run ``read``; ``missing`` when ``table`` does not exist (yet).
 
     Tries the query first (one round trip on the common path) and only then asks whether the
     table exists. Another replica may create the table between the two statements, so a
-    failure with the table present is retried before it is believed.
+    failure with the table present is retried before it is believed; then it is a
+    :class:`~alembic_herd.errors.ConfigurationError` naming the table as ``role`` (and the
+    option that names another, ``instead``).
     """
     for attempt in range(3):
         try:
@@ -66,5 +71,32 @@ def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], mis
             if not sa.inspect(conn).has_table(table.name, schema=table.schema):
                 return missing
             if attempt == 2:
-                raise
+                raise unusable(conn, table, exc, role, instead) from exc
     raise AssertionError("unreachable")
+
+
+_DENIED_SQLSTATES = {"42501"}  # PostgreSQL insufficient_privilege
+_DENIED_MYSQL = {1142, 1143}  # table / column command denied
+
+
+def unusable(conn: Connection, table: sa.Table, exc: DBAPIError, role: str,
+             instead: str | None) -> ConfigurationError:
+    """The error for one of herd's tables that exists but cannot be read as herd's: no
+    privileges on it, or another application's table by that name."""
+    from ._database import driver_message  # (_database imports nothing of herd's tables)
+
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    args = getattr(orig, "args", ())
+    name = table.fullname
+    reason = driver_message(exc, conn.engine.url)
+    if code in _DENIED_SQLSTATES or (args and args[0] in _DENIED_MYSQL):
+        sequence = (" and USAGE on its id sequence" if conn.dialect.name == "postgresql"
+                    else "")
+        return ConfigurationError(
+            f"{role} {name!r} exists but this database user may not use it ({reason}); "
+            f"grant SELECT, INSERT, UPDATE on it{sequence} to the user herd connects as")
+    other = f"name another with {instead}, or rename that table" if instead else "rename it"
+    return ConfigurationError(
+        f"{role} {name!r} exists but cannot be read as one ({reason}); another application's "
+        f"table by that name? {other[0].upper()}{other[1:]}")

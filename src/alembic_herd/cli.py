@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from . import __version__, history, resolve, status, unlock, upgrade, wait_until_current
 from ._database import HOST, mask_text
 from ._durations import to_seconds
+from ._history import DEFAULT_TABLE as DEFAULT_HISTORY_TABLE
 from ._history import Attempt
 from ._outcome import Outcome, Status
 from .errors import EXIT_CODES, ConfigurationError, HerdError
@@ -201,6 +202,7 @@ class Options:
     lock_url: str | None
     version_table: str | None
     version_table_schema: str | None
+    history_table: str
     verbose: int
     quiet: bool
     log_format: str
@@ -213,7 +215,8 @@ class Options:
     def project(self) -> dict[str, Any]:
         """Keyword arguments naming the project and database, for every library call."""
         return {"url": self.url, "lock_url": self.lock_url, "version_table": self.version_table,
-                "version_table_schema": self.version_table_schema}
+                "version_table_schema": self.version_table_schema,
+                "history_table": self.history_table}
 
 
 _OPTION_NAMES = tuple(Options.__dataclass_fields__)
@@ -233,6 +236,9 @@ _COMMON_OPTIONS: list[Callable[[F], F]] = [
                       "alembic_version)."),
     click.option("--version-table-schema", metavar="SCHEMA",
                  help="Schema of the version table (default: what env.py configures)."),
+    click.option("--history-table", default=DEFAULT_HISTORY_TABLE, show_default=True,
+                 envvar="HERD_HISTORY_TABLE", show_envvar=True, metavar="NAME",
+                 help="herd's attempt log table (in the default schema)."),
     click.option("-v", "--verbose", count=True,
                  help="More logging: herd's debug messages and Alembic's own log."),
     click.option("-q", "--quiet", is_flag=True,
@@ -556,8 +562,9 @@ def resolve_(opts: Options, revision: str, lock: str, lock_timeout: float) -> No
                    "its next revision). Session locks are never forced.")
 def unlock_(opts: Options, lock: str, force: bool) -> None:
     """Clear a stale migration lock. Refuses, naming the holder, while the holder is alive."""
-    click.echo(_mask(unlock(opts.config, lock=lock, force=force, **opts.project()),
-                     *opts.urls))
+    project = opts.project()
+    del project["history_table"]  # unlock touches the lock only
+    click.echo(_mask(unlock(opts.config, lock=lock, force=force, **project), *opts.urls))
 
 
 @cli.command(cls=_WrappingCommand, options_metavar="[OPTIONS] -- COMMAND [ARGS]...")

@@ -173,7 +173,8 @@ class LeaseLock:
         t = self.table
         query = sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(
             t.c.name == self.key.name)
-        row = read_if_exists(self.conn, t, lambda: self.conn.execute(query).first(), None)
+        row = read_if_exists(self.conn, t, lambda: self.conn.execute(query).first(), None,
+                             role="herd's lease table")
         if row is None or row.expires < db_now(self.conn):
             return None
         return Holder(host=row.host, pid=row.pid,
