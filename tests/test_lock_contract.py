@@ -348,6 +348,23 @@ def test_the_sqlite_file_lock_serialises_every_key_of_a_database_file(case: Back
 # -- choosing a backend -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("case", [("table", "sqlite")], indirect=True, ids=["table-sqlite"])
+def test_a_lease_taken_again_while_held_keeps_one_heartbeat(case: Backend) -> None:
+    """try_acquire on a lease this process holds renews it; it must not start a second
+    heartbeat thread (release stops one, and the other would keep renewing a freed lease)."""
+    lock = case.lock()
+
+    def heartbeats() -> int:
+        return sum(t.name == "herd-lease" and t.is_alive() for t in threading.enumerate())
+
+    before = heartbeats()
+    assert lock.try_acquire() and lock.try_acquire()
+    assert heartbeats() == before + 1
+    lock.release()
+    eventually(lambda: heartbeats() == before, "the heartbeat stops on release")
+    assert case.lock().try_acquire()
+
+
 def test_an_unknown_lock_kind_is_refused_with_the_choices() -> None:
     """An unknown lock kind is a ConfigurationError naming it and listing the valid kinds."""
     with pytest.raises(ConfigurationError) as err:

@@ -113,8 +113,11 @@ class LeaseLock:
                 return False
         self._lost.clear()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._heartbeat, name="herd-lease", daemon=True)
-        self._thread.start()
+        if self._thread is None or not self._thread.is_alive():  # taken again while held:
+            # the renewal above was enough, one heartbeat is running already
+            self._thread = threading.Thread(target=self._heartbeat, name="herd-lease",
+                                            daemon=True)
+            self._thread.start()
         return True
 
     def _heartbeat(self) -> None:
