@@ -26,25 +26,32 @@ _DDL_KEY = key_int64("alembic-herd:ddl")
 def ensure_table(conn: Connection, table: sa.Table) -> None:
     """Create ``table`` if it does not exist, safely under concurrency.
 
-    On PostgreSQL the CREATE runs in a transaction that first takes a transaction-level
-    advisory lock (which also works through PgBouncer in transaction pooling mode): two
-    concurrent ``CREATE TABLE IF NOT EXISTS`` would otherwise collide on
-    ``pg_type_typname_nsp_index``. Elsewhere a collision is caught and the table re-checked.
+    On PostgreSQL two concurrent ``CREATE TABLE IF NOT EXISTS`` collide on
+    ``pg_type_typname_nsp_index``, so the table and its indexes are created by one ``DO``
+    statement that first takes a transaction-level advisory lock: one round trip on herd's
+    own connection (no second connection, no session state; it works through PgBouncer in
+    transaction pooling mode). Elsewhere a collision is caught and the table re-checked.
     """
     if sa.inspect(conn).has_table(table.name, schema=table.schema):
         return
     try:
         if conn.dialect.name == "postgresql":
-            with conn.engine.connect() as raw:
-                ddl = raw.execution_options(isolation_level="READ COMMITTED")
-                with ddl.begin():
-                    ddl.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _DDL_KEY})
-                    table.create(ddl, checkfirst=True)
+            conn.exec_driver_sql(_create_under_lock(conn, table))
         else:
             table.create(conn, checkfirst=True)
     except DBAPIError:
         if not sa.inspect(conn).has_table(table.name, schema=table.schema):
             raise
+
+
+def _create_under_lock(conn: Connection, table: sa.Table) -> str:
+    """PostgreSQL: one statement (one transaction) that serialises on :data:`_DDL_KEY`,
+    then creates ``table`` and its indexes if they do not exist."""
+    ddl: list[sa.schema.ExecutableDDLElement] = [sa.schema.CreateTable(table, if_not_exists=True)]
+    ddl += [sa.schema.CreateIndex(index, if_not_exists=True)
+            for index in sorted(table.indexes, key=lambda i: i.name or "")]
+    body = " ".join(f"{str(d.compile(dialect=conn.dialect)).strip()};" for d in ddl)
+    return f"DO $herd$ BEGIN PERFORM pg_advisory_xact_lock({_DDL_KEY}); {body} END $herd$"
 
 
 T = TypeVar("T")
