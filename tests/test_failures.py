@@ -459,3 +459,39 @@ def test_a_failed_revision_without_transactional_ddl_blocks_until_resolved(
         assert alembic_herd.resolve(FAIL, "f2", url=render(url)) == 1
         with pytest.raises(alembic_herd.MigrationError):  # the bug is still there
             alembic_herd.upgrade(FAIL, url=render(url))
+
+
+def test_a_waiter_whose_connection_dies_while_naming_the_holder_reconnects(
+        pg: URL, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Naming the lock holder is best effort, but a dead connection must not be swallowed
+    there: the next statement on it raised PendingRollbackError, which no replica recovers
+    from (the fault suite's server-restart scenario hit it when the restart came as a
+    waiter first asked who held the lock). The waiter must reconnect and carry on."""
+    from alembic_herd.locks.postgresql import AdvisoryLock
+
+    engine = create_engine(pg)
+    admin = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
+    other_conn = engine.connect()
+    other = create_lock("advisory", other_conn,
+                        LockKey.for_version_table("alembic_version", None, None))
+    assert other.try_acquire()  # so that herd waits and asks who holds the lock
+    original = AdvisoryLock.holder
+    killed: list[int] = []
+
+    def holder(self: AdvisoryLock) -> Any:
+        if not killed:  # the first time: the server drops this session under the waiter
+            pid = self.conn.scalar(sa.text("SELECT pg_backend_pid()"))
+            with admin.connect() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            killed.append(pid)
+            threading.Timer(1.0, other.release).start()
+        return original(self)
+
+    monkeypatch.setattr(AdvisoryLock, "holder", holder)
+    try:
+        outcome = alembic_herd.upgrade(HERDSET, url=pg, lock_timeout="60s")
+    finally:
+        other_conn.close()
+        engine.dispose()
+        admin.dispose()
+    assert killed and outcome.action == "migrated"

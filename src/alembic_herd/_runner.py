@@ -127,6 +127,11 @@ class _Runner(Leading):
         conn = connect(self.engine, deadline)
         try:
             yield conn
+        except DBAPIError as exc:  # the connection failed: one clear line (exit 4), and the
+            # cause that _reconnecting recognises
+            if is_transient(exc):
+                raise unavailable(exc, self.url) from exc
+            raise
         finally:
             with suppress(DBAPIError):  # server gone: it released whatever the session held
                 conn.close()
@@ -327,7 +332,12 @@ def _release(lock: Lock) -> None:
 
 
 def _safe(fn: Callable[[], T]) -> T | None:
+    """``fn()``, or ``None`` when its statement fails: for best-effort reads (who holds the
+    lock). A lost connection is not swallowed: the next statement on it would raise
+    PendingRollbackError instead, which is no connection failure to reconnect from."""
     try:
         return fn()
-    except DBAPIError:
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
         return None
