@@ -14,6 +14,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -41,19 +42,29 @@ def _rows(url: URL) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
+@contextmanager
+def attempt_log(url: URL) -> Iterator[History]:
+    """herd's attempt log on a connection of herd's own (buffered on SQLite, as the leader
+    keeps it); what is buffered is written on the way out."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            history = History(conn, "scope", deferred=url.get_backend_name() == "sqlite")
+            history.ensure()
+            yield history
+            history.flush()
+    finally:
+        engine.dispose()
+
+
 def test_advance_records_the_previous_revision_and_starts_the_next(db: URL) -> None:
     """start -> advance -> advance -> finish leaves one row per revision, each applied and
     finished, with the ids the rows were given (later updates find their row)."""
-    engine = create_engine(db)
-    with engine.connect() as conn:
-        history = History(conn, "scope", deferred=db.get_backend_name() == "sqlite")
-        history.ensure()
+    with attempt_log(db) as history:
         first = history.start("a1", "r1")
         second = history.advance(first, "a1", "r2")
         third = history.advance(second, "a1", "r3")
         history.finish(third, "applied")
-        history.flush()
-    engine.dispose()
     assert _rows(db) == [(i + 1, "a1", rev, "applied", True, True)
                          for i, rev in enumerate(["r1", "r2", "r3"])]
     if db.get_backend_name() != "sqlite":  # deferred rows get their ids when written
@@ -63,15 +74,10 @@ def test_advance_records_the_previous_revision_and_starts_the_next(db: URL) -> N
 def test_a_failure_after_advance_updates_the_running_row(db: URL) -> None:
     """The row started by advance() is the one a failure then marks (a lost id would leave
     it 'running', and the next leader would take it for a dead leader's)."""
-    engine = create_engine(db)
-    with engine.connect() as conn:
-        history = History(conn, "scope", deferred=db.get_backend_name() == "sqlite")
-        history.ensure()
+    with attempt_log(db) as history:
         first = history.start("a1", "r1")
         second = history.advance(first, "a1", "r2")
         history.finish(second, "failed", "boom")
-        history.flush()
-    engine.dispose()
     assert [row[2:4] for row in _rows(db)] == [("r1", "applied"), ("r2", "failed")]
 
 
