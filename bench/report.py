@@ -122,7 +122,9 @@ def _this_run(r: dict[str, Any]) -> list[str]:
     cores = m.get("cores") or 1
     load = run.get("load_before") or []
     after = run.get("load_after") or []
-    busy = max(load[:1] + after[:1], default=0.0) > 0.5 * cores
+    # other work shows in the load before the run; the load at the end is mostly the
+    # run's own last minute (the 200-revision chains), so it cannot tell
+    busy = max(load[:1], default=0.0) > 0.5 * cores
     git = m.get("git", {})
     commit = (git.get("commit") or "unknown") + (" with uncommitted changes"
                                                  if git.get("dirty") else "")
@@ -133,7 +135,7 @@ def _this_run(r: dict[str, Any]) -> list[str]:
         f"(UTC) on host `{m['host']}`, commit `{commit}`, which took "
         f"{run.get('duration_seconds', 0) / 60:.1f} min. Load average (1 min) was "
         f"{load[0] if load else '?'} at the start and {after[0] if after else '?'} at the "
-        f"end on {cores} cores"
+        f"end (this run's own last minute) on {cores} cores"
         + (": **the machine was busy with other work, so the figures are noisy**; re-run "
            "`make bench` on a quiet machine before quoting them." if busy else "."),
         "> Each figure is a median over several trials of this run, and every ratio compares "
@@ -515,9 +517,10 @@ def _connections(r: dict[str, Any]) -> list[str]:
                    "herd, already current", "alembic upgrade head", "yoyo apply"], rows)
     out += ["", "A herd of N holds about N + 1 connections while the leader migrates: one "
             "per waiter (autocommit, no transaction open) and the leader's two (its lock "
-            "connection and env.py's). Until this benchmark, herd opened one more, short-lived, "
-            "on a fresh database to create its attempt-log table (N + 2 in the run of commit "
-            "52858bd); it now creates it with one statement on its own connection. Peaks "
+            "connection and env.py's). Until this benchmark, herd opened one more on a fresh "
+            "database to create its attempt-log table (for a few milliseconds, so the 20 ms "
+            "sampler did not catch it in the run of commit 52858bd either); it now creates it "
+            "with one statement on its own connection. Peaks "
             "below N mean the herd did not overlap "
             "completely (on two cores, the last processes start after the first finish).",
             ""]
