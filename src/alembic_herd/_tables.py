@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from ._database import driver_message
 from .errors import ConfigurationError
 
 
@@ -90,8 +91,6 @@ def unusable(conn: Connection, table: sa.Table, exc: DBAPIError, role: str,
              instead: str | None) -> ConfigurationError:
     """The error for one of herd's tables that exists but cannot be read as herd's: no
     privileges on it, or another application's table by that name."""
-    from ._database import driver_message  # (_database imports nothing of herd's tables)
-
     orig = exc.orig
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     args = getattr(orig, "args", ())
