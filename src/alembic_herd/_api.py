@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
-from . import _history
+from . import _defaults as defaults
 from ._database import HOST
 from ._durations import Deadline, Duration, to_seconds
 from ._environment import load_environment
@@ -21,9 +21,6 @@ from ._log import event
 from ._outcome import Outcome, Status
 from ._polling import poll
 from ._runner import (
-    DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
     _release,
     _Runner,
     _safe,
@@ -36,15 +33,15 @@ def upgrade(
     *,
     url: str | URL | None = None,
     target: str = "head",
-    lock_timeout: Duration | str = DEFAULT_LOCK_TIMEOUT,
+    lock_timeout: Duration | str = defaults.LOCK_TIMEOUT,
     lock: str = "auto",
     lock_key: str | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
-    history_table: str = _history.DEFAULT_TABLE,
+    history_table: str = defaults.HISTORY_TABLE,
     command: Sequence[str] | None = None,
-    poll_interval: Duration | str = DEFAULT_POLL_INTERVAL,
-    lease_ttl: Duration | str = 30.0,
+    poll_interval: Duration | str = defaults.POLL_INTERVAL,
+    lease_ttl: Duration | str = defaults.LEASE_TTL,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
 ) -> Outcome:
@@ -78,11 +75,11 @@ def wait_until_current(
     *,
     url: str | URL | None = None,
     target: str = "head",
-    timeout: Duration | str = DEFAULT_TIMEOUT,
+    timeout: Duration | str = defaults.WAIT_TIMEOUT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
-    history_table: str = _history.DEFAULT_TABLE,
-    poll_interval: Duration | str = DEFAULT_POLL_INTERVAL,
+    history_table: str = defaults.HISTORY_TABLE,
+    poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
 ) -> Outcome:
@@ -112,11 +109,11 @@ def status(
     lock_key: str | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
-    history_table: str = _history.DEFAULT_TABLE,
-    recent: int = 5,
+    history_table: str = defaults.HISTORY_TABLE,
+    recent: int = defaults.STATUS_RECENT,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
-    connect_timeout: Duration | str = 10.0,
+    connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
 ) -> Status:
     """Current heads, script heads, pending revisions, the lock holder, recent attempts.
     ``connect_timeout`` bounds connecting, retries included (a readiness check must not
@@ -135,12 +132,12 @@ def history(
     config: Config | str | os.PathLike[str],
     *,
     url: str | URL | None = None,
-    limit: int = 50,
+    limit: int = defaults.HISTORY_LIMIT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
-    history_table: str = _history.DEFAULT_TABLE,
+    history_table: str = defaults.HISTORY_TABLE,
     lock_url: str | URL | None = None,
-    connect_timeout: Duration | str = 10.0,
+    connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
 ) -> list[Attempt]:
     """The attempt log for this project's version table, newest first."""
     seconds = to_seconds(connect_timeout, name="connect timeout")
@@ -160,10 +157,10 @@ def resolve(
     url: str | URL | None = None,
     lock: str = "auto",
     lock_key: str | None = None,
-    lock_timeout: Duration | str = 30.0,
+    lock_timeout: Duration | str = defaults.RESOLVE_LOCK_TIMEOUT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
-    history_table: str = _history.DEFAULT_TABLE,
+    history_table: str = defaults.HISTORY_TABLE,
     lock_url: str | URL | None = None,
 ) -> int:
     """Mark ``revision``'s unfinished or failed attempts as resolved, after an operator
@@ -225,7 +222,7 @@ def unlock(
                          version_table_schema=version_table_schema),
         lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
     )
-    with runner._session(Deadline(30.0)) as conn:
+    with runner._session(Deadline(defaults.UNLOCK_TIMEOUT)) as conn:
         the_lock = runner._lock(conn)
         if the_lock.try_acquire():
             _release(the_lock)

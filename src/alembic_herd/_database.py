@@ -17,19 +17,13 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
+from ._defaults import CONNECT_TIMEOUT, KEEPALIVES
 from .errors import ConfigurationError, DatabaseUnavailableError
 
 HOST = socket.gethostname()
 # (the pid is read with os.getpid() where it is used, never kept: a process forked after
 # importing herd - gunicorn --preload, Celery's prefork pool - is itself, not its parent)
 
-CONNECT_TIMEOUT = 10.0
-"""Seconds one connection attempt may take (a host that does not answer); herd retries
-within its own deadline."""
-
-KEEPALIVES = (10, 5, 3)
-"""TCP keepalives on herd's PostgreSQL sessions: idle seconds, interval seconds, probes. A
-peer that stops answering is dropped after idle + interval * count = 25 s of silence."""
 
 _IDLE, _INTERVAL, _COUNT = KEEPALIVES
 SERVER_KEEPALIVES = (

@@ -65,6 +65,18 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes} min {rest} s"
 
 
+def spell(seconds: float) -> str:
+    """A default as a user types it, e.g. ``600.0`` -> ``10m``, ``30.0`` -> ``30s`` (what
+    :func:`to_seconds` reads back)."""
+    whole = round(seconds)
+    if whole != seconds or whole == 0:
+        return f"{round(seconds * 1000)}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
 class Deadline:
     """One deadline, computed once from ``time.monotonic()``."""
 

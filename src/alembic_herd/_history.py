@@ -25,10 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
+from . import _defaults as defaults
 from ._database import HOST, mask_text
 from ._tables import ensure_table, read_if_exists
 
-DEFAULT_TABLE = "herd_history"
+DEFAULT_TABLE = defaults.HISTORY_TABLE
 _ERROR_CHARS = 2000
 _ROLE = {"role": "herd's attempt log", "instead": "--history-table / history_table="}
 _ROWS_PER_INSERT = 999 // 12  # SQLite before 3.32 binds at most 999 parameters per statement

@@ -25,6 +25,7 @@ from ._database import (
     sync_url,
     unavailable,
 )
+from ._defaults import RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserve_logging
 from ._heads import read_heads
@@ -42,14 +43,6 @@ from .errors import (
     MigrationError,
 )
 from .locks import Lock
-
-RACE_RETRIES = 5
-"""How often a leader re-runs what is still pending after colliding with a runner outside
-herd (each time after :data:`RACE_PAUSE` seconds)."""
-RACE_PAUSE = 1.0
-RACE_GRACE = 5.0
-"""How long a leader that hit a collision error waits for the version table to show
-another runner's work before it believes its own migration failed."""
 
 OUTSIDER = Holder(detail="a migration runner outside herd")
 

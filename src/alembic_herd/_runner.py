@@ -25,9 +25,8 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import _history
+from . import _defaults as defaults
 from ._database import (
-    CONNECT_TIMEOUT,
     create_engine,
     display,
     driver_message,
@@ -53,13 +52,6 @@ from .errors import (
 )
 from .locks import Lock, LockKey, choose, create_lock
 
-DEFAULT_LOCK_TIMEOUT = 600.0
-DEFAULT_TIMEOUT = 600.0
-DEFAULT_POLL_INTERVAL = 0.5
-REPORT_EVERY = 5.0
-RECONNECT_PAUSE = 1.0
-LEAD_RETRIES = 3
-
 __all__ = ["_Runner", "_Waiting", "_release", "_safe"]
 
 T = TypeVar("T")
@@ -67,10 +59,11 @@ T = TypeVar("T")
 
 class _Runner(Leading):
     def __init__(self, env: Environment, *, lock_kind: str = "auto", lock_key: str | None = None,
-                 history_table: str = _history.DEFAULT_TABLE,
-                 poll_cap: float = DEFAULT_POLL_INTERVAL, lease_ttl: float = 30.0,
+                 history_table: str = defaults.HISTORY_TABLE,
+                 poll_cap: float = defaults.POLL_INTERVAL,
+                 lease_ttl: float = defaults.LEASE_TTL,
                  lock_url: str | URL | None = None, allow_ahead: bool = False,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = defaults.CONNECT_TIMEOUT) -> None:
         assert env.url is not None
         self.env = env
         self.url: URL = env.url
@@ -144,8 +137,8 @@ class _Runner(Leading):
         migration: the database rolled its transaction back, or (without transactional DDL)
         the next leader finds the revision ``running`` and stops on it. Time spent
         migrating does not count against the deadline; a replica whose migration loses its
-        connection more than :data:`LEAD_RETRIES` times gives up (a migration that breaks
-        its own connection is not retried until the deadline)."""
+        connection more than ``LEAD_RETRIES`` times gives up (a migration that breaks its
+        own connection is not retried until the deadline)."""
         lost_while_leading = 0
         while True:
             self.leading_seconds = 0.0
@@ -157,7 +150,7 @@ class _Runner(Leading):
                 lost_while_leading += self.leading_seconds > 0
                 if cause is None:
                     raise
-                if deadline.expired() or lost_while_leading > LEAD_RETRIES:
+                if deadline.expired() or lost_while_leading > defaults.LEAD_RETRIES:
                     if isinstance(exc, DBAPIError):
                         raise unavailable(exc, self.url) from exc
                     raise
@@ -165,7 +158,7 @@ class _Runner(Leading):
                        "again and checking the heads, giving up in %s", display(self.url),
                        driver_message(cause, self.url), format_seconds(deadline.remaining()),
                        level=logging.WARNING, error=type(exc).__name__)
-                time.sleep(min(random.uniform(0.1, RECONNECT_PAUSE), deadline.remaining()))
+                time.sleep(min(random.uniform(0.1, defaults.RECONNECT_PAUSE), deadline.remaining()))
 
     # upgrade
 
@@ -231,7 +224,7 @@ class _Runner(Leading):
                     event("waiting", "waiting for the database to reach %s: %d revision(s) "
                            "pending, %s so far", target, len(pending),
                            format_seconds(deadline.elapsed()), pending=list(pending))
-                    state["next_report"] = deadline.elapsed() + REPORT_EVERY
+                    state["next_report"] = deadline.elapsed() + defaults.REPORT_EVERY
                 state["first"] = first["first"] = False
                 return None
 
@@ -308,7 +301,7 @@ class _Waiting:
                    "replica", format_seconds(now - self.began),
                    format_seconds(self.deadline.remaining()),
                    holder=self.holder.describe() if self.holder else None)
-            self.next_report = now + REPORT_EVERY
+            self.next_report = now + defaults.REPORT_EVERY
         return None
 
 

@@ -29,9 +29,9 @@ import click
 from sqlalchemy.engine import URL, make_url
 
 from . import __version__, history, resolve, status, unlock, upgrade, wait_until_current
+from . import _defaults as defaults
 from ._database import HOST, mask_text
-from ._durations import to_seconds
-from ._history import DEFAULT_TABLE as DEFAULT_HISTORY_TABLE
+from ._durations import spell, to_seconds
 from ._history import Attempt
 from ._outcome import Outcome, Status
 from .errors import EXIT_CODES, ConfigurationError, HerdError
@@ -222,7 +222,7 @@ class Options:
 _OPTION_NAMES = tuple(Options.__dataclass_fields__)
 
 _COMMON_OPTIONS: list[Callable[[F], F]] = [
-    click.option("-c", "--config", default="alembic.ini", show_default=True,
+    click.option("-c", "--config", default=defaults.CONFIG_FILE, show_default=True,
                  envvar=CONFIG_ENVVAR, show_envvar=True, metavar="PATH",
                  help="The Alembic config file (alembic.ini)."),
     click.option("--url", envvar=URL_ENVVARS, show_envvar=True, metavar="URL",
@@ -236,7 +236,7 @@ _COMMON_OPTIONS: list[Callable[[F], F]] = [
                       "alembic_version)."),
     click.option("--version-table-schema", metavar="SCHEMA",
                  help="Schema of the version table (default: what env.py configures)."),
-    click.option("--history-table", default=DEFAULT_HISTORY_TABLE, show_default=True,
+    click.option("--history-table", default=defaults.HISTORY_TABLE, show_default=True,
                  envvar="HERD_HISTORY_TABLE", show_envvar=True, metavar="NAME",
                  help="herd's attempt log table (in the default schema)."),
     click.option("-v", "--verbose", count=True,
@@ -284,7 +284,8 @@ def _allow_ahead(fn: F) -> F:
 
 
 def _timeout(fn: F) -> F:
-    return click.option("--timeout", callback=_duration, metavar="DURATION", default="10m",
+    return click.option("--timeout", callback=_duration, metavar="DURATION",
+                        default=spell(defaults.WAIT_TIMEOUT),
                         show_default=True, envvar="HERD_TIMEOUT", show_envvar=True,
                         help="How long to wait for the database to become current, with a "
                              "unit: 90s, 5m, 1h.")(fn)
@@ -292,7 +293,8 @@ def _timeout(fn: F) -> F:
 
 def _connect_timeout(fn: F) -> F:
     return click.option("--connect-timeout", callback=_duration, metavar="DURATION",
-                        default="10s", show_default=True, envvar="HERD_CONNECT_TIMEOUT",
+                        default=spell(defaults.CONNECT_TIMEOUT), show_default=True,
+                        envvar="HERD_CONNECT_TIMEOUT",
                         show_envvar=True,
                         help="How long to try to reach the database, with a unit: 3s. Keep it "
                              "under a probe's own timeout.")(fn)
@@ -448,7 +450,7 @@ def cli() -> None:
 @_common()
 @_target
 @_lock
-@_lock_timeout("10m")
+@_lock_timeout(spell(defaults.LOCK_TIMEOUT))
 @_allow_ahead
 def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
             allow_ahead: bool) -> None:
@@ -513,7 +515,8 @@ def check(opts: Options, target: str, lock: str, allow_ahead: bool,
 @_target
 @_lock
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--recent", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--recent", type=click.IntRange(min=0), default=defaults.STATUS_RECENT,
+              show_default=True,
               help="How many recent attempts to show.")
 @_allow_ahead
 @_connect_timeout
@@ -529,7 +532,8 @@ def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int
 @cli.command("history")
 @_common()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1), default=defaults.HISTORY_LIMIT,
+              show_default=True,
               help="How many attempts to show, newest first.")
 @_connect_timeout
 def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -> None:
@@ -545,7 +549,7 @@ def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -
 @_common()
 @click.argument("revision")
 @_lock
-@_lock_timeout("30s")
+@_lock_timeout(spell(defaults.RESOLVE_LOCK_TIMEOUT))
 def resolve_(opts: Options, revision: str, lock: str, lock_timeout: float) -> None:
     """Mark REVISION's unfinished attempts resolved, after repairing a half-applied revision
     by hand (takes the lock, so it cannot race a running migration)."""
@@ -575,7 +579,7 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
                    "migrate (workers, beat).")
 @_target
 @_lock
-@_lock_timeout("10m")
+@_lock_timeout(spell(defaults.LOCK_TIMEOUT))
 @_timeout
 @_allow_ahead
 def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float,

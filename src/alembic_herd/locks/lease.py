@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from .. import _defaults as defaults
 from .._database import HOST
 from .._tables import ensure_table, read_if_exists
 from ..errors import Holder, LockLostError
@@ -28,8 +29,8 @@ from . import LockKey
 
 log = logging.getLogger("alembic_herd")
 
-DEFAULT_TABLE = "herd_lock"
-DEFAULT_TTL = 30.0
+DEFAULT_TABLE = defaults.LEASE_TABLE
+DEFAULT_TTL = defaults.LEASE_TTL
 
 
 def lease_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:

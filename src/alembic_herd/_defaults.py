@@ -1,0 +1,79 @@
+"""Every default herd has, defined once.
+
+The library's keyword arguments, the CLI's options and their ``--help``, ``[tool.herd]``
+loading and the docs all read these names; nothing else spells a default out. Durations are
+seconds (the CLI shows them with :func:`~alembic_herd._durations.format_seconds`).
+"""
+
+from __future__ import annotations
+
+# -- waiting ------------------------------------------------------------------------------
+
+LOCK_TIMEOUT = 600.0
+"""``upgrade`` / ``herd migrate`` / ``herd run``: connecting plus waiting for the lock (not
+the migration itself)."""
+
+WAIT_TIMEOUT = 600.0
+"""``wait_until_current`` / ``herd wait``: how long a non-migrating replica waits."""
+
+RESOLVE_LOCK_TIMEOUT = 30.0
+"""``resolve``: how long an operator's command waits for the lock."""
+
+UNLOCK_TIMEOUT = 30.0
+"""``unlock``: connecting, plus the one look at the lock."""
+
+CONNECT_TIMEOUT = 10.0
+"""One connection attempt (a host that does not answer); also the bound on connecting for
+``status`` / ``history`` / ``check`` (a probe must not hang)."""
+
+POLL_INTERVAL = 0.5
+"""The cap of the jittered exponential backoff between two looks at the lock or the heads."""
+
+REPORT_EVERY = 5.0
+"""How often a waiting replica logs whom it waits for."""
+
+# -- the lease lock (``--lock table``) ----------------------------------------------------
+
+LEASE_TTL = 30.0
+"""A lease not renewed for this long is expired; the holder renews it every TTL / 3."""
+
+# -- TCP keepalives on PostgreSQL sessions ------------------------------------------------
+
+KEEPALIVES = (10, 5, 3)
+"""idle seconds, interval seconds, probes: a peer that stops answering is dropped after
+idle + interval * count = 25 s of silence (client side and, on the lock and migration
+sessions, server side)."""
+
+# -- reconnecting and races ---------------------------------------------------------------
+
+RECONNECT_PAUSE = 1.0
+"""At most this long (jittered) between losing a connection and connecting again."""
+
+LEAD_RETRIES = 3
+"""How often a replica whose migration lost its connection starts over before giving up."""
+
+RACE_RETRIES = 5
+"""How often a leader re-runs what is still pending after colliding with a runner outside
+herd (each time after :data:`RACE_PAUSE` seconds)."""
+
+RACE_PAUSE = 1.0
+
+RACE_GRACE = 5.0
+"""How long a leader that hit a collision error waits for the version table to show another
+runner's work before it believes its own migration failed."""
+
+# -- names --------------------------------------------------------------------------------
+
+HISTORY_TABLE = "herd_history"
+"""herd's attempt log."""
+
+LEASE_TABLE = "herd_lock"
+"""The lease lock's table."""
+
+CONFIG_FILE = "alembic.ini"
+
+STATUS_RECENT = 5
+"""``status``: how many recent attempts to show."""
+
+HISTORY_LIMIT = 50
+"""``history``: how many attempts to list."""
