@@ -19,13 +19,9 @@ from ._environment import load_environment
 from ._history import Attempt
 from ._log import event
 from ._outcome import Outcome, Status
-from ._polling import poll
-from ._runner import (
-    _release,
-    _Runner,
-    _safe,
-)
+from ._runner import Runner
 from .errors import ConfigurationError, LockHeldError, LockTimeoutError
+from .locks.lease import LeaseLock
 
 
 def upgrade(
@@ -59,7 +55,7 @@ def upgrade(
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
-    runner = _Runner(
+    runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
@@ -91,7 +87,7 @@ def wait_until_current(
     deadline.
     """
     deadline = Deadline(to_seconds(timeout, name="timeout"))
-    runner = _Runner(
+    runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
@@ -118,7 +114,7 @@ def status(
     """Current heads, script heads, pending revisions, the lock holder, recent attempts.
     ``connect_timeout`` bounds connecting, retries included (a readiness check must not
     hang on a host that does not answer)."""
-    runner = _Runner(
+    runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
@@ -141,13 +137,13 @@ def history(
 ) -> list[Attempt]:
     """The attempt log for this project's version table, newest first."""
     seconds = to_seconds(connect_timeout, name="connect timeout")
-    runner = _Runner(
+    runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         history_table=history_table, lock_url=lock_url, connect_timeout=seconds,
     )
-    with runner._session(Deadline(seconds)) as conn:
-        return runner._history(conn).rows(limit=limit)
+    with runner.session(Deadline(seconds)) as conn:
+        return runner.history(conn).rows(limit=limit)
 
 
 def resolve(
@@ -166,35 +162,26 @@ def resolve(
     """Mark ``revision``'s unfinished or failed attempts as resolved, after an operator
     repaired a half-applied revision by hand. Takes the lock, so it cannot race a running leader.
     Returns how many attempts were resolved."""
-    runner = _Runner(
+    runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         lock_kind=lock, lock_key=lock_key, history_table=history_table, lock_url=lock_url,
     )
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
-    with runner._session(deadline) as conn:
-        the_lock = runner._lock(conn)
-        if poll(lambda: the_lock.try_acquire() or None, deadline, runner.poll_cap) is None:
-            holder = _safe(the_lock.holder)
-            raise LockTimeoutError(
-                f"{the_lock.describe()} is held by "
-                f"{holder.describe() if holder else 'another replica'}; a migration is "
-                "running - wait for it, then resolve", holder=holder)
-        try:
-            hist = runner._history(conn)
-            rows = [r for r in (*hist.unfinished(), *hist.unresolved_failures())
-                    if r.revision == revision]
-            if not rows:
-                raise ConfigurationError(
-                    f"revision {revision!r} has no unfinished or failed attempt to resolve in "
-                    f"{hist.table.fullname!r}; 'herd history' lists the attempts")
-            for row in rows:
-                hist.restate(row, "resolved",
-                             f"resolved by an operator on {HOST} (pid {os.getpid()})")
-            event("resolved", "marked %d attempt(s) of %s resolved", len(rows), revision)
-            return len(rows)
-        finally:
-            _release(the_lock)
+    with runner.session(deadline) as conn, runner.lock(conn).acquire(
+            deadline, hint="a migration is running - wait for it, then resolve"):
+        hist = runner.history(conn)
+        rows = [r for r in (*hist.unfinished(), *hist.unresolved_failures())
+                if r.revision == revision]
+        if not rows:
+            raise ConfigurationError(
+                f"revision {revision!r} has no unfinished or failed attempt to resolve in "
+                f"{hist.table.fullname!r}; 'herd history' lists the attempts")
+        for row in rows:
+            hist.restate(row, "resolved",
+                         f"resolved by an operator on {HOST} (pid {os.getpid()})")
+        event("resolved", "marked %d attempt(s) of %s resolved", len(rows), revision)
+        return len(rows)
 
 
 def unlock(
@@ -217,20 +204,19 @@ def unlock(
     expired, when its holder was on this host and its pid is gone, or with ``force``
     (the holder is then fenced before its next revision). Returns what was done.
     """
-    runner = _Runner(
+    runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
     )
-    with runner._session(Deadline(defaults.UNLOCK_TIMEOUT)) as conn:
-        the_lock = runner._lock(conn)
-        if the_lock.try_acquire():
-            _release(the_lock)
-            return f"{the_lock.describe()} is free; nothing to do"
-        holder = _safe(the_lock.holder)
+    with runner.session(Deadline(defaults.UNLOCK_TIMEOUT)) as conn:
+        the_lock = runner.lock(conn)
+        try:
+            with the_lock.acquire(Deadline(0)):  # one try
+                return f"{the_lock.describe()} is free; nothing to do"
+        except LockTimeoutError as busy:
+            holder = busy.holder
         who = holder.describe() if holder else "another replica"
-        from .locks.lease import LeaseLock
-
         if isinstance(the_lock, LeaseLock):
             dead_here = (holder is not None and holder.host == HOST and holder.pid is not None
                          and not _pid_alive(holder.pid))

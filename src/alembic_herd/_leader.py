@@ -8,7 +8,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
@@ -28,7 +28,7 @@ from ._database import (
 from ._defaults import RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserve_logging
-from ._heads import read_heads
+from ._heads import Pending, read_heads
 from ._history import Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
@@ -69,38 +69,47 @@ def _race_signature(exc: BaseException) -> bool:
     return any(sign in text for sign in _RACE_TEXT)
 
 
-class _Raced(Exception):  # an internal signal: never escapes lead()
+class _Raced(Exception):  # an internal signal: never escapes Leader.run()
     def __init__(self, error: MigrationError) -> None:
         super().__init__(str(error))
         self.error = error
 
 
-class Leading:
-    """The leader's half of the runner: re-check under the lock, account for earlier
-    attempts, run the migration with fencing, and record every revision."""
+class Leader:
+    """This replica holds the lock: it re-checks the heads, accounts for earlier attempts,
+    runs the migration with fencing and records every revision. One per lock taken; the
+    runner creates it and calls :meth:`run`."""
 
-    if TYPE_CHECKING:
-        env: Environment
-        url: URL
-        dialect: str
-        _captured: Captured
+    def __init__(self, env: Environment, conn: Connection, lock: Lock, history: History,
+                 pending: Pending, *, baseline: int, waited: float,
+                 command: Sequence[str] | None) -> None:
+        assert env.url is not None
+        self.env = env
+        self.url: URL = env.url
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self.lock = lock
+        self.history = history
+        self.pending = pending
+        self.target = pending.target
+        self.baseline = baseline
+        self.waited = waited
+        self.command = command
+        self.committed: list[str] = []
+        """Revisions this replica committed (after a collision, only these are its own)."""
+        self._captured: Captured | None = None
 
-        def _pending(self, conn: Connection, target: str
-                     ) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
-
-        def _outcome(self, action: str, heads: tuple[str, ...], **kw: Any) -> Outcome: ...
-
-    def lead(self, conn: Connection, lock: Lock, history: History, target: str, *,
-             baseline: int, waited: float, command: Sequence[str] | None) -> Outcome:
-        heads, pending = self._pending(conn, target)
+    def run(self) -> Outcome:
+        conn, lock, history, waited = self.conn, self.lock, self.history, self.waited
+        heads, pending = self.pending.read(conn)
         if not pending:
             event("current_after_lock", "database became current at %s while waiting; "
-                   "not migrating", ", ".join(heads), heads=list(heads))
-            return self._outcome("waited" if waited else "current", heads,
-                                 waited_seconds=waited)
-        failure = history.failure_after(baseline)
+                  "not migrating", ", ".join(heads), heads=list(heads))
+            return Outcome(action="waited" if waited else "current", heads=heads,
+                           waited_seconds=waited)
+        failure = history.failure_after(self.baseline)
         if failure is not None:
-            raise _leader_failed(failure)
+            raise leader_failed(failure)
         try:
             history.ensure()
         except DBAPIError as exc:  # e.g. no CREATE on the schema: Alembic would fail too
@@ -111,34 +120,33 @@ class Leading:
                 f"{driver_message(exc, self.url)}; the migrating user needs the right to "
                 "create tables there (Alembic creates its version table and yours too)"
             ) from exc
-        self._reconcile(conn, history, heads)
+        self._reconcile(heads)
         attempt = uuid.uuid4().hex
         event("leading", "this replica migrates: %d revision(s) %s -> %s", len(pending),
-               ", ".join(heads) or "base", target, pending=list(pending), attempt=attempt)
+              ", ".join(heads) or "base", self.target, pending=list(pending), attempt=attempt)
         began = time.monotonic()
-        self._committed: list[str] = []
         raced = False
-        if command:
-            self._run_command(conn, history, attempt, pending, command)
+        if self.command:
+            self._run_command(attempt, pending, self.command)
         else:
             for tries in range(RACE_RETRIES + 1):
                 try:
-                    self._run_alembic(conn, lock, history, attempt, target)
+                    self._run_alembic(attempt)
                     break
                 except _Raced as race:
                     raced = True
-                    _, left = self._pending(conn, target)
+                    _, left = self.pending.read(conn)
                     if not left:
                         break
                     if tries == RACE_RETRIES:
                         raise race.error from race.__cause__
                     event("race_retry", "%d revision(s) still pending (%s); running them once "
-                           "the other runner's transaction is over", len(left), ", ".join(left),
-                           level=logging.WARNING, pending=list(left))
+                          "the other runner's transaction is over", len(left), ", ".join(left),
+                          level=logging.WARNING, pending=list(left))
                     time.sleep(RACE_PAUSE)
                     attempt = uuid.uuid4().hex
         took = time.monotonic() - began
-        heads_after, left = self._pending(conn, target)
+        heads_after, left = self.pending.read(conn)
         if left:
             raise MigrationError(
                 f"the upgrade finished but {self.env.qualified_version_table!r} is still "
@@ -146,25 +154,26 @@ class Leading:
                 "version_table/version_table_schema for herd", revision=left[0])
         applied = self.env.applied(heads_after) - self.env.applied(heads)
         if raced:  # only what this replica committed; the other runner did the rest
-            applied &= set(self._committed)
+            applied &= set(self.committed)
         revisions = tuple(r for r in pending if r in applied)
         if raced and not revisions:
             event("raced_done", "a migration runner outside herd brought the database to %s "
-                   "while this replica migrated; nothing left to do", ", ".join(heads_after),
-                   level=logging.WARNING, heads=list(heads_after))
-            return self._outcome("waited", heads_after, waited_seconds=waited + took,
-                                 leader=OUTSIDER, lock=lock.describe())
+                  "while this replica migrated; nothing left to do", ", ".join(heads_after),
+                  level=logging.WARNING, heads=list(heads_after))
+            return Outcome(action="waited", heads=heads_after, waited_seconds=waited + took,
+                           leader=OUTSIDER, lock=lock.describe())
         event("migrated", "migrated %d revision(s) to %s in %s", len(revisions),
-               ", ".join(heads_after), format_seconds(took), revisions=list(revisions),
-               seconds=took)
-        return self._outcome("migrated", heads_after, revisions=revisions, migrate_seconds=took,
-                             waited_seconds=waited, lock=lock.describe())
+              ", ".join(heads_after), format_seconds(took), revisions=list(revisions),
+              seconds=took)
+        return Outcome(action="migrated", heads=heads_after, revisions=revisions,
+                       migrate_seconds=took, waited_seconds=waited, lock=lock.describe())
 
-    def _reconcile(self, conn: Connection, history: History, heads: tuple[str, ...]) -> None:
+    def _reconcile(self, heads: tuple[str, ...]) -> None:
         """Account for attempts a dead leader left ``running``, and refuse to go on where a
         database without transactional DDL may hold a half-applied revision."""
+        history = self.history
         applied = self.env.applied(heads)
-        transactional = self._transactional(conn)
+        transactional = self._transactional()
         if not transactional:
             for row in history.unresolved_failures():
                 if row.revision not in applied:
@@ -200,21 +209,32 @@ class Leading:
         event("reconciled", "accounted for %d revision(s) a previous leader left running",
                len(unfinished), level=logging.WARNING)
 
-    def _transactional(self, conn: Connection) -> bool:
+    def _transactional(self) -> bool:
         if self.env.transactional_ddl is not None:
             return self.env.transactional_ddl
         from alembic.ddl.impl import DefaultImpl
 
-        return bool(DefaultImpl.get_by_dialect(conn.dialect).transactional_ddl)
+        return bool(DefaultImpl.get_by_dialect(self.conn.dialect).transactional_ddl)
 
-    def _run_alembic(self, conn: Connection, lock: Lock, history: History, attempt: str,
-                     target: str) -> None:
-        env = self.env
+    def _run_alembic(self, attempt: str) -> None:
+        env, lock, history, target = self.env, self.lock, self.history, self.target
         rows: list[Attempt] = []
         after_commit: list[Attempt] = []
         start: dict[str, Any] = {"heads": (), "per_step": True}
+        herds_own: list[BaseException] = []  # what herd's own code raised, not a migration
 
         def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
+            """The revisions for Alembic to run, with herd's bookkeeping between them. The
+            revisions run in Alembic's loop, outside this generator: whatever is raised in
+            here is herd's own (a lost lock, a failed attempt-log write, a bug), never the
+            migration's failure."""
+            try:
+                yield from planned(heads, context)
+            except Exception as exc:
+                herds_own.append(exc)
+                raise
+
+        def planned(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             self._check_same_target(context)
             _server_keepalives(context)
             # one transaction around every revision: nothing is committed until env.py's
@@ -245,7 +265,7 @@ class Leading:
             if one_transaction:  # committed only when env.py's transaction ends
                 after_commit.append(done)
             else:
-                self._applied(history, done)
+                self._applied(done)
 
         ctx, self._captured = capturing_context(env.config, env.script, fn=steps,
                                                 as_sql=False, destination_rev=target)
@@ -254,20 +274,23 @@ class Leading:
             with ctx:
                 env.script.run_env()
         except HerdError:
-            self._record_failure(conn, history, rows, "stopped by herd")
+            self._record_failure(rows, "stopped by herd")
             raise
         except Exception as exc:
             if isinstance(exc, DBAPIError) and is_transient(exc):
                 raise self._connection_lost(exc, rows) from exc
-            if _race_signature(exc) and self._transactional(conn):
-                moved = self._moved(conn, start["heads"], rows if start["per_step"] else [])
+            if any(exc is own for own in herds_own):  # herd's bug: not the migration's fault
+                self._record_interruption(rows, exc)
+                raise
+            if _race_signature(exc) and self._transactional():
+                moved = self._moved(start["heads"], rows if start["per_step"] else [])
                 if moved:
-                    raise self._raced(exc, history, rows, moved, start["per_step"]) from exc
+                    raise self._raced(exc, rows, moved, start["per_step"]) from exc
             error = describe_error(exc, self.url)
-            failed = self._record_failure(conn, history, rows, error)
+            failed = self._record_failure(rows, error)
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
             first = _headline(error) or type(exc).__name__
-            if failed and not self._transactional(conn):
+            if failed and not self._transactional():
                 advice = (f"{self.dialect} DDL is not transactional, so {failed} may be partly "
                           "applied: inspect the schema, undo the partial change, then 'herd "
                           f"resolve {failed}' and redeploy the fixed migration")
@@ -278,15 +301,15 @@ class Leading:
         finally:
             preserve_logging[1](saved)
         for row in after_commit:  # env.py's transaction has committed
-            self._applied(history, row)
+            self._applied(row)
         history.flush()
 
-    def _applied(self, history: History, row: Attempt) -> None:
-        history.finish(row, "applied")
+    def _applied(self, row: Attempt) -> None:
+        self.history.finish(row, "applied")
         self._note_applied(row)
 
     def _note_applied(self, row: Attempt) -> None:
-        self._committed.append(row.revision)
+        self.committed.append(row.revision)
         event("revision_done", "applied %s in %s", row.revision,
                format_seconds(row.duration or 0.0), revision=row.revision, seconds=row.duration)
 
@@ -314,8 +337,7 @@ class Leading:
             return self.env.transactional_ddl
         return self.dialect in ("postgresql", "sqlite")
 
-    def _moved(self, conn: Connection, start: tuple[str, ...],
-               mine: list[Attempt]) -> set[str]:
+    def _moved(self, start: tuple[str, ...], mine: list[Attempt]) -> set[str]:
         """Revisions that appeared in the version table while this replica migrated and
         that it did not commit itself: another runner's work. Waits a little for it (its
         transaction may commit just after the collision)."""
@@ -323,18 +345,19 @@ class Leading:
         until = time.monotonic() + RACE_GRACE
         while True:
             try:
-                moved = self.env.applied(read_heads(conn, self.env)) - before
+                moved = self.env.applied(read_heads(self.conn, self.env)) - before
             except SQLAlchemyError:
                 return set()
             if moved or time.monotonic() >= until:
                 return set(moved)
             time.sleep(0.25)
 
-    def _raced(self, exc: Exception, history: History, rows: list[Attempt], moved: set[str],
+    def _raced(self, exc: Exception, rows: list[Attempt], moved: set[str],
                per_step: bool) -> _Raced:
         """Another migration runner (plain ``alembic upgrade``, not herd) changed the database
-        under this replica: record what became of this attempt and let :meth:`lead`
+        under this replica: record what became of this attempt and let :meth:`run`
         re-check the heads."""
+        history = self.history
         first = _headline(describe_error(exc, self.url)) or type(exc).__name__
         note = f"collided with a migration runner outside herd ({first})"
         try:
@@ -343,8 +366,8 @@ class Leading:
                     history.finish(row, "rolled back", note)
                 elif row.status == "applied" and not per_step:
                     history.restate(row, "rolled back", f"its transaction rolled back: {note}")
-                    if row.revision in self._committed:
-                        self._committed.remove(row.revision)
+                    if row.revision in self.committed:
+                        self.committed.remove(row.revision)
             history.flush()
         except SQLAlchemyError as lost:
             log.warning("could not record the collision in the attempt log: %s",
@@ -358,25 +381,49 @@ class Leading:
             revision=next((r.revision for r in rows if r.status == "rolled back"), None))
         return _Raced(error)
 
-    def _record_failure(self, conn: Connection, history: History, rows: list[Attempt],
-                        error: str) -> str | None:
+    def _record_failure(self, rows: list[Attempt], error: str) -> str | None:
+        """The migration raised: its running revision 'failed'; returns that revision."""
+        history = self.history
         failed = None
         try:
+            applied = self.env.applied(read_heads(self.conn, self.env))
             for row in rows:
                 if row.status == "running":
                     history.finish(row, "failed", error)
                     failed = row.revision
-            applied = self.env.applied(read_heads(conn, self.env))
-            for row in rows:
-                if row.status == "applied" and row.revision not in applied:
-                    history.restate(row, "rolled back", f"its transaction rolled back after "
-                                    f"{failed or 'an error'} failed")
-            history.flush()
+            self._roll_back(rows, applied, f"its transaction rolled back after "
+                            f"{failed or 'an error'} failed")
         except SQLAlchemyError as exc:  # connection gone (or invalidated, awaiting a
             # rollback): never mask the real error; the next leader reconciles
             log.warning("could not record the failure in the attempt log: %s",
                         driver_message(exc, self.url))
         return failed
+
+    def _record_interruption(self, rows: list[Attempt], exc: Exception) -> None:
+        """herd's own code failed between two revisions, so no revision failed: one that
+        reached the version table is 'applied', the one about to start 'interrupted'."""
+        history = self.history
+        error = f"herd internal error: {describe_error(exc, self.url)}"
+        try:
+            applied = self.env.applied(read_heads(self.conn, self.env))
+            for row in rows:
+                if row.status == "running":
+                    if row.revision in applied:
+                        history.finish(row, "applied")
+                    else:
+                        history.finish(row, "interrupted", error)
+            self._roll_back(rows, applied, f"its transaction rolled back after {error}")
+        except SQLAlchemyError as lost:
+            log.warning("could not record herd's internal error in the attempt log: %s",
+                        driver_message(lost, self.url))
+
+    def _roll_back(self, rows: list[Attempt], applied: set[str], why: str) -> None:
+        """Rows 'applied' whose revision is not in the version table (``applied``): their
+        transaction rolled back. Then write what is buffered."""
+        for row in rows:
+            if row.status == "applied" and row.revision not in applied:
+                self.history.restate(row, "rolled back", why)
+        self.history.flush()
 
     def _check_same_target(self, context: MigrationContext) -> None:
         """Refuse to migrate when env.py's version table or database is not the one herd
@@ -390,7 +437,7 @@ class Leading:
                 f"env.py uses version table {seen!r} but herd watches "
                 f"{env.qualified_version_table!r}; pass --version-table/--version-table-schema "
                 "(env.py's offline mode did not tell)")
-        captured: Captured | None = getattr(self, "_captured", None)
+        captured = self._captured
         conn = captured.connection if captured else None
         if (conn is not None and captured is not None and captured.in_transaction
                 and conn is env.config.attributes.get("connection")):
@@ -408,8 +455,9 @@ class Leading:
             log.warning("env.py connects to %s, herd to %s: make sure both name one server",
                         display(conn.engine.url), display(self.url))
 
-    def _run_command(self, conn: Connection, history: History, attempt: str,
-                     pending: tuple[str, ...], command: Sequence[str]) -> None:
+    def _run_command(self, attempt: str, pending: tuple[str, ...],
+                     command: Sequence[str]) -> None:
+        history = self.history
         rows = [history.start(attempt, rev) for rev in pending]
         event("command", "running %s while holding the lock",
                mask_text(" ".join(command), self.url))
@@ -423,7 +471,7 @@ class Leading:
             raise ConfigurationError(
                 f"migration command {command[0]!r} not found; check the command after '--' "
                 "and PATH") from exc
-        applied = self.env.applied(read_heads(conn, self.env))
+        applied = self.env.applied(read_heads(self.conn, self.env))
         error = None if proc.returncode == 0 else f"{command[0]} exited {proc.returncode}"
         for row in rows:
             if row.revision in applied:
@@ -462,7 +510,8 @@ def _headline(error: str | None) -> str:
     return lines[0] if lines else (error or "").strip()
 
 
-def _leader_failed(row: Attempt) -> LeaderFailedError:
+def leader_failed(row: Attempt) -> LeaderFailedError:
+    """The error a replica reports when the leader it waited for failed on ``row``."""
     first = _headline(row.error) or "no error recorded"
     return LeaderFailedError(
         f"the replica that migrated (pid {row.pid} on host {row.host}) failed on revision "

@@ -2,31 +2,45 @@
 
 A backend owns one primitive and nothing else: it *tries once* to take the lock
 (:meth:`Lock.try_acquire`, never blocking inside the database), releases it, and says who
-holds it. Only the runner waits, with one deadline and jittered backoff. A waiter blocked
-in ``pg_advisory_lock`` would be a session the leader's ``CREATE INDEX CONCURRENTLY`` waits
+holds it. The waiting is :meth:`Lock.acquire`'s, the same for every backend: one deadline,
+jittered backoff, and the caller's look around between two tries. A waiter blocked in
+``pg_advisory_lock`` would be a session the leader's ``CREATE INDEX CONCURRENTLY`` waits
 for forever; polling a non-blocking try-lock on an autocommit connection cannot deadlock.
+
+Every caller takes the lock the same way (``herd migrate``, ``resolve`` and ``unlock``)::
+
+    with lock.acquire(deadline, hint="raise --lock-timeout or see 'herd status'") as held:
+        ...  # held: True; False only when while_waiting() gave up the wait
 
 How to add a backend
 --------------------
-1. Write a class with the methods of :class:`Lock` in ``locks/<name>.py``. ``try_acquire``
-   returns ``True``/``False`` and must not block; ``release`` must be safe to call when the
-   lock is already gone; ``verify`` must raise :class:`~alembic_herd.errors.LockLostError`
-   when the lock is no longer this process's (the runner calls it before every revision).
+1. Subclass :class:`Lock` in ``locks/<name>.py`` and write its five methods.
+   ``try_acquire`` returns ``True``/``False`` and must not block; ``release`` must be safe
+   to call when the lock is already gone; ``verify`` must raise
+   :class:`~alembic_herd.errors.LockLostError` when the lock is no longer this process's
+   (the leader calls it before every revision).
 2. Register it in :data:`BACKENDS` and, if it is the natural choice for a dialect, in
    :data:`AUTO`.
-3. Run ``tests/test_lock_contract.py`` against it: every backend passes the same suite.
+3. Add it to ``CASES`` in ``tests/test_lock_contract.py``: every backend passes that suite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from .. import _defaults as defaults
+from .._durations import Deadline, format_seconds
+from .._log import log
+from .._polling import poll
 from .._tables import key_int64
-from ..errors import ConfigurationError, Holder, UnsupportedDialectError
+from ..errors import ConfigurationError, Holder, LockTimeoutError, UnsupportedDialectError
 
 
 @dataclass(frozen=True)
@@ -45,33 +59,93 @@ class LockKey:
         return key_int64(self.name)
 
 
-class Lock(Protocol):
-    """One migration lock, held on a connection dedicated to it."""
+class Lock(ABC):
+    """One migration lock, held on a connection dedicated to it.
 
-    kind: str
+    A backend writes the five abstract methods; :meth:`acquire` is the one way to wait for
+    the lock, whatever the backend."""
+
+    kind: ClassVar[str]
     """Backend name as the user chooses it (``advisory``, ``table``, ``file``)."""
 
     key: LockKey
 
+    @abstractmethod
     def describe(self) -> str:
         """e.g. ``lock 'herd:app.alembic_version' (postgresql advisory)``."""
-        ...
 
+    @abstractmethod
     def try_acquire(self) -> bool:
         """Take the lock if it is free. Never blocks; ``False`` when someone else holds it."""
-        ...
 
+    @abstractmethod
     def release(self) -> None:
         """Give the lock back. Safe to call when it is already gone."""
-        ...
 
+    @abstractmethod
     def verify(self) -> None:
         """Raise ``LockLostError`` if this process no longer holds the lock (fencing)."""
-        ...
 
+    @abstractmethod
     def holder(self) -> Holder | None:
         """Who holds the lock now, or ``None`` when it is free or unknown."""
-        ...
+
+    @contextmanager
+    def acquire(self, deadline: Deadline, *, hint: str | Callable[[], str] = "",
+                poll_cap: float = defaults.POLL_INTERVAL,
+                while_waiting: Callable[[], bool] | None = None) -> Iterator[bool]:
+        """Hold the lock for the ``with`` block; yields ``True``.
+
+        Tries at once, then again with jittered exponential backoff (capped at
+        ``poll_cap`` seconds) until ``deadline``; an expired deadline tries once. Between
+        two tries it calls ``while_waiting()``: when that returns ``True`` the wait is given
+        up and the block runs without the lock (yields ``False``). At the deadline it raises
+        :class:`~alembic_herd.errors.LockTimeoutError` naming the lock, the time waited and
+        the holder, then ``hint`` (what to do next; a callable is asked at that moment).
+        Leaving the block releases the lock; a failed release is logged, never raised over
+        the error that may be on its way out.
+        """
+        tried = False
+
+        def attempt() -> bool | None:
+            nonlocal tried
+            if tried and while_waiting is not None and while_waiting():
+                return False
+            tried = True
+            return True if self.try_acquire() else None
+
+        held = poll(attempt, deadline, max(poll_cap, 0.01))
+        if held is None:
+            holder = self.safe_holder()
+            then = hint if isinstance(hint, str) else hint()
+            raise LockTimeoutError(
+                f"{self.describe()} not acquired after {format_seconds(deadline.seconds)}; "
+                f"held by {holder.describe() if holder else 'nobody now'}"
+                f"{'; ' + then if then else ''}", holder=holder)
+        try:
+            yield held
+        finally:
+            if held:
+                self._release_quietly()
+
+    def safe_holder(self) -> Holder | None:
+        """:meth:`holder`, or ``None`` when its statement fails: naming the holder is best
+        effort. A lost connection is not swallowed: the next statement on it would raise
+        PendingRollbackError instead, which is no connection failure to reconnect from."""
+        try:
+            return self.holder()
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            return None
+
+    def _release_quietly(self) -> None:
+        try:
+            self.release()
+        except SQLAlchemyError as exc:  # the session is gone (or invalidated), and with it
+            # a session lock; never mask the error that is on its way out
+            log.warning("releasing %s failed (%s); the server frees it with the session",
+                        self.describe(), type(exc).__name__)
 
 
 LockFactory = Callable[..., Lock]

@@ -25,7 +25,7 @@ from .. import _defaults as defaults
 from .._database import HOST
 from .._tables import ensure_table, read_if_exists
 from ..errors import Holder, LockLostError
-from . import LockKey
+from . import Lock, LockKey
 
 log = logging.getLogger("alembic_herd")
 
@@ -64,7 +64,7 @@ def db_now(conn: Connection) -> float:
     return float(conn.scalar(sa.text(expr)))
 
 
-class LeaseLock:
+class LeaseLock(Lock):
     kind = "table"
 
     def __init__(

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import HerdError, Holder, LockLostError
-from . import LockKey
+from . import Lock, LockKey
 
 _MAX_NAME = 64
 
@@ -26,7 +26,7 @@ def lock_name(key: LockKey) -> str:
     return f"{key.name[: _MAX_NAME - 17]}~{digest}"
 
 
-class GetLock:
+class GetLock(Lock):
     kind = "advisory"
 
     def __init__(self, conn: Connection, key: LockKey) -> None:

@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .._database import HOST, SERVER_KEEPALIVES
 from ..errors import ConfigurationError, Holder, LockLostError
-from . import LockKey
+from . import Lock, LockKey
 
 _ACQUIRE = sa.text("SELECT pg_try_advisory_lock(:k), pg_backend_pid()")
 _CLAIM = sa.text(
@@ -64,7 +64,7 @@ _HOLDER = sa.text(
 )
 
 
-class AdvisoryLock:
+class AdvisoryLock(Lock):
     kind = "advisory"
 
     def __init__(self, conn: Connection, key: LockKey) -> None:

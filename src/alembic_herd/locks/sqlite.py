@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from .._database import HOST
 from ..errors import ConfigurationError, Holder, LockLostError
-from . import LockKey
+from . import Lock, LockKey
 
 
 def sidecar_path(conn: Connection) -> Path:
@@ -30,7 +30,7 @@ def sidecar_path(conn: Connection) -> Path:
     return Path(database).resolve().with_name(Path(database).name + ".herd-lock")
 
 
-class FileLock:
+class FileLock(Lock):
     kind = "file"
 
     def __init__(self, conn: Connection, key: LockKey) -> None:
