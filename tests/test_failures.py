@@ -495,3 +495,48 @@ def test_a_waiter_whose_connection_dies_while_naming_the_holder_reconnects(
         engine.dispose()
         admin.dispose()
     assert killed and outcome.action == "migrated"
+
+
+# -- herd's own bugs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_an_internal_error_between_revisions_is_never_recorded_as_a_failed_revision(
+        backend: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in herd's own bookkeeping (History.advance raising before the second revision)
+    propagates as itself, not as a MigrationError; the attempt log records it as herd's
+    ('interrupted', or 'applied' for a revision that committed), never as a 'failed'
+    revision, so the next upgrade finishes (MariaDB is not blocked until 'herd resolve')."""
+    from alembic_herd._history import History
+
+    original = History.advance
+    calls: list[str] = []
+
+    def advance(self: History, done: Any, attempt: str, revision: str) -> Any:
+        calls.append(revision)
+        if len(calls) == 2:
+            raise RuntimeError("bug in herd's bookkeeping")
+        return original(self, done, attempt, revision)
+
+    with fresh_database(backend, request, tmp_path) as url:
+        monkeypatch.setenv("HERD_TEST_TPM", "0")
+        with monkeypatch.context() as patched:
+            patched.setattr(History, "advance", advance)
+            with pytest.raises(RuntimeError, match="bug in herd's bookkeeping"):
+                alembic_herd.upgrade(HERDSET, url=render(url), lock_timeout=SAFETY)
+        assert calls == ["a1", "b2"]
+        [a1] = history(url)
+        if backend == "postgresql":  # one transaction: a1 rolled back with the rest
+            assert versions(url) is None
+            assert a1["status"] == "interrupted"
+            assert a1["error"].startswith("herd internal error: RuntimeError: bug in herd's")
+        else:  # no transactional DDL: a1 committed before herd failed
+            assert versions(url) == ["a1"]
+            assert (a1["status"], a1["error"]) == ("applied", None)
+
+        outcome = alembic_herd.upgrade(HERDSET, url=render(url), lock_timeout=SAFETY)
+        assert outcome.action == "migrated" and versions(url) == ["d4"]
+        expected = ["a1", "b2", "c3", "d4"] if backend == "postgresql" else ["b2", "c3", "d4"]
+        assert outcome.revisions == tuple(expected)
+        assert "failed" not in {r["status"] for r in history(url)}

@@ -1,4 +1,20 @@
-"""The leader: migrate under the lock, with fencing and an attempt log."""
+"""The leader: migrate under the lock, with fencing and an attempt log.
+
+The runner hands the lock to a :class:`Leader`, whose :meth:`Leader.run`:
+
+1. re-checks the heads (someone may have just finished);
+2. reports the failure of a leader it waited for instead of repeating it;
+3. accounts for revisions a dead leader left ``running`` (and stops where a database
+   without transactional DDL may hold one half-applied);
+4. runs Alembic's upgrade in-process (or the user's command). Before each revision it
+   verifies that it still holds the lock (fencing), and logs each revision's start and
+   end in the attempt log.
+
+Only an exception raised by a revision or env.py is the migration's failure (a
+``failed`` row, :class:`~alembic_herd.errors.MigrationError`). One raised by herd's own
+bookkeeping between two revisions is herd's: it propagates as it is and the attempt log
+says so, so that a bug in herd never blocks a database until ``herd resolve``.
+"""
 
 from __future__ import annotations
 
@@ -100,6 +116,7 @@ class Leader:
         self._captured: Captured | None = None
 
     def run(self) -> Outcome:
+        """Bring the database to the target; the runner adds the call's duration."""
         conn, lock, history, waited = self.conn, self.lock, self.history, self.waited
         heads, pending = self.pending.read(conn)
         if not pending:
