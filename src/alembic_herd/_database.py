@@ -161,21 +161,31 @@ _MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 _MYSQL_FATAL = {1044, 1045, 1049, 1698}
 
 
+def error_code(exc: BaseException) -> str | int | None:
+    """The server's code for the driver error behind ``exc`` (a SQLAlchemy ``DBAPIError``):
+    PostgreSQL's SQLSTATE (a ``str``, psycopg 3 or psycopg2), MySQL/MariaDB's error number
+    (an ``int``), or ``None`` (SQLite, or not a driver error)."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate:
+        return str(sqlstate)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is a connection problem that may clear up by itself."""
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        orig = exc.orig
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        if sqlstate:
-            if sqlstate in _PG_FATAL:
-                return False
-            return str(sqlstate).startswith(_PG_TRANSIENT_PREFIXES)
-        args = getattr(orig, "args", ())
-        if args and isinstance(args[0], int):
-            return args[0] in _MYSQL_TRANSIENT
-        text = str(orig).lower()
+        code = error_code(exc)
+        if isinstance(code, str):
+            return code not in _PG_FATAL and code.startswith(_PG_TRANSIENT_PREFIXES)
+        if code is not None:
+            return code in _MYSQL_TRANSIENT
+        text = str(exc.orig).lower()
         fatal = ("password", "does not exist", "denied", "unknown database",
                  "unable to open database")  # the last: SQLite, a path that cannot exist
         if any(word in text for word in fatal):

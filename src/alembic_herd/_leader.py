@@ -36,6 +36,7 @@ from ._database import (
     SERVER_KEEPALIVES,
     display,
     driver_message,
+    error_code,
     is_transient,
     mask_text,
     sync_url,
@@ -74,12 +75,7 @@ _RACE_TEXT = ("expected to match one row", "already exists", "duplicate key",
 
 
 def _race_signature(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in _RACE_SQLSTATES:
-        return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in _RACE_MYSQL:
+    if error_code(exc) in _RACE_SQLSTATES | _RACE_MYSQL:
         return True
     text = str(exc).lower()
     return any(sign in text for sign in _RACE_TEXT)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ._database import driver_message
+from ._database import driver_message, error_code
 from .errors import ConfigurationError
 
 
@@ -91,12 +91,9 @@ def unusable(conn: Connection, table: sa.Table, exc: DBAPIError, role: str,
              instead: str | None) -> ConfigurationError:
     """The error for one of herd's tables that exists but cannot be read as herd's: no
     privileges on it, or another application's table by that name."""
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    args = getattr(orig, "args", ())
     name = table.fullname
     reason = driver_message(exc, conn.engine.url)
-    if code in _DENIED_SQLSTATES or (args and args[0] in _DENIED_MYSQL):
+    if error_code(exc) in _DENIED_SQLSTATES | _DENIED_MYSQL:
         sequence = (" and USAGE on its id sequence" if conn.dialect.name == "postgresql"
                     else "")
         return ConfigurationError(

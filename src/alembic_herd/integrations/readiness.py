@@ -36,7 +36,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from .._database import display, driver_message, sync_url
+from .._database import display, driver_message, error_code, sync_url
 from .._environment import load_environment
 from .._heads import version_table as _version_table
 from ..errors import ConfigurationError, HerdError
@@ -217,14 +217,10 @@ class _Unreachable(Exception):
 
 
 def _missing_table(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate:
-        return str(sqlstate) in _PG_MISSING
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0] in _MYSQL_MISSING
-    return "no such table" in str(orig).lower()
+    code = error_code(exc)
+    if code is not None:
+        return code in _PG_MISSING | _MYSQL_MISSING
+    return "no such table" in str(exc.orig).lower()
 
 
 def _probe_engine(url: URL, connect_timeout: float, statement_timeout: float | None) -> Engine:
