@@ -1,14 +1,20 @@
 """One contract for every lock backend, run against real databases.
 
-Each backend (PostgreSQL advisory lock, MySQL/MariaDB GET_LOCK, SQLite flock, and the lease
-table on PostgreSQL, MySQL and SQLite) is driven through the :class:`~alembic_herd.locks.Lock`
-protocol on connections made by herd's own ``create_engine``: try-lock semantics, holder
-reporting, release, fencing (``verify``), a SIGKILLed holder, and independent keys.
+Each backend (PostgreSQL advisory lock on the embedded server and on the server at
+HERD_TEST_POSTGRES_URL, MySQL/MariaDB GET_LOCK, SQLite flock, and the lease table on
+PostgreSQL, MySQL and SQLite) is driven through :class:`~alembic_herd.locks.Lock` on
+connections made by herd's own ``create_engine``: try-lock semantics, holder reporting,
+release, fencing (``verify``), a SIGKILLed holder, independent keys, and the one acquire
+loop every caller uses (``with lock.acquire(deadline) as held``).
+
+A new backend passes by adding one entry to :data:`CASES` (and its ways of losing the lock
+to :data:`LOSSES_OF`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -24,8 +30,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
-from alembic_herd import ConfigurationError, LockLostError, UnsupportedDialectError
+from alembic_herd import (
+    ConfigurationError,
+    LockLostError,
+    LockTimeoutError,
+    UnsupportedDialectError,
+)
 from alembic_herd._database import HOST, create_engine
+from alembic_herd._durations import Deadline
 from alembic_herd.errors import Holder
 from alembic_herd.locks import KINDS, Lock, LockKey, choose, create_lock
 from conftest import make_database, render
@@ -35,6 +47,7 @@ SAFETY = 60.0  # seconds; a bound on waiting for something that should happen, n
 
 CASES = [
     pytest.param(("advisory", "postgresql"), id="advisory-postgresql"),
+    pytest.param(("advisory", "postgresql-server"), id="advisory-postgresql-server"),
     pytest.param(("advisory", "mysql"), id="advisory-mysql"),
     pytest.param(("file", "sqlite"), id="file-sqlite"),
     pytest.param(("table", "postgresql"), id="table-postgresql"),
@@ -81,17 +94,26 @@ class Backend:
         self.engine.dispose()
 
 
-@pytest.fixture(params=CASES)
-def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    kind, dialect = request.param
-    with fresh_database(dialect, request, tmp_path) as url:
-        database = url.database if dialect == "mysql" else None
+@contextlib.contextmanager
+def open_backend(kind: str, server: str, request: pytest.FixtureRequest,
+                 folder: Path) -> Iterator[Backend]:
+    """``kind`` of lock on a fresh database on ``server`` (a conftest backend name), keyed
+    as herd keys an app whose version table is ``alembic_version``."""
+    with fresh_database(server, request, folder) as url:
+        database = url.database if server == "mysql" else None
         b = Backend(kind, url, create_engine(url),
                     LockKey.for_version_table("alembic_version", None, database))
         try:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(params=CASES)
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    kind, server = request.param
+    with open_backend(kind, server, request, tmp_path) as b:
+        yield b
 
 
 def returns_promptly(fn: Callable[[], Any]) -> Any:
@@ -197,7 +219,7 @@ def test_verify_passes_while_held_and_raises_after_release(case: Backend) -> Non
     lock.release()
     with pytest.raises(LockLostError) as err:
         lock.verify()
-    assert "herd" in str(err.value) or "not held" in str(err.value)
+    assert str(err.value).startswith(lock.describe()), err.value
 
 
 def _lose_by_killing_the_session(case: Backend, lock: Lock) -> None:
@@ -238,16 +260,13 @@ LOSSES: dict[str, Callable[[Backend, Lock], None]] = {
     "lease-expired": _lose_by_expiry,
     "file-unlinked": _lose_by_unlinking_the_file,
 }
-LOSS_CASES = [
-    pytest.param(("advisory", "postgresql"), "kill-session", id="advisory-postgresql-killed"),
-    pytest.param(("advisory", "postgresql"), "reset-session", id="advisory-postgresql-reset"),
-    pytest.param(("advisory", "mysql"), "kill-session", id="advisory-mysql-killed"),
-    pytest.param(("advisory", "mysql"), "reset-session", id="advisory-mysql-reset"),
-    pytest.param(("file", "sqlite"), "file-unlinked", id="file-sqlite-unlinked"),
-    pytest.param(("table", "postgresql"), "lease-expired", id="table-postgresql-expired"),
-    pytest.param(("table", "mysql"), "lease-expired", id="table-mysql-expired"),
-    pytest.param(("table", "sqlite"), "lease-expired", id="table-sqlite-expired"),
-]
+LOSSES_OF = {  # lock kind -> how a holder can lose it
+    "advisory": ["kill-session", "reset-session"],
+    "file": ["file-unlinked"],
+    "table": ["lease-expired"],
+}
+LOSS_CASES = [pytest.param(c.values[0], loss, id=f"{c.id}-{loss}")
+              for c in CASES for loss in LOSSES_OF[c.values[0][0]]]
 
 
 @pytest.mark.parametrize(("case", "loss"), LOSS_CASES, indirect=["case"])
@@ -263,8 +282,115 @@ def test_verify_raises_lock_lost_once_another_session_can_take_the_lock(
     eventually(other.try_acquire, "another session takes the lost lock")
     with pytest.raises(LockLostError) as err:
         holder.verify()
-    assert "run herd again" in str(err.value) or "not held" in str(err.value)
+    assert str(err.value).startswith(holder.describe()), err.value
+    assert "run herd again" in str(err.value)
     other.verify()
+
+
+# -- the acquire loop every caller uses ---------------------------------------------------
+
+
+def counting_tries(lock: Lock) -> list[bool]:
+    """Record every try_acquire() of ``lock`` (its results, in order)."""
+    tries: list[bool] = []
+    original = lock.try_acquire
+
+    def counted() -> bool:
+        tries.append(original())
+        return tries[-1]
+
+    lock.try_acquire = counted  # type: ignore[method-assign]
+    return tries
+
+
+def test_acquire_holds_the_lock_for_the_block_and_releases_it_after(case: Backend) -> None:
+    """acquire() yields True with the lock held (verify passes, others are refused) and
+    frees it when the block ends."""
+    lock, other = case.lock(), case.lock()
+    with lock.acquire(Deadline(SAFETY)) as held:
+        assert held is True
+        lock.verify()
+        assert not other.try_acquire()
+    assert other.try_acquire()
+
+
+def test_acquire_times_out_naming_the_lock_the_holder_and_the_hint(case: Backend) -> None:
+    """At the deadline acquire() raises LockTimeoutError naming the lock, the time waited,
+    the holder (also as .holder) and the caller's hint, without running the block."""
+    holder, waiter = case.lock(), case.lock()
+    assert holder.try_acquire()
+    tries = counting_tries(waiter)
+    ran = False
+    with pytest.raises(LockTimeoutError) as err, \
+            waiter.acquire(Deadline(0.5), poll_cap=0.05, hint=lambda: "try later"):
+        ran = True
+    message = str(err.value)
+    assert not ran and tries and not any(tries)
+    assert message.startswith(f"{waiter.describe()} not acquired after 0.50 s; held by ")
+    assert message.endswith("; try later")
+    assert_names(err.value.holder, pid=PID, case=case, conn_id=connection_id(holder))
+    assert err.value.holder is not None and err.value.holder.describe() in message
+    holder.verify()
+
+
+def test_while_waiting_runs_between_tries_and_can_give_up_the_wait(case: Backend) -> None:
+    """while_waiting() is not called before the first try, is called between two tries,
+    and once it returns True the block runs without the lock (held is False) while the
+    holder keeps it."""
+    holder, waiter = case.lock(), case.lock()
+    tries = counting_tries(waiter)
+    looks: list[int] = []
+
+    def look() -> bool:
+        looks.append(len(tries))  # how many tries came before this look
+        return len(looks) == 3
+
+    with waiter.acquire(Deadline(0), while_waiting=look) as held:
+        assert held is True and looks == []  # free: taken at the first try, no look
+    assert holder.try_acquire()
+    tries.clear()
+    with waiter.acquire(Deadline(SAFETY), poll_cap=0.05, while_waiting=look) as held:
+        assert held is False
+    assert looks == [1, 2, 3] and tries == [False, False, False]
+    holder.verify()
+    assert not case.lock().try_acquire()
+
+
+def test_acquire_releases_on_an_exception_and_lets_it_through(
+        case: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    """An exception in the block releases the lock and reaches the caller unchanged, even
+    when the release itself fails (a session already gone): that is logged, not raised."""
+    lock, other = case.lock(), case.lock()
+    with pytest.raises(ValueError, match="in the block"), lock.acquire(Deadline(SAFETY)):
+        raise ValueError("in the block")
+    assert other.try_acquire()
+    other.release()
+
+    def broken_release() -> None:
+        raise sa.exc.OperationalError("SELECT release", {}, Exception("session gone"))
+
+    original = lock.release
+    lock.release = broken_release  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="alembic_herd"), \
+            pytest.raises(ValueError, match="in the block"), lock.acquire(Deadline(SAFETY)):
+        raise ValueError("in the block")
+    assert f"releasing {lock.describe()} failed (OperationalError)" in caplog.text
+    original()
+    assert other.try_acquire()
+
+
+def test_a_zero_deadline_tries_exactly_once(case: Backend) -> None:
+    """acquire(Deadline(0)) tries once: it takes a free lock, and raises LockTimeoutError
+    at once when another session holds it."""
+    holder, waiter = case.lock(), case.lock()
+    assert holder.try_acquire()
+    tries = counting_tries(waiter)
+    with pytest.raises(LockTimeoutError), waiter.acquire(Deadline(0)):
+        pass
+    assert tries == [False]
+    holder.release()
+    with waiter.acquire(Deadline(0)) as held:
+        assert held and tries == [False, True]
 
 
 HOLDER_PROCESS = """
@@ -330,6 +456,24 @@ def test_different_keys_do_not_block_each_other(case: Backend) -> None:
     app.release()
     other_app.verify()
     assert case.lock().try_acquire()
+
+
+@pytest.mark.parametrize("case", CASES, indirect=True)
+def test_the_same_app_in_another_database_has_a_lock_of_its_own(
+        case: Backend, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Two databases on one server, each with its own alembic_version, lock independently,
+    and neither names the other's holder (PostgreSQL advisory keys are per database, and
+    pg_locks lists every database's)."""
+    kind, server = request.node.callspec.params["case"]
+    (tmp_path / "other").mkdir()
+    with open_backend(kind, server, request, tmp_path / "other") as other:
+        mine, theirs = case.lock(), other.lock()
+        assert mine.try_acquire()
+        assert theirs.holder() is None
+        assert theirs.try_acquire()
+        assert_names(mine.holder(), pid=PID, case=case, conn_id=connection_id(mine))
+        mine.verify()
+        theirs.verify()
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c not in KEYED], indirect=True)

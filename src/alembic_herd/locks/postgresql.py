@@ -60,8 +60,11 @@ _HOLDER = sa.text(
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted
       AND l.classid = :classid AND l.objid = :objid AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
     """
 )
+"""The session holding this key in *this* database: advisory locks are per database, and
+another database on the server may hold the same key (its own app's version table)."""
 
 
 class AdvisoryLock(Lock):
