@@ -356,6 +356,19 @@ def test_lock_timeout_names_the_holder_and_what_to_do(pg: URL, how: str) -> None
     assert versions(pg) is None and history(pg) == []
 
 
+def test_resolve_waits_for_a_running_migration_then_names_it(pg: URL) -> None:
+    """resolve() takes the lock like a leader: while a migration holds it, it raises
+    LockTimeoutError at its lock_timeout naming the holder and saying to wait for it, and
+    resolves nothing."""
+    with lock_held_elsewhere(pg, "herd"), pytest.raises(LockTimeoutError) as err:
+        alembic_herd.resolve(HERDSET, "a1", url=render(pg), lock_timeout=0.5)
+    message = str(err.value)
+    assert f"pid {os.getpid()} on host {HOST}" in message
+    assert message.endswith("a migration is running - wait for it, then resolve")
+    assert err.value.holder is not None and err.value.holder.pid == os.getpid()
+    assert history(pg) == []
+
+
 @pytest.mark.herd
 def test_waiters_hold_no_transaction_and_one_connection_each(pg: URL) -> None:
     """Replicas waiting for the lock each keep exactly one connection, and it is never left

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from alembic_herd import ConfigurationError, UnsupportedDialectError, to_seconds
-from alembic_herd._database import display, mask_text, parse_url, sync_url
+from alembic_herd._database import display, error_code, mask_text, parse_url, sync_url
 from alembic_herd.errors import EXIT_CODES, HerdError
 from alembic_herd.locks import LockKey, choose
 from alembic_herd.locks.mysql import lock_name
@@ -123,3 +124,30 @@ def test_heroku_style_postgres_urls_are_accepted() -> None:
     """A DATABASE_URL spelt postgres:// (Heroku, many PaaS) means postgresql://."""
     assert parse_url("postgres://u:p@h/d").drivername == "postgresql"
     assert parse_url("postgres+psycopg://u@h/d").drivername == "postgresql+psycopg"
+
+
+class _Psycopg(Exception):
+    sqlstate = "42P01"
+
+
+class _Psycopg2(Exception):
+    pgcode = "40P01"
+
+
+@pytest.mark.parametrize(("driver_error", "code"), [
+    (_Psycopg("relation does not exist"), "42P01"),
+    (_Psycopg2("deadlock detected"), "40P01"),
+    (Exception(1146, "Table 'app.alembic_version' doesn't exist"), 1146),  # pymysql
+    (Exception("no such table: alembic_version"), None),  # sqlite3
+])
+def test_error_code_reads_the_sqlstate_or_the_mysql_errno(driver_error: Exception,
+                                                           code: str | int | None) -> None:
+    """error_code() gives PostgreSQL's SQLSTATE (psycopg 3 or 2) as a str, MySQL/MariaDB's
+    error number as an int, and None for a driver that has neither (SQLite)."""
+    assert error_code(sa.exc.DBAPIError("SELECT 1", {}, driver_error)) == code
+
+
+def test_error_code_is_none_for_an_error_that_is_no_driver_error() -> None:
+    """An exception without a driver error behind it (no ``orig``) has no code, even when
+    its first argument is a number."""
+    assert error_code(OSError(2, "No such file or directory")) is None

@@ -280,11 +280,9 @@ class _Waiter:
         self.next_report = 0.0
 
     def look(self) -> bool:
-        """Whether the database became current (then the wait is over, without the lock)."""
+        """Whether the database became current (then the wait is over, without the lock).
+        Whom it waits for is asked first, so that the outcome can name who migrated."""
         self.looked = True
-        self.heads, self.pending = self.call.pending.read(self.conn)
-        if not self.pending:
-            return True
         now = time.monotonic()
         if now >= self.next_report:
             self.holder = self.lock.safe_holder() or self.holder
@@ -294,7 +292,8 @@ class _Waiter:
                   format_seconds(self.call.deadline.remaining()),
                   holder=self.holder.describe() if self.holder else None)
             self.next_report = now + defaults.REPORT_EVERY
-        return False
+        self.heads, self.pending = self.call.pending.read(self.conn)
+        return not self.pending
 
     def waited(self) -> float:
         return time.monotonic() - self.began if self.looked else 0.0

@@ -21,7 +21,8 @@ How to add a backend
    (the leader calls it before every revision).
 2. Register it in :data:`BACKENDS` and, if it is the natural choice for a dialect, in
    :data:`AUTO`.
-3. Add it to ``CASES`` in ``tests/test_lock_contract.py``: every backend passes that suite.
+3. Add it to ``BACKENDS`` in ``tests/test_lock_contract.py`` (and its ways of losing the
+   lock to ``LOSSES_OF``): every backend passes that suite.
 """
 
 from __future__ import annotations
