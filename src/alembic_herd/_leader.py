@@ -233,7 +233,8 @@ class Leader:
         env, lock, history, target = self.env, self.lock, self.history, self.target
         rows: list[Attempt] = []
         after_commit: list[Attempt] = []
-        start: dict[str, Any] = {"heads": (), "per_step": True}
+        start_heads: tuple[str, ...] = ()
+        per_step = True  # each revision commits on its own (else one transaction for all)
         herds_own: list[BaseException] = []  # what herd's own code raised, not a migration
 
         def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
@@ -248,13 +249,14 @@ class Leader:
                 raise
 
         def planned(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
+            nonlocal start_heads, per_step
             self._check_same_target(context)
             _server_keepalives(context)
             # one transaction around every revision: nothing is committed until env.py's
             # transaction ends, so the last revision is logged 'applied' after that
             one_transaction = bool(context.impl.transactional_ddl
                                    and not context.opts.get("transaction_per_migration"))
-            start.update(heads=tuple(heads), per_step=not one_transaction)
+            start_heads, per_step = tuple(heads), not one_transaction
             plan = list(env.script._upgrade_revs(target, heads))  # type: ignore[arg-type]
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             for step in plan:
@@ -296,9 +298,9 @@ class Leader:
                 self._record_interruption(rows, exc)
                 raise
             if _race_signature(exc) and self._transactional():
-                moved = self._moved(start["heads"], rows if start["per_step"] else [])
+                moved = self._moved(start_heads, rows if per_step else [])
                 if moved:
-                    raise self._raced(exc, rows, moved, start["per_step"]) from exc
+                    raise self._raced(exc, rows, moved, per_step) from exc
             error = describe_error(exc, self.url)
             failed = self._record_failure(rows, error)
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
