@@ -204,6 +204,7 @@ def load_environment(
             f"script_location {where!r} is not an Alembic migrations folder ({exc}); fix "
             "script_location in the config or create it with 'alembic init'"
         ) from exc
+    _require_env_py(script, where)
 
     explicit: URL | None = parse_url(url) if url is not None else None
     if explicit is not None:
@@ -235,6 +236,22 @@ def load_environment(
             "sqlalchemy.url in alembic.ini"
         )
     return env
+
+
+def _require_env_py(script: ScriptDirectory, where: str) -> None:
+    """Alembic resolves a relative script_location against the working directory; from
+    another directory it finds a folder without env.py, no revisions, and a database at
+    'base' would look current. Refuse that as the configuration error it is."""
+    folder = Path(script.dir)
+    if (folder / "env.py").is_file() or (folder / "env.pyc").is_file():
+        return
+    relative = "" if Path(where).is_absolute() or "%(here)s" in where else (
+        f" (relative to the working directory {os.getcwd()!r})")
+    raise ConfigurationError(
+        f"script_location {where!r} resolves to {str(folder.resolve())!r}{relative}, which has "
+        "no env.py; run herd from the folder that path is relative to, or write "
+        "'script_location = %(here)s/<folder>' in the config so it is relative to the config file"
+    )
 
 
 def _probe(env: Environment) -> dict[str, Any]:
