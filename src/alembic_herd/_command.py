@@ -51,18 +51,22 @@ def run(argv: Sequence[str], *, env: Mapping[str, str], grace: float = defaults.
     the program does not exist, and :class:`~._signals.Interrupted` (after the group is
     gone) when herd was asked to stop."""
     began = time.monotonic()
-    # preexec_fn and threads (the lease's heartbeat): the function only calls a libc
-    # function resolved before the fork, and glibc resets its own locks in the child
-    proc = subprocess.Popen(list(argv), env=dict(env), stderr=subprocess.PIPE,
-                            start_new_session=True,
-                            preexec_fn=_die_with_parent())  # noqa: PLW1509
     lines: collections.deque[str] = collections.deque(maxlen=tail)
-    reader = threading.Thread(target=_tee, args=(proc.stderr, lines), daemon=True,
-                              name="herd-command-stderr")
-    reader.start()
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with shielded():  # a signal before the group exists is raised once it does
+            # preexec_fn and threads (the lease's heartbeat): the function only calls a
+            # libc function resolved before the fork, and glibc resets its locks in the child
+            proc = subprocess.Popen(list(argv), env=dict(env), stderr=subprocess.PIPE,
+                                    start_new_session=True,
+                                    preexec_fn=_die_with_parent())  # noqa: PLW1509
+            reader = threading.Thread(target=_tee, args=(proc.stderr, lines), daemon=True,
+                                      name="herd-command-stderr")
+            reader.start()
         returncode = proc.wait()
     except Interrupted as stop:
+        if proc is None:
+            raise
         with shielded():
             log.warning("%s: stopping the migration command %s (process group %d), killing "
                         "it after %.0f s", stop.name, argv[0], proc.pid, grace)
