@@ -318,8 +318,12 @@ def quiet_alembic() -> Iterator[None]:
 
 @contextmanager
 def preserved_logging() -> Iterator[None]:
-    """Undo, when the block ends, what env.py's ``fileConfig()`` did to the loggers: their
-    levels, handlers, propagation and the loggers it disabled, the root logger's included."""
+    """Undo, when the block ends, what env.py's ``fileConfig()`` did to the existing loggers,
+    the root logger included: levels, handlers, propagation, and the loggers it disabled.
+
+    ``fileConfig()`` itself reconfigures the whole process while env.py runs; herd cannot
+    prevent that (it is env.py's code), only undo it.
+    """
     saved = _logging_state()
     try:
         yield
