@@ -6,7 +6,7 @@ Create Date: ${create_date}
 
 """
 <%
-    # alembic revision -m "..." -x herd_phase=expand   (without it: contract, the safe side)
+    # alembic -x herd_phase=expand revision -m "..."   (without -x: contract, the safe side)
     cmd_opts = getattr(context.get("config"), "cmd_opts", None)
     x_arguments = dict(arg.split("=", 1) for arg in (getattr(cmd_opts, "x", None) or []) if "=" in arg)
 %>\

@@ -28,6 +28,8 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import ResolutionError, RevisionError
+from alembic.util import CommandError
 
 from ._environment import load_config, script_error
 from ._phases import declared_phase, revisions_between
@@ -121,26 +123,28 @@ def lint(
     cfg = load_config(config)
     try:
         script_directory = ScriptDirectory.from_config(cfg)
-        scripts = _select(script_directory, revisions, since)
-    except ConfigurationError:
-        raise
+        heads = script_directory.get_heads()  # imports every revision file
     except Exception as exc:  # a revision file that does not import, a cycle, ...
         raise script_error(exc, cfg) from exc
+    scripts = _select(script_directory, heads, revisions, since)
     findings = [finding for script in scripts for finding in _lint_revision(script, target)]
     return LintReport(dialect, server_version, tuple(s.revision for s in scripts),
                       tuple(findings))
 
 
-def _select(script_directory: ScriptDirectory, revisions: Sequence[str],
+def _select(script_directory: ScriptDirectory, heads: Sequence[str], revisions: Sequence[str],
             since: str | None) -> list[Script]:
     if not revisions:
-        in_range = revisions_between(script_directory, since, script_directory.get_heads())
+        in_range = revisions_between(script_directory, since, heads)
         return [_script(script_directory, r.revision) for r in in_range]
     return [_script(script_directory, revision) for revision in revisions]
 
 
 def _script(script_directory: ScriptDirectory, revision: str) -> Script:
-    script = script_directory.get_revision(revision) if revision else None
+    try:
+        script = script_directory.get_revision(revision) if revision else None
+    except (ResolutionError, RevisionError, CommandError):
+        script = None
     if script is None:
         raise RevisionNotFoundError(
             f"revision {revision!r} not found in the migration scripts; see 'alembic history'"
