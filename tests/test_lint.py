@@ -45,6 +45,7 @@ CASES = [
     ("constraint-not-valid", "check_constraint", "check_not_valid", "postgresql", None),
     ("default-rewrites-table", "volatile_default", "stable_default", "postgresql", None),
     ("default-rewrites-table", "add_not_null_default", "nullable_column", "postgresql", "10"),
+    ("default-rewrites-table", "serial_column", "nullable_column", "postgresql", None),
     ("default-rewrites-table", "mysql_expression_default", "add_not_null_default", "mysql",
      None),
     ("default-rewrites-table", "mysql_expression_default", "add_not_null_default", "mariadb",
@@ -139,8 +140,9 @@ def test_default_range_is_every_revision_and_since_narrows_it() -> None:
     """Without revisions lint checks base..heads; ``since`` starts after that revision."""
     everything = lint(RULES_PROJECT)
     assert everything.revisions[0] == "drop_table"
-    assert everything.revisions[-1] == "acknowledged"
-    assert lint(RULES_PROJECT, since="unrenderable").revisions == ("acknowledged",)
+    assert everything.revisions[-1] == "serial_column"
+    assert lint(RULES_PROJECT, since="unrenderable").revisions == ("acknowledged",
+                                                                   "serial_column")
 
 
 def test_unknown_revision_is_a_revision_error() -> None:

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Literal
 
 from alembic.config import Config
 from alembic.operations import Operations
@@ -32,11 +31,9 @@ from alembic.script.revision import ResolutionError, RevisionError
 from alembic.util import CommandError
 
 from ._environment import load_config, script_error
+from ._lint_rules import RULES, Target
 from ._phases import declared_phase, revisions_between
 from .errors import ConfigurationError, RevisionNotFoundError
-
-if TYPE_CHECKING:  # sqlglot is optional: _lint_rules is imported once lint() found it
-    from ._lint_rules import Target
 
 #: ``herd lint`` exits with this when it reports findings that are not acknowledged.
 FINDINGS_EXIT_CODE = 13
@@ -50,8 +47,8 @@ class Finding:
 
     revision: str
     path: str
-    phase: str
-    """``expand``, ``contract`` or ``unmarked``: what the revision file declares."""
+    phase: Literal["expand", "contract", "unmarked"]
+    """What the revision file declares."""
     rule: str
     statement: str
     problem: str
@@ -117,8 +114,6 @@ def lint(
             f"cannot lint for dialect {dialect!r}; choose one of {', '.join(DIALECTS)}"
         )
     _require_sqlglot()
-    from ._lint_rules import Target
-
     target = Target(dialect, _parse_version(server_version))
     cfg = load_config(config)
     try:
@@ -153,9 +148,7 @@ def _script(script_directory: ScriptDirectory, revision: str) -> Script:
 
 
 def _lint_revision(script: Script, target: Target) -> list[Finding]:
-    import sqlglot
-
-    from ._lint_rules import RULES, check, created_table, subject_table
+    from ._lint_sql import problems  # sqlglot is optional: lint() checked it is installed
 
     phase = declared_phase(script)
     acknowledged = _acknowledgements(script)
@@ -171,36 +164,8 @@ def _lint_revision(script: Script, target: Target) -> list[Finding]:
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return [finding("unrenderable", "upgrade()", f"cannot render offline ({detail})")]
 
-    findings = []
-    new_tables: set[str] = set()
-    for text in statements:
-        try:
-            parsed = sqlglot.parse(_spell_out(text), read=target.sqlglot_dialect)
-        except sqlglot.errors.SqlglotError:
-            continue  # not SQL sqlglot knows: not checked (see docs/rolling-deploys.md)
-        for statement in filter(None, parsed):
-            created = created_table(statement)
-            if created is not None:
-                new_tables.add(created)
-                continue
-            subject = subject_table(statement)
-            if subject is not None and subject in new_tables:
-                continue
-            for rule, problem in check(statement, target):
-                if phase == "contract" and RULES[rule].breaks_old_code:
-                    continue
-                findings.append(finding(rule, text.strip(), problem))
-    return findings
-
-
-# Alembic renders a PostgreSQL column rename as "ALTER TABLE t RENAME c TO d" (COLUMN is
-# optional there); sqlglot 30 reads that as a rename of the table to "c".
-_IMPLICIT_RENAME_COLUMN = re.compile(
-    r"^(\s*ALTER\s+TABLE\s+\S+\s+RENAME\s+)(?!TO\b|COLUMN\b|CONSTRAINT\b)", re.IGNORECASE)
-
-
-def _spell_out(sql: str) -> str:
-    return _IMPLICIT_RENAME_COLUMN.sub(r"\1COLUMN ", sql)
+    return [finding(p.rule, p.statement, p.detail) for p in problems(statements, target)
+            if not (phase == "contract" and RULES[p.rule].breaks_old_code)]
 
 
 class _StatementSink:
@@ -241,8 +206,6 @@ def _require_sqlglot() -> None:
 
 def _acknowledgements(script: Script) -> dict[str, str]:
     """The revision's ``herd_lint_ignore``: rule id -> the reason it is acceptable."""
-    from ._lint_rules import RULES
-
     value = getattr(script.module, IGNORE_VARIABLE, None)
     if value is None:
         return {}
