@@ -117,6 +117,14 @@ def test_acknowledgement_covers_only_its_own_rule() -> None:
     assert report.exit_code == FINDINGS_EXIT_CODE
 
 
+def test_summary_counts_open_and_acknowledged_findings() -> None:
+    """The summary line names the target and counts open and acknowledged findings."""
+    report = lint(RULES_PROJECT, dialect="postgresql", server_version="16",
+                  revisions=["nullable_column", "drop_table", "acknowledged"])
+    assert report.summary() == ("3 revisions checked for postgresql 16; findings: 1 open, "
+                                "1 acknowledged")
+
+
 def test_findings_exit_code_is_not_taken_by_another_error() -> None:
     """The findings exit code is nonzero and distinct from every documented exit code."""
     assert FINDINGS_EXIT_CODE not in EXIT_CODES

@@ -85,6 +85,13 @@ class LintReport:
     def exit_code(self) -> int:
         return FINDINGS_EXIT_CODE if self.open_findings else 0
 
+    def summary(self) -> str:
+        """One line: what was checked and how many findings are open or acknowledged."""
+        target = self.dialect + (f" {self.server_version}" if self.server_version else "")
+        acknowledged = len(self.findings) - len(self.open_findings)
+        return (f"{len(self.revisions)} revisions checked for {target}; findings: "
+                f"{len(self.open_findings)} open, {acknowledged} acknowledged")
+
     def to_json(self) -> str:
         return json.dumps({
             "dialect": self.dialect,
