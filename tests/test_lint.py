@@ -153,6 +153,12 @@ def test_default_range_is_every_revision_and_since_narrows_it() -> None:
                                                                    "serial_column")
 
 
+def test_empty_revision_list_checks_nothing() -> None:
+    """``revisions=[]`` (a database with nothing pending) checks nothing, not everything."""
+    report = lint(RULES_PROJECT, revisions=[])
+    assert (report.revisions, report.findings, report.exit_code) == ((), (), 0)
+
+
 def test_unknown_revision_is_a_revision_error() -> None:
     """A revision id the scripts lack is a RevisionNotFoundError naming it."""
     with pytest.raises(RevisionNotFoundError, match="'nope'"):

@@ -107,14 +107,15 @@ def lint(
     *,
     dialect: str = "postgresql",
     server_version: str | None = None,
-    revisions: Sequence[str] = (),
+    revisions: Sequence[str] | None = None,
     since: str | None = None,
 ) -> LintReport:
     """Render and check revisions for ``dialect`` (``server_version`` like ``"10"`` or
     ``"8.0.11"``; None means a current release).
 
-    Checks ``revisions`` if given, else every revision after ``since`` (None: all of them)
-    up to the heads. Nothing connects to a database.
+    Checks ``revisions`` if given (an empty list checks nothing: pass a database's pending
+    revisions as they are), else every revision after ``since`` (None: from the base) up to
+    the heads. Nothing connects to a database.
     """
     if dialect not in DIALECTS:
         raise ConfigurationError(
@@ -134,9 +135,9 @@ def lint(
                       tuple(findings))
 
 
-def _select(script_directory: ScriptDirectory, heads: Sequence[str], revisions: Sequence[str],
-            since: str | None) -> list[Script]:
-    if not revisions:
+def _select(script_directory: ScriptDirectory, heads: Sequence[str],
+            revisions: Sequence[str] | None, since: str | None) -> list[Script]:
+    if revisions is None:
         in_range = revisions_between(script_directory, since, heads)
         return [_script(script_directory, r.revision) for r in in_range]
     return [_script(script_directory, revision) for revision in revisions]
