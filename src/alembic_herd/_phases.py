@@ -80,8 +80,8 @@ def revisions_between(
         newest_first = list(script_directory.iterate_revisions(_key(upper), _key(lower)))
     except (ResolutionError, RevisionError, CommandError) as exc:
         raise RevisionNotFoundError(
-            f"no revisions between {lower!r} and {upper!r} in the migration scripts ({exc}); "
-            "check both revision ids with 'alembic history'"
+            f"cannot list the revisions after {lower!r} up to {upper!r} ({exc}); check both "
+            "revision ids with 'alembic history'"
         ) from exc
     phased = []
     for script in reversed(newest_first):
