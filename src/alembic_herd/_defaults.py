@@ -78,6 +78,9 @@ STATUS_RECENT = 5
 HISTORY_LIMIT = 50
 """``history``: how many attempts to list."""
 
+DEMO_REPLICAS = 8
+"""``herd demo``: how many replicas start at the same moment."""
+
 # -- wrapped migration commands (``herd migrate -- CMD``) ---------------------------------
 
 COMMAND_GRACE = 10.0
