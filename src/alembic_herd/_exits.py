@@ -89,7 +89,7 @@ def guarded(urls: Urls, show_traceback: bool, call: Callable[[], int | None]) ->
     _exit(code or SUCCESS)
 
 
-def ended(run: Callable[[], object]) -> NoReturn:
+def exit_after(run: Callable[[], object]) -> NoReturn:
     """Run click non-standalone (``run``) and exit: click's own errors, and a ``[tool.herd]``
     that cannot be read, become one line and an exit code like every other error."""
     try:

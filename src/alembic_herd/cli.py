@@ -21,11 +21,11 @@ import click
 from . import __version__, history, resolve, status, unlock, upgrade, wait_until_current
 from . import _defaults as defaults
 from . import _settings as option
-from ._exits import become, ended, exit_code_table, guarded
+from ._exits import become, exit_after, exit_code_table, guarded
 from ._logformat import logging_to_stderr, mask
 from ._render import heads_text, history_text, status_text
 from ._settings import F, Options
-from .errors import ConfigurationError
+from .errors import NOT_CURRENT, SUCCESS, ConfigurationError
 
 
 def _common(*, quiet_by_default: bool = False) -> Callable[[F], F]:
@@ -61,7 +61,7 @@ class _HerdGroup(click.Group):
                 args=args, prog_name=prog_name or "herd", complete_var=complete_var,
                 standalone_mode=False, **extra)
 
-        ended(run)
+        exit_after(run)
 
 
 @click.group(cls=_HerdGroup, epilog=exit_code_table(),
@@ -145,12 +145,12 @@ def check(opts: Options, target: str, lock: str, allow_ahead: bool,
     if st.ahead:
         click.echo(f"current (ahead of this code): {st.version_table} at "
                    f"{heads_text(st.current_heads)}, unknown {', '.join(st.ahead)}")
-        return 0
+        return SUCCESS
     if st.is_current:
         click.echo(f"current: {st.version_table} at {heads_text(st.current_heads)}")
-        return 0
+        return SUCCESS
     click.echo(f"not current: {len(st.pending)} revision(s) pending ({', '.join(st.pending)})")
-    return 1
+    return NOT_CURRENT
 
 
 @cli.command("status")

@@ -4,12 +4,12 @@
 
     HerdError                       base; ``exit_code`` is what ``herd`` exits with
     ├── ConfigurationError          bad input: alembic.ini, URL, duration, option   (exit 3)
-    │   ├── UnsupportedDialectError no lock backend for this database             (exit 3)
+    │   ├── UnsupportedDialectError no lock backend for this database               (exit 3)
     │   └── RevisionNotFoundError   target or script problem (multiple heads, ...)  (exit 3)
     ├── DatabaseUnavailableError    cannot connect / authenticate (after retries)   (exit 4)
     ├── DatabaseAheadError          database holds revisions this code lacks        (exit 5)
     ├── LockTimeoutError            lock not acquired before the deadline           (exit 6)
-    ├── LockHeldError               'herd unlock' refused: the holder is alive        (exit 6)
+    ├── LockHeldError               'herd unlock' refused: the holder is alive      (exit 6)
     ├── WaitTimeoutError            schema not current before the deadline          (exit 7)
     ├── MigrationError              a migration raised while this process led       (exit 8)
     ├── LeaderFailedError           another replica's migration failed              (exit 9)
