@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from alembic_herd import ConfigurationError, LintReport, RevisionNotFoundError, lint
-from alembic_herd._lint import FINDINGS_EXIT_CODE
-from alembic_herd.errors import EXIT_CODES
+from alembic_herd.errors import EXIT_CODES, HerdError
+from alembic_herd.errors import LINT_FINDINGS as FINDINGS_EXIT_CODE
 
 RULES_PROJECT = str(Path(__file__).parent / "projects" / "lint-rules" / "alembic.ini")
 BAD_PROJECT = str(Path(__file__).parent / "projects" / "lint-bad" / "alembic.ini")
@@ -125,9 +126,10 @@ def test_summary_counts_open_and_acknowledged_findings() -> None:
                                 "1 acknowledged")
 
 
-def test_findings_exit_code_is_not_taken_by_another_error() -> None:
-    """The findings exit code is nonzero and distinct from every documented exit code."""
-    assert FINDINGS_EXIT_CODE not in EXIT_CODES
+def test_findings_exit_code_is_documented_and_its_own() -> None:
+    """The findings exit code is in the exit-code table, meaning lint findings only."""
+    assert "'herd lint' only" in EXIT_CODES[FINDINGS_EXIT_CODE]
+    assert FINDINGS_EXIT_CODE not in {cls.exit_code for cls in _all_errors()}
     assert lint(RULES_PROJECT, revisions=["nullable_column"]).exit_code == 0
 
 
@@ -208,3 +210,35 @@ def test_revision_file_that_does_not_import_is_a_configuration_error() -> None:
     bad_syntax = str(Path(__file__).parent / "projects" / "bad-syntax" / "alembic.ini")
     with pytest.raises(ConfigurationError, match="could not be loaded"):
         lint(bad_syntax)
+
+
+def _all_errors() -> list[type[HerdError]]:
+    found: list[type[HerdError]] = []
+    todo: list[type[HerdError]] = [HerdError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_the_herd_lint_command_prints_findings_and_exits_13() -> None:
+    """`herd lint` prints one line per finding on stdout, a summary on stderr, and exits 13
+    with open findings, 0 without; --json is one object; --pending with revisions is bad
+    input (exit 3)."""
+    def herd_lint(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "alembic_herd.cli", "lint", "-c",
+                               str(RULES_PROJECT), *args], capture_output=True, text=True,
+                              check=False)
+
+    flagged = herd_lint("drop_table", "nullable_column")
+    assert flagged.returncode == FINDINGS_EXIT_CODE, flagged.stderr
+    assert [line.split()[:2] for line in flagged.stdout.splitlines()] == [
+        ["drop_table", "drop-table"]]
+    assert "findings: 1 open" in flagged.stderr
+    clean = herd_lint("nullable_column")
+    assert (clean.returncode, clean.stdout) == (0, "")
+    as_json = herd_lint("--json", "drop_table")
+    assert json.loads(as_json.stdout)["exit_code"] == FINDINGS_EXIT_CODE
+    both = herd_lint("--pending", "drop_table")
+    assert both.returncode == 3 and "herd: error:" in both.stderr

@@ -4,7 +4,8 @@ and, when it failed, one line on stderr saying why.
 * a :class:`~alembic_herd.errors.HerdError`: ``herd: error: <its message>``, its exit code;
 * bad usage (an unknown option, a bad value): ``herd: error: ...``, exit 3 like any other
   configuration error;
-* Ctrl-C: ``herd: interrupted``, exit 130;
+* SIGTERM / SIGINT (:class:`~._signals.Interrupted`): ``herd: error: stopped by SIGTERM``,
+  exit 128 + the signal (143, 130); Ctrl-C outside the handlers: ``herd: interrupted``, 130;
 * anything else is herd's own bug: ``herd: internal error: <type>: <first line>``, exit 2;
 * ``herd run`` succeeds by becoming its command (:func:`become`).
 
@@ -24,6 +25,7 @@ import click
 
 from ._log import event
 from ._logformat import mask
+from ._signals import Interrupted
 from .errors import EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, SUCCESS, ConfigurationError, HerdError
 
 USAGE_ERROR = ConfigurationError.exit_code
@@ -67,6 +69,9 @@ def fail(exc: BaseException, *, urls: Urls, show_traceback: bool) -> NoReturn:
     if isinstance(exc, HerdError):
         click.echo(f"herd: error: {mask(one_line(str(exc)), *urls)}", err=True)
         _exit(exc.exit_code)
+    if isinstance(exc, Interrupted):
+        click.echo(f"herd: error: stopped by {exc.name}", err=True)
+        _exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.echo("herd: interrupted", err=True)
         _exit(INTERRUPTED)
@@ -84,7 +89,7 @@ def guarded(urls: Urls, show_traceback: bool, call: Callable[[], int | None]) ->
         code = call()
     except (click.exceptions.Exit, click.ClickException, click.Abort):
         raise
-    except (Exception, KeyboardInterrupt) as exc:
+    except (Exception, KeyboardInterrupt, Interrupted) as exc:
         fail(exc, urls=urls, show_traceback=show_traceback)
     _exit(code or SUCCESS)
 

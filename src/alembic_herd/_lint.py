@@ -33,10 +33,9 @@ from alembic.util import CommandError
 from ._environment import load_config, script_error
 from ._lint_rules import RULES, Target
 from ._phases import declared_phase, revisions_between
+from .errors import LINT_FINDINGS as FINDINGS_EXIT_CODE
 from .errors import ConfigurationError, RevisionNotFoundError
 
-#: ``herd lint`` exits with this when it reports findings that are not acknowledged.
-FINDINGS_EXIT_CODE = 13
 IGNORE_VARIABLE = "herd_lint_ignore"
 DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
 

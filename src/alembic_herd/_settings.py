@@ -147,6 +147,29 @@ def lock_timeout(default: float) -> Callable[[F], F]:
                              "90s, 5m, 1h.")
 
 
+def lint_options(fn: F) -> F:
+    """The options of ``herd lint``: which revisions, for which database, in which format."""
+    from ._lint import DIALECTS
+
+    for add in reversed([
+        click.argument("revisions", nargs=-1, metavar="[REVISION]..."),
+        click.option("--since", metavar="REVISION",
+                     help="Check the revisions after this one, up to the heads (in CI: the "
+                          "revision production runs). Default: from the base."),
+        click.option("--dialect", type=click.Choice(DIALECTS), default="postgresql",
+                     show_default=True, help="The database the SQL is rendered for."),
+        click.option("--server-version", metavar="VERSION",
+                     help="The target server's version, e.g. 10 or 8.0.11 (default: a "
+                          "current release)."),
+        click.option("--pending", is_flag=True,
+                     help="Check the revisions the database (--url) has not applied yet; "
+                          "the only option that connects."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]):
+        fn = add(fn)
+    return fn
+
+
 class WrappingCommand(click.Command):
     """Keeps everything after the first ``--`` aside as the command to run (see
     :func:`command_after_dashes`)."""

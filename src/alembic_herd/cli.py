@@ -18,13 +18,14 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, history, resolve, status, unlock, upgrade, wait_until_current
+from . import __version__, history, lint, resolve, status, unlock, upgrade, wait_until_current
 from . import _defaults as defaults
 from . import _settings as option
 from ._exits import become, exit_after, exit_code_table, guarded
 from ._logformat import logging_to_stderr, mask
 from ._render import heads_text, history_text, status_text
 from ._settings import F, Options
+from ._signals import handling_signals
 from .errors import NOT_CURRENT, SUCCESS, ConfigurationError
 
 
@@ -38,7 +39,7 @@ def _common(*, quiet_by_default: bool = False) -> Callable[[F], F]:
             opts = Options.take(kwargs)
             with logging_to_stderr(urls=opts.urls, verbose=opts.verbose, quiet=opts.quiet,
                                    log_format=opts.log_format,
-                                   quiet_by_default=quiet_by_default):
+                                   quiet_by_default=quiet_by_default), handling_signals():
                 guarded(opts.urls, opts.traceback, lambda: fn(opts, **kwargs))
 
         for add_option in reversed(option.COMMON_OPTIONS):
@@ -253,6 +254,33 @@ def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float
         outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
                           allow_ahead=allow_ahead, **opts.project())
     become(command, executable, done=outcome.describe(), urls=opts.urls)
+
+
+@cli.command("lint")
+@_common()
+@option.lint_options
+def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, dialect: str,
+          server_version: str | None, pending: bool, as_json: bool) -> int:
+    """Offline, no database: flag operations that break the previous release or lock tables
+    under traffic. Exits 13 when a finding is not acknowledged (herd_lint_ignore).
+
+    \b
+    herd lint --dialect postgresql --since a81b07
+    herd lint --json 3f2a9c c4d5e6
+    """
+    if pending and (revisions or since):
+        raise ConfigurationError("herd lint: --pending cannot be combined with REVISION or "
+                                 "--since; give one way of choosing the revisions")
+    chosen = status(opts.config, **opts.project()).pending if pending else revisions or None
+    report = lint(opts.config, dialect=dialect, server_version=server_version,
+                  revisions=chosen, since=since)
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        for finding in report.findings:
+            click.echo(finding.line())
+        click.echo(f"herd: {report.summary()}", err=True)
+    return report.exit_code
 
 
 @cli.command()

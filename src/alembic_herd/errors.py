@@ -34,13 +34,19 @@ from typing import ClassVar
 SUCCESS = 0
 NOT_CURRENT = 1
 INTERNAL_ERROR = 2
+LINT_FINDINGS = 13
 INTERRUPTED = 130
+TERMINATED = 143
 
 NOT_ERRORS: dict[int, str] = {
     SUCCESS: "success (for 'herd check': the database is current)",
     NOT_CURRENT: "'herd check' only: the database is reachable but not current",
     INTERNAL_ERROR: "unexpected internal error (run with --traceback and report it)",
-    INTERRUPTED: "interrupted (SIGINT, Ctrl-C) before herd finished",
+    LINT_FINDINGS: "'herd lint' only: findings not acknowledged in the revision files",
+    INTERRUPTED: "stopped by SIGINT (Ctrl-C): a revision in progress rolled back where the "
+                 "database allows, the lock released",
+    TERMINATED: "stopped by SIGTERM (a rollout, a scale-down): a revision in progress rolled "
+                "back where the database allows, the lock released",
 }
 """The exit codes that no :class:`HerdError` subclass carries."""
 
