@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import URL
 
 from alembic_herd._signals import Interrupted, check, handling_signals, shielded
+from conftest import render
 
 HERD_SIDE = """
 import json, os, subprocess, sys
@@ -199,3 +201,23 @@ def test_handlers_are_restored_afterwards() -> None:
     with handling_signals():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_waiting_replica_stops_at_once_with_the_documented_code(
+        signum: int, pg: URL) -> None:
+    """`herd wait` on a database that is not current exits 128+signal as soon as it is
+    signalled, with one 'herd: error:' line naming the signal (not after its timeout)."""
+    herdset = str(Path(__file__).parent / "projects" / "herdset" / "alembic.ini")
+    proc = subprocess.Popen([sys.executable, "-m", "alembic_herd.cli", "wait", "-c", herdset,
+                             "--url", render(pg), "--timeout", "10m"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # the first 'waiting for the database' report
+    assert "waiting" in line, line
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    errors = [x for x in err.splitlines() if x.startswith("herd: error:")]
+    assert proc.returncode == 128 + signum, err
+    assert errors == [f"herd: error: stopped by {signal.Signals(signum).name}"]
+    assert "Traceback" not in err
