@@ -524,3 +524,20 @@ def test_tool_herd_keys_are_the_options_of_the_verbs(tmp_path: Path) -> None:
     assert found["resolve"] == {"lock_timeout": "5s"}
     assert found["check"] == {"connect_timeout": "3s"}
     assert found["wait"] == {}
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["--version"], 0, "herd, version"),
+    (["check", "-c", "no-such.ini"], 3, "herd: error: Alembic config 'no-such.ini' not found"),
+])
+def test_the_console_script_leaves_fast_but_keeps_output_code_and_atexit(
+        args: list[str], code: int, needle: str) -> None:
+    """main() skips the interpreter's teardown yet still flushes its output into a pipe,
+    runs atexit handlers (an embedded server's cleanup) and exits with the verb's code."""
+    program = ("import atexit, sys; atexit.register(lambda: print('atexit ran', flush=True)); "
+               "from alembic_herd.cli import main; main(sys.argv[1:])")
+    result = subprocess.run([sys.executable, "-c", program, *args], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == code, result.stderr
+    assert needle in result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("atexit ran")

@@ -15,6 +15,8 @@ command's URLs.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import sys
 import traceback
@@ -45,6 +47,30 @@ def become(command: list[str], executable: str, *, done: str, urls: Urls) -> NoR
         raise ConfigurationError(
             f"command {command[0]!r} could not be started: {exc.strerror}; check that it is "
             "executable") from exc
+
+
+def leave(code: object) -> NoReturn:
+    """End the ``herd`` process as soon as its outcome is out: flush the output and the log,
+    run the ``atexit`` handlers (an embedded server's cleanup), then ``os._exit``. The
+    interpreter's own teardown (freeing every module and object: about 0.1 s of CPU, paid by
+    every replica of a herd at the same moment) is skipped; herd's connections are closed
+    and its threads are done by then. Only the console script does this; the library and
+    ``cli.main`` (used in-process) end normally."""
+    if code is None:
+        status = SUCCESS
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): Python prints it and exits 1
+        print(code, file=sys.stderr)
+        status = 1
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # a handler failed or the reader went away: still exit with the code
+        status = status or INTERNAL_ERROR
+    os._exit(status)
 
 
 def exit_code_table() -> str:

@@ -21,7 +21,7 @@ import click
 from . import __version__, history, lint, resolve, status, unlock, upgrade, wait_until_current
 from . import _defaults as defaults
 from . import _settings as option
-from ._exits import become, exit_after, exit_code_table, guarded
+from ._exits import become, exit_after, exit_code_table, guarded, leave
 from ._logformat import logging_to_stderr, mask
 from ._render import heads_text, history_text, status_text
 from ._settings import F, Options
@@ -311,8 +311,12 @@ def demo(replicas: int, url: str | None, keep: bool, traceback: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """The ``herd`` console script."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="herd")
+    """The ``herd`` console script: leaves without the interpreter's teardown (see
+    :func:`~._exits.leave`)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="herd")
+    except SystemExit as done:
+        leave(done.code)
 
 
 if __name__ == "__main__":
