@@ -10,18 +10,18 @@ when every child has exited.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
 
-import alembic_herd._database
-import alembic_herd._history
-import alembic_herd._log
-import alembic_herd._runner
-import alembic_herd.locks.lease
-import alembic_herd.locks.postgresql
 from alembic_herd.demo import replica
+
+# what every child would import, imported once before forking (copy-on-write)
+for module in ("alembic_herd._database", "alembic_herd._history", "alembic_herd._runner",
+               "alembic_herd.locks.lease", "alembic_herd.locks.postgresql"):
+    importlib.import_module(module)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("n", type=int)
