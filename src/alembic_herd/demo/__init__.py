@@ -101,7 +101,11 @@ def _embedded_postgres(out: _Output, *, keep: bool) -> Iterator[EmbeddedPostgres
     """A throwaway PostgreSQL server in a temporary folder (left running with ``keep``)."""
     began = time.monotonic()
     server = EmbeddedPostgres()
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.cleanup()
+        raise
     out.say(f"PostgreSQL is up in {time.monotonic() - began:.1f} s ({server.data})")
     try:
         yield server

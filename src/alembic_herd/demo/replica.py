@@ -85,8 +85,7 @@ def act(args: argparse.Namespace, migrate_command: Sequence[str] = ()) -> dict[s
         report["exit_code"] = 0
     except alembic_herd.HerdError as exc:
         report.update(error=str(exc), type=type(exc).__name__, exit_code=exc.exit_code)
-    except Exception as exc:
-        logging.getLogger("alembic_herd").exception("the replica failed")
+    except Exception as exc:  # its first line, as for herd's own errors (no traceback)
         report.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0],
                       type=type(exc).__name__, exit_code=1)
     report.update(seconds=time.monotonic() - start, finished=time.time())
