@@ -164,7 +164,8 @@ def _start(r: Results, b: str) -> str:
 
 
 def _errors(r: Results, b: str) -> str:
-    rows, examples = [], []
+    rows: list[Row] = []
+    examples: list[str] = []
     for n, per_tool in _by_n(r["herd_start"][b]["trials"]):
         for tool in ("alembic", "yoyo", "herd"):
             t = r["herd_start"][b]["summary"][n].get(tool)

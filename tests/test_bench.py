@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import report
-
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 
@@ -50,11 +48,10 @@ def test_quick_bench_writes_results_and_tables(tmp_path: Path) -> None:
 def test_tables_replace_only_what_is_between_their_markers(tmp_path: Path) -> None:
     """Writing into an existing report changes the marked tables and keeps every
     hand-written line; the committed docs/benchmarks.md is exactly what its figures give."""
-    results = json.loads(RESULTS.read_text())
     md = tmp_path / "benchmarks.md"
     md.write_text("# Mine\n\nHand-written.\n\n<!-- bench:connections -->\nstale\n"
                   "<!-- /bench -->\n\nMore prose.\n")
-    report.write(results, md)
+    rewrite(md)
     text = md.read_text()
     assert text.startswith("# Mine\n\nHand-written.\n\n<!-- bench:connections -->\n| N |")
     assert "stale" not in text and text.endswith("<!-- /bench -->\n\nMore prose.\n")
@@ -62,5 +59,13 @@ def test_tables_replace_only_what_is_between_their_markers(tmp_path: Path) -> No
     committed = ROOT / "docs" / "benchmarks.md"
     copy = tmp_path / "committed.md"
     copy.write_text(committed.read_text())
-    report.write(results, copy)
+    rewrite(copy)
     assert copy.read_text() == committed.read_text()
+
+
+def rewrite(md: Path) -> None:
+    """``python -m bench --from-json`` with the committed figures, into ``md``."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "--from-json", str(RESULTS),
+                           "--report", str(md)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]

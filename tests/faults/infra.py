@@ -33,8 +33,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from alembic_herd._embedded import SERVER_USER, EmbeddedPostgres, free_port
+from alembic_herd import _embedded
+from alembic_herd._embedded import SERVER_USER, EmbeddedPostgres
 
+free_port = _embedded.free_port  # the scenarios take it from here
 BOUND = 60.0  # seconds: a bound on waiting for what must happen, never a measurement
 
 
