@@ -108,9 +108,9 @@ class EmbeddedPostgres:
         except BaseException:
             shutil.rmtree(self.root, ignore_errors=True)
             raise
-        self.configure(listen_addresses=",".join(listen), port=str(self.port),
-                       unix_socket_directories=str(self.sock), fsync="off",
-                       **(settings or {}))
+        self.configure(**{"listen_addresses": ",".join(listen), "port": str(self.port),
+                          "unix_socket_directories": str(self.sock), "fsync": "off",
+                          **(settings or {})})
 
     def _run(self, exe: str, *args: str) -> None:
         subprocess.run([str(self.bin / exe), *args], check=True, capture_output=True,
