@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
@@ -123,8 +124,6 @@ def _preload(url: str) -> None:
         with contextlib.suppress(ImportError):  # another driver: SQLAlchemy will say so
             importlib.import_module(module)
     with contextlib.suppress(Exception):  # a bad URL is the replica's error to report
-        import sqlalchemy as sa
-
         sa.make_url(url).get_dialect()
 
 
