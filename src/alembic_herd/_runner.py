@@ -300,7 +300,8 @@ class _Waiting:
                    self.lock.describe(), self.holder.describe() if self.holder else "another "
                    "replica", format_seconds(now - self.began),
                    format_seconds(self.deadline.remaining()),
-                   holder=self.holder.describe() if self.holder else None)
+                   holder=self.holder.describe() if self.holder else None,
+                   holder_pid=self.holder.pid if self.holder else None)
             self.next_report = now + defaults.REPORT_EVERY
         return None
 
