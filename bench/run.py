@@ -1,11 +1,11 @@
-"""``python -m bench``: run every benchmark in one run; write the JSON and the report.
+"""``python -m bench``: run every benchmark in one run; write the JSON and the tables.
 
 ::
 
     python -m bench                 # everything (about 10 minutes on 2 cores)
     python -m bench --quick         # a short smoke run (small N, one trial each)
     python -m bench --backends sqlite --quick --out /tmp/b.json --report /tmp/b.md
-    python -m bench --from-json bench/results/latest.json   # re-write the report only
+    python -m bench --from-json bench/results/latest.json   # re-write the tables only
 
 PostgreSQL is an embedded server started for the run (``--postgres-url`` uses a server
 instead); MariaDB is the server at ``--mysql-url`` (default ``127.0.0.1:3306``, root);
@@ -60,10 +60,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "mysql+pymysql://root@127.0.0.1:3306/)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON results")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT,
-                        help="the Markdown report (its chart goes to img/ beside it)")
+                        help="the Markdown report whose tables are re-written (its chart "
+                        "goes to img/ beside it)")
     parser.add_argument("--no-report", action="store_true", help="write the JSON only")
     parser.add_argument("--from-json", type=Path, metavar="RESULTS",
-                        help="measure nothing: re-write the report from a results file")
+                        help="measure nothing: re-write the tables from a results file")
     args = parser.parse_args(argv)
     quick = args.quick
     args.ns = args.ns or ([1, 4] if quick else [1, 4, 16, 64])

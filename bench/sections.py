@@ -368,7 +368,7 @@ def interpreter_baseline(reps: int) -> dict[str, Any]:
 PROBE_CALLS = 200
 
 
-def _op_readiness(spec: dict[str, Any], data: dict[str, float]) -> str:
+def _op_readiness(spec: dict[str, Any], data: dict[str, float]) -> dict[str, Any]:
     """In a fresh child: build the probe once, then time many probes; also time
     ``alembic_herd.status()`` and a bare ``SELECT version_num`` on an open connection."""
     import sqlalchemy as sa
@@ -428,7 +428,7 @@ def _op_readiness(spec: dict[str, Any], data: dict[str, float]) -> str:
             samples.append(time.perf_counter() - began)
     engine.dispose()
     data.update({f"select_{k}": v for k, v in summary(samples).items() if v is not None})
-    return "measured"
+    return {"action": "measured", "exit_code": 0}
 
 
 release.OPS["readiness"] = _op_readiness

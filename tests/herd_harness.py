@@ -1,8 +1,9 @@
 """Release N real processes at once (a barrier) and collect what each did.
 
-Each child imports everything first, says ``ready``, and blocks on its stdin; the parent
-waits for all of them, then writes ``go`` to every one in a tight loop. The children
-therefore start the interesting part within a few milliseconds of each other.
+Each child is the shared replica program (:mod:`alembic_herd.demo.replica`): it imports
+everything first, says ``ready``, and blocks on its stdin; the parent waits for all of
+them, then writes ``go`` to every one in a tight loop. The children therefore start the
+interesting part within a few milliseconds of each other.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHILD = Path(__file__).with_name("herd_child.py")
+from alembic_herd.demo import replica
+
+CHILD = Path(replica.__file__)
 
 
 @dataclass
@@ -28,7 +31,7 @@ class Result:
 
 def release(n: int, args: list[str], *, env: dict[str, str] | None = None,
             timeout: float = 300.0) -> list[Result]:
-    """Start ``n`` copies of ``herd_child.py ARGS...`` and release them together."""
+    """Start ``n`` replicas with ``ARGS...`` and release them together."""
     child_env = {**os.environ, **(env or {})}
     procs = [
         subprocess.Popen([sys.executable, str(CHILD), *args], stdin=subprocess.PIPE,

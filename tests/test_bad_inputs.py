@@ -369,3 +369,11 @@ def test_documented_exit_codes_match_the_code(doc: str) -> None:
     assert named == set(HERD_ERRORS), f"{doc} does not name {set(HERD_ERRORS) - named}"
     if doc == "docs/operators.md":  # the operators' page quotes the meanings verbatim
         assert {code: meaning for code, (meaning, _) in table.items()} == EXIT_CODES
+
+
+def test_the_drawn_hierarchy_gives_each_error_its_exit_code() -> None:
+    """The hierarchy drawn in alembic_herd.errors' docstring names every error class with the
+    exit code the class carries."""
+    drawn = re.findall(r"(\w+Error)\s.*\(exit (\d+)\)", errors.__doc__ or "")
+    assert {name: int(code) for name, code in drawn} == {
+        name: cls.exit_code for name, cls in HERD_ERRORS.items()}

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
+from alembic_herd._defaults import LEASE_TTL, REPORT_EVERY
+from alembic_herd._settings import project_defaults
 from alembic_herd.cli import cli
 from alembic_herd.errors import EXIT_CODES
 from conftest import PROJECTS, _server_url, render
 
 CONFIG = str(PROJECTS / "herdset" / "alembic.ini")
+OPERATORS = Path(__file__).parent.parent / "docs" / "operators.md"
 REVISIONS = ["a1", "b2", "c3", "d4"]
 PASSWORD = "s3cretpw"
 UNREACHABLE = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/x"
@@ -449,3 +454,90 @@ def test_check_gives_up_on_a_silent_server_within_its_connect_timeout() -> None:
                     timeout=9)
     line = assert_one_error_line(proc, 4)
     assert "after trying for" in line and PASSWORD not in proc.stdout + proc.stderr
+
+
+# -- the options, their defaults, the docs and [tool.herd] -----------------------------------
+
+
+def cli_options() -> dict[str, list[click.Option]]:
+    """Every verb's options, by long name (``--lock-timeout``: one per verb that has it)."""
+    found: dict[str, list[click.Option]] = {}
+    for command in cli.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                long = next(opt for opt in param.opts if opt.startswith("--"))
+                found.setdefault(long, []).append(param)
+    return found
+
+
+def envvars(param: click.Option) -> set[str]:
+    names = param.envvar or []
+    return {names} if isinstance(names, str) else set(names)
+
+
+def test_configuration_table_matches_the_options() -> None:
+    """The configuration table in docs/operators.md gives each option exactly its
+    environment variables and its defaults (which come from alembic_herd._defaults), and
+    lists every option that reads one."""
+    text = OPERATORS.read_text()
+    header = re.search(r"^\| option \| environment \| default \|$", text, re.MULTILINE)
+    assert header is not None
+    options = cli_options()
+    documented = set()
+    for line in text[header.end():].strip().splitlines()[1:]:  # skip the |---| line
+        if not line.startswith("|"):
+            break
+        option, environment, default = (c.strip() for c in line.strip().strip("|").split("|"))
+        name = re.findall(r"--[a-z-]+", option)[0]
+        params = options[name]
+        assert set(re.findall(r"`([A-Z_]+)`", environment)) == set().union(
+            *map(envvars, params)), name
+        shown = {p.default for p in params if p.show_default}
+        assert shown <= set(re.findall(r"`([^`]+)`", default)), (name, shown, default)
+        documented.add(name)
+    assert {name for name, params in options.items() if any(map(envvars, params))} <= documented
+
+
+def test_defaults_in_the_prose_match_the_code() -> None:
+    """Each "`--option` (default `X`)" in docs/operators.md is that option's default, and the
+    lease and waiting intervals it quotes are those of alembic_herd._defaults."""
+    text = " ".join(OPERATORS.read_text().split())
+    quoted = re.findall(r"`(--[a-z-]+)` \(default `([^`]+)`\)", text)
+    assert len(quoted) >= 3
+    options = cli_options()
+    for name, value in quoted:
+        assert value in {p.default for p in options[name]}, name
+    for phrase in (f"renews the lease every {LEASE_TTL / 3:g} s",
+                   f"until the lease expires ({LEASE_TTL:g} s)",
+                   f"repeated every {REPORT_EVERY:g} s"):
+        assert phrase in text
+
+
+def test_tool_herd_keys_are_the_options_of_the_verbs(tmp_path: Path) -> None:
+    """[tool.herd] takes option names with dashes or underscores and gives each verb only
+    the keys it has an option for; [tool.herd.<verb>] overrides them for that verb."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.herd]\nlock-timeout = "1m"\nconnect_timeout = "3s"\n\n'
+        '[tool.herd.resolve]\nlock-timeout = "5s"\n')
+    found = project_defaults(cli.commands, tmp_path)
+    assert found["migrate"] == {"lock_timeout": "1m"}
+    assert found["resolve"] == {"lock_timeout": "5s"}
+    assert found["check"] == {"connect_timeout": "3s"}
+    assert found["wait"] == {}
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["--version"], 0, "herd, version"),
+    (["check", "-c", "no-such.ini"], 3, "herd: error: Alembic config 'no-such.ini' not found"),
+])
+def test_the_console_script_leaves_fast_but_keeps_output_code_and_atexit(
+        args: list[str], code: int, needle: str) -> None:
+    """main() skips the interpreter's teardown yet still flushes its output into a pipe,
+    runs atexit handlers (an embedded server's cleanup) and exits with the verb's code."""
+    program = ("import atexit, sys; atexit.register(lambda: print('atexit ran', flush=True)); "
+               "from alembic_herd.cli import main; main(sys.argv[1:])")
+    result = subprocess.run([sys.executable, "-c", program, *args], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == code, result.stderr
+    assert needle in result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("atexit ran")

@@ -8,6 +8,7 @@ asserted, never wall-clock times.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from alembic_herd.demo import CONFIG
 from conftest import unavailable
 
 ROW = re.compile(r"^\s+(\d+)\s+(\d+|-)\s+(migrated|waited|current|error|no report)\s", re.M)
@@ -111,3 +113,24 @@ def test_demo_refuses_bad_arguments() -> None:
         result = run_demo(*args, timeout=60)
         assert result.returncode == 3, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_replica_reports_herds_events_as_names_and_fields(tmp_path: Path) -> None:
+    """The shared replica program with --events prints ``ready``, then after ``go`` one JSON
+    line per herd event (its name and fields, never its text), then its report last."""
+    env = {**os.environ, "HERD_REPLICA_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "alembic_herd.demo.replica", "herd", str(CONFIG), "-",
+         "--events"], input="go\n", capture_output=True, text=True, env=env, timeout=120,
+        check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, *messages, last = proc.stdout.splitlines()
+    assert first == "ready"
+    events = [json.loads(line) for line in messages]
+    assert [e["event"] for e in events if e["event"] in ("pending", "leading", "migrated")] \
+        == ["pending", "leading", "migrated"]
+    assert all(set(e) == {"event", "level", "time", "fields"} for e in events)
+    migrated = next(e for e in events if e["event"] == "migrated")
+    report = json.loads(last)
+    assert report["exit_code"] == 0 and report["action"] == "migrated"
+    assert migrated["fields"]["revisions"] == report["revisions"]

@@ -7,7 +7,8 @@
   FastAPI app really defines or at ``herd check``.
 * For real, as processes (no Docker): three app replicas, a worker and beat released at the
   same moment against a fresh PostgreSQL database and Redis (Celery's filesystem broker
-  when no Redis answers, except in CI, where Redis is required). Exactly one process
+  when no Redis answers, except where Redis is required: CI=true, or redis in
+  HERD_REQUIRE_BACKENDS as .ci/run sets it). Exactly one process
   migrates, all become healthy, the worker runs the app's and beat's tasks; after a
   restart of everything nothing migrates.
 """
@@ -25,6 +26,7 @@ import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from sqlalchemy.engine import URL
 
 import alembic_herd
 from alembic_herd._durations import to_seconds
-from conftest import make_database, render
+from conftest import REQUIRED, make_database, render
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -56,8 +58,10 @@ HEAD = REVISIONS[-1]
 PYTHON_SERVICES = {"app", "worker", "beat"}
 PASSWORD = "st4ck-s3cret-pw"
 # Redis for the stack test; when nothing answers there, Celery's filesystem broker (which
-# needs no server) is used instead - except in CI (CI=true), where Redis is required.
+# needs no server) is used instead - except where Redis is required: with CI=true, or with
+# redis in HERD_REQUIRE_BACKENDS (as .ci/run sets it).
 REDIS_URL = os.environ.get("HERD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_REQUIRED = "redis" in REQUIRED or os.environ.get("CI") == "true"
 
 if str(MAGFLOW) not in sys.path:
     sys.path.insert(0, str(MAGFLOW))
@@ -177,7 +181,7 @@ def test_kubernetes_manifests_follow_the_kubernetes_api_schemas() -> None:
     """Every document in k8s/*.yaml validates (strict: no unknown fields) against the newest
     Kubernetes API schemas kubernetes-validate bundles, and a broken copy is rejected."""
     version = k8s.latest_version()
-    kinds = Counter()
+    kinds: Counter[str] = Counter()
     for path, doc in k8s_documents():
         try:
             k8s.validate(doc, version, strict=True)
@@ -317,10 +321,11 @@ def wait_for(what: str, check: Callable[[], Any], services: list[Service], *,
         value = check()
         if value:
             return value
-        dead = [s for s in services if s.proc is not None and s.proc.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            reason = (f"{', '.join(f'{s.name} exited {s.proc.returncode}' for s in dead)}"
-                      if dead else f"timed out after {timeout:.0f} s")
+        exited = {s.name: code for s in services
+                  if s.proc is not None and (code := s.proc.poll()) is not None}
+        if exited or time.monotonic() > deadline:
+            reason = (", ".join(f"{name} exited {code}" for name, code in exited.items())
+                      if exited else f"timed out after {timeout:.0f} s")
             pytest.fail(f"waiting for {what}: {reason}\n{logs(services)}")
         time.sleep(interval)
 
@@ -379,7 +384,7 @@ def start_and_check_healthy(services: list[Service], env: dict[str, str],
     localstack.launch_together(services, env)
     apps = [s for s in services if s.port is not None]
     for app in apps:
-        body = wait_for(f"{app.name} to be ready", lambda a=app: ready_json(a), services)
+        body = wait_for(f"{app.name} to be ready", partial(ready_json, app), services)
         assert body["status"] == "ready"
         assert body["current"] == body["expected"] == [HEAD]
         assert body["pending"] == 0
@@ -413,9 +418,9 @@ def test_the_incident_stack_migrates_once_starts_healthy_and_restarts_without_mi
     url = stack_db
     try:
         broker = localstack.choose_broker(tmp_path, redis_url=REDIS_URL,
-                                          require_redis=os.environ.get("CI") == "true")
+                                          require_redis=REDIS_REQUIRED)
     except RuntimeError as exc:
-        pytest.fail(f"{exc} (CI=true)")
+        pytest.fail(f"{exc} (CI=true or redis in HERD_REQUIRE_BACKENDS)")
     env = localstack.service_env(render(url), broker, beat_interval=1.0,
                                  queue=f"magflow-test-{uuid.uuid4().hex[:8]}")
     ports = [localstack.free_port() for _ in range(3)]

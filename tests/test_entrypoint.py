@@ -21,11 +21,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pytest
 import sqlalchemy as sa
@@ -182,8 +182,11 @@ class Running:
                                            self.err.text())
 
 
+Spawn = Callable[..., Running]  # the spawn fixture: (argv, env=None) -> Running
+
+
 @pytest.fixture
-def spawn() -> Iterator[Any]:
+def spawn() -> Iterator[Spawn]:
     """Start ``argv`` with piped stdin/stdout/stderr; whatever still runs at the end of the
     test is killed (by the pid this fixture started)."""
     started: list[subprocess.Popen[str]] = []
@@ -208,7 +211,7 @@ def spawn() -> Iterator[Any]:
 # -- herd run: becoming the application -------------------------------------------------------
 
 
-def test_run_migrates_then_becomes_the_command(pg: URL, spawn: Any) -> None:
+def test_run_migrates_then_becomes_the_command(pg: URL, spawn: Spawn) -> None:
     """`herd run -- CMD` on a fresh database migrates, then replaces itself with CMD: the
     same pid, CMD's exit code, and CMD's stdout alone (herd logs to stderr)."""
     running = spawn([*HERD, "run", "-c", HERDSET, "--url", render(pg), "--",
@@ -221,7 +224,7 @@ def test_run_migrates_then_becomes_the_command(pg: URL, spawn: Any) -> None:
     assert version_heads(pg) == ["d4"]
 
 
-def test_signals_after_exec_reach_the_command(pg: URL, spawn: Any) -> None:
+def test_signals_after_exec_reach_the_command(pg: URL, spawn: Spawn) -> None:
     """A SIGTERM sent to the process once herd has started CMD is handled by CMD (which
     exits 0), not by herd: the process is CMD's."""
     running = spawn([*HERD, "run", "-c", HERDSET, "--url", render(pg), "--", *app(ON_SIGTERM)])
@@ -256,7 +259,7 @@ def test_mode_wait_never_migrates_and_starts_the_command_once_current(
 
 @pytest.mark.herd
 def test_a_herd_of_run_entrypoints_migrates_once_and_every_one_starts(
-        pg: URL, spawn: Any) -> None:
+        pg: URL, spawn: Spawn) -> None:
     """Eight `herd run` processes released at the same moment all start their command, and
     exactly one of them migrated: each revision is applied once, the data row exists once."""
     url = render(pg)
@@ -337,7 +340,7 @@ def free_port() -> int:
 
 
 def test_run_waits_for_the_database_to_accept_connections(
-        request: pytest.FixtureRequest, tmp_path: Path, spawn: Any) -> None:
+        request: pytest.FixtureRequest, tmp_path: Path, spawn: Spawn) -> None:
     """`herd run` started before its database accepts connections logs that it is waiting,
     then, once the server is reachable, migrates and starts the command."""
     server = _server_url("postgresql-server", request)  # a TCP server (CI sets it)
@@ -360,7 +363,7 @@ def test_run_waits_for_the_database_to_accept_connections(
         assert version_heads(db) == ["d4"]
 
 
-def test_json_logs_of_run_name_the_replica_and_the_event(tmp_path: Path, spawn: Any) -> None:
+def test_json_logs_of_run_name_the_replica_and_the_event(tmp_path: Path, spawn: Spawn) -> None:
     """`herd run --log-format json` writes one JSON object per stderr line, each naming this
     replica (host:pid, the pid CMD then has) and the event, ending with the exec."""
     running = spawn([*HERD, "run", "--log-format", "json", "-c", HERDSET, "--url",
@@ -379,7 +382,7 @@ def test_json_logs_of_run_name_the_replica_and_the_event(tmp_path: Path, spawn: 
 # -- herd unlock --------------------------------------------------------------------------------
 
 
-def hold_lock(spawn: Any, url: str, *lock: str) -> Running:
+def hold_lock(spawn: Spawn, url: str, *lock: str) -> Running:
     """A live herd that holds the migration lock: `herd migrate -- CMD` with a CMD that waits
     until its stdin closes."""
     holder = spawn([*HERD, "migrate", "-c", HERDSET, "--url", url, *lock, "--", *app(HOLD)])
@@ -387,7 +390,7 @@ def hold_lock(spawn: Any, url: str, *lock: str) -> Running:
     return holder
 
 
-def test_unlock_breaks_a_lease_whose_holder_died(pg: URL, spawn: Any) -> None:
+def test_unlock_breaks_a_lease_whose_holder_died(pg: URL, spawn: Spawn) -> None:
     """`herd unlock --lock table` breaks a lease left by a killed process on this host (no
     waiting for its expiry), after which the lock is free and a migrate succeeds."""
     url = render(pg)
@@ -408,7 +411,7 @@ def test_unlock_breaks_a_lease_whose_holder_died(pg: URL, spawn: Any) -> None:
     assert version_heads(pg) == ["d4"]
 
 
-def test_unlock_refuses_a_live_lease_holder_unless_forced(pg: URL, spawn: Any) -> None:
+def test_unlock_refuses_a_live_lease_holder_unless_forced(pg: URL, spawn: Spawn) -> None:
     """`herd unlock --lock table` refuses (exit 6) while the lease's holder is alive, naming
     its host and pid; `--force` breaks the lease."""
     url = render(pg)
@@ -428,7 +431,7 @@ def test_unlock_refuses_a_live_lease_holder_unless_forced(pg: URL, spawn: Any) -
     assert status["holder"] is None
 
 
-def test_unlock_refuses_a_held_advisory_lock_naming_the_holder(pg: URL, spawn: Any) -> None:
+def test_unlock_refuses_a_held_advisory_lock_naming_the_holder(pg: URL, spawn: Spawn) -> None:
     """With PostgreSQL's advisory lock held by a live herd, `herd unlock` refuses with exit 6
     naming the holder's pid and host, with or without --force (a session lock is never
     stale)."""

@@ -102,7 +102,7 @@ def eventually(fn: Callable[[], Any], what: str, proc: subprocess.Popen[str] | N
 
 @contextlib.contextmanager
 def replica(mode: str, config: str, url: URL, **env: str) -> Iterator[subprocess.Popen[str]]:
-    """One herd_child.py process, released at once; killed on the way out if still alive."""
+    """One replica process, released at once; killed on the way out if still alive."""
     proc = subprocess.Popen([sys.executable, str(CHILD), mode, config, render(url)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env})

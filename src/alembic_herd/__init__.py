@@ -13,7 +13,9 @@ nothing is applied twice, and every failure says what happened::
 from ._api import history, resolve, status, unlock, upgrade, wait_until_current
 from ._durations import to_seconds
 from ._history import Attempt
+from ._lint import Finding, LintReport, lint
 from ._outcome import Outcome, Status
+from ._phases import Phase, PhasedRevision, phase_of, revisions_between
 from .errors import (
     CommandFailedError,
     ConfigurationError,
@@ -40,22 +42,29 @@ __all__ = [
     "ConfigurationError",
     "DatabaseAheadError",
     "DatabaseUnavailableError",
+    "Finding",
     "HerdError",
     "Holder",
     "IncompleteRevisionError",
     "LeaderFailedError",
+    "LintReport",
     "LockHeldError",
     "LockLostError",
     "LockTimeoutError",
     "MigrationError",
     "Outcome",
+    "Phase",
+    "PhasedRevision",
     "RevisionNotFoundError",
     "Status",
     "UnsupportedDialectError",
     "WaitTimeoutError",
     "__version__",
     "history",
+    "lint",
+    "phase_of",
     "resolve",
+    "revisions_between",
     "status",
     "to_seconds",
     "unlock",

@@ -77,3 +77,16 @@ STATUS_RECENT = 5
 
 HISTORY_LIMIT = 50
 """``history``: how many attempts to list."""
+
+DEMO_REPLICAS = 8
+"""``herd demo``: how many replicas start at the same moment."""
+
+# -- wrapped migration commands (``herd migrate -- CMD``) ---------------------------------
+
+COMMAND_GRACE = 10.0
+"""After forwarding SIGTERM/SIGINT to a wrapped command's process group, how long herd waits
+before it kills the group. Well inside Kubernetes' default 30 s termination grace period, so
+herd still records the attempt and releases its lock before the kubelet's SIGKILL."""
+
+STDERR_TAIL = 20
+"""How many of a wrapped command's last stderr lines herd keeps for the attempt log."""

@@ -12,6 +12,9 @@ import configparser
 import io
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +207,7 @@ def load_environment(
             f"script_location {where!r} is not an Alembic migrations folder ({exc}); fix "
             "script_location in the config or create it with 'alembic init'"
         ) from exc
+    _require_env_py(script, where)
 
     explicit: URL | None = parse_url(url) if url is not None else None
     if explicit is not None:
@@ -237,6 +241,22 @@ def load_environment(
     return env
 
 
+def _require_env_py(script: ScriptDirectory, where: str) -> None:
+    """Alembic resolves a relative script_location against the working directory; from
+    another directory it finds a folder without env.py, no revisions, and a database at
+    'base' would look current. Refuse that as the configuration error it is."""
+    folder = Path(script.dir)
+    if (folder / "env.py").is_file() or (folder / "env.pyc").is_file():
+        return
+    relative = "" if Path(where).is_absolute() or "%(here)s" in where else (
+        f" (relative to the working directory {os.getcwd()!r})")
+    raise ConfigurationError(
+        f"script_location {where!r} resolves to {str(folder.resolve())!r}{relative}, which has "
+        "no env.py; run herd from the folder that path is relative to, or write "
+        "'script_location = %(here)s/<folder>' in the config so it is relative to the config file"
+    )
+
+
 def _probe(env: Environment) -> dict[str, Any]:
     """Run env.py in offline mode to learn the version table's name and schema.
 
@@ -255,49 +275,96 @@ def _probe(env: Environment) -> dict[str, Any]:
         env.config, env.script, fn=capture, as_sql=True, output_buffer=io.StringIO(),
         destination_rev="heads",
     )
-    # env.py files commonly call logging.config.fileConfig(); keep the caller's logging,
-    # and keep Alembic's INFO lines about this offline run ("Generating static SQL") out of
-    # every replica's log: the probe is herd's business, not a migration.
-    saved = _logging_state()
-    previous_disable = logging.root.manager.disable
-    logging.disable(logging.INFO)
+    # env.py files commonly call logging.config.fileConfig(): keep the caller's logging. And
+    # keep Alembic's INFO lines about this offline run ("Generating static SQL") out of every
+    # replica's log: the probe is herd's business, not a migration.
     try:
-        with ctx:
+        with preserved_logging(), quiet_alembic(), ctx:
             env.script.run_env()
     except Exception as exc:  # offline branch unsupported by this env.py: use defaults
         log.debug("offline probe of env.py failed (%s: %s); using defaults",
                   type(exc).__name__, exc)
-    finally:
-        logging.disable(previous_disable)
-        _restore_logging(saved)
     if captured.url is not None:
         found["url"] = captured.url
     return found
 
 
-def _logging_state() -> tuple[dict[str, tuple[int, list[logging.Handler], bool, bool]], int,
-                              list[logging.Handler]]:
+# -- logging while env.py runs -----------------------------------------------------------
+# herd runs inside applications whose other threads keep logging: nothing here may switch
+# logging off for the whole process (logging.disable) or drop another thread's records.
+
+_LoggerState = tuple[int, list[logging.Handler], bool, bool]  # level, handlers, propagate, disabled
+_filters_lock = threading.Lock()
+
+
+class _ThreadQuiet(logging.Filter):
+    """Drops the INFO and DEBUG records of the thread that created it; all else passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # a logger's filters run in the thread that logs (record.thread may be unset)
+        return record.levelno > logging.INFO or threading.get_ident() != self.thread
+
+
+@contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Inside the block, drop the INFO and DEBUG records this thread logs through Alembic's
+    loggers; other threads' records, and this thread's warnings, still arrive.
+
+    The filter sits on Alembic's loggers themselves (a filter on a parent would not see its
+    children's records), which keep their filters when env.py calls ``fileConfig()``.
+    """
+    quiet = _ThreadQuiet()
+    loggers = [lg for name, lg in dict(logging.Logger.manager.loggerDict).items()
+               if isinstance(lg, logging.Logger) and name.split(".")[0] == "alembic"]
+    # new lists rather than addFilter/removeFilter: a thread logging meanwhile iterates the
+    # old list undisturbed; the lock keeps two herd threads from losing each other's update
+    with _filters_lock:
+        for lg in loggers:
+            lg.filters = [*lg.filters, quiet]
+    try:
+        yield
+    finally:
+        with _filters_lock:
+            for lg in loggers:
+                lg.filters = [f for f in lg.filters if f is not quiet]
+
+
+@contextmanager
+def preserved_logging() -> Iterator[None]:
+    """Undo, when the block ends, what env.py's ``fileConfig()`` did to the existing loggers,
+    the root logger included: levels, handlers, propagation, and the loggers it disabled.
+
+    ``fileConfig()`` itself reconfigures the whole process while env.py runs; herd cannot
+    prevent that (it is env.py's code), only undo it.
+    """
+    saved = _logging_state()
+    try:
+        yield
+    finally:
+        _restore_logging(saved)
+
+
+def _logging_state() -> tuple[dict[str, _LoggerState], int, list[logging.Handler]]:
     root = logging.getLogger()
     loggers = {
         name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
-        for name, lg in logging.Logger.manager.loggerDict.items()
+        for name, lg in dict(logging.Logger.manager.loggerDict).items()
         if isinstance(lg, logging.Logger)
     }
     return loggers, root.level, list(root.handlers)
 
 
-def _restore_logging(
-    state: tuple[dict[str, tuple[int, list[logging.Handler], bool, bool]], int,
-                 list[logging.Handler]],
-) -> None:
+def _restore_logging(state: tuple[dict[str, _LoggerState], int, list[logging.Handler]]) -> None:
     loggers, root_level, root_handlers = state
     root = logging.getLogger()
     root.setLevel(root_level)
     root.handlers[:] = root_handlers
-    for name, lg in logging.Logger.manager.loggerDict.items():
-        if not isinstance(lg, logging.Logger):
-            continue
-        if name in loggers:
+    for name, lg in dict(logging.Logger.manager.loggerDict).items():
+        if isinstance(lg, logging.Logger) and name in loggers:
             level, handlers, propagate, disabled = loggers[name]
             lg.setLevel(level)
             lg.handlers[:] = handlers
@@ -305,4 +372,6 @@ def _restore_logging(
             lg.disabled = disabled
 
 
+# Temporary, for _leader.py as it stands (being rewritten): it should say
+# `with preserved_logging():` around run_env() instead; then delete this line.
 preserve_logging = (_logging_state, _restore_logging)

@@ -290,7 +290,8 @@ class _Waiter:
             event("waiting", "waiting for %s held by %s; %s so far, giving up in %s",
                   self.lock.describe(), who, format_seconds(now - self.began),
                   format_seconds(self.call.deadline.remaining()),
-                  holder=self.holder.describe() if self.holder else None)
+                  holder=self.holder.describe() if self.holder else None,
+                  holder_pid=self.holder.pid if self.holder else None)
             self.next_report = now + defaults.REPORT_EVERY
         self.heads, self.pending = self.call.pending.read(self.conn)
         return not self.pending

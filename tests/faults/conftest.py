@@ -2,7 +2,7 @@
 
 Every scenario connects as a role of its own whose password (:func:`secret`) is in every
 URL the replicas get, so the suite can check that no output ever shows it. On the suite's
-own PostgreSQL (:class:`infra.FaultServer`) the password is really checked (SCRAM); on the
+own PostgreSQL (:func:`infra.fault_server`) the password is really checked (SCRAM); on the
 machine's PostgreSQL (``HERD_TEST_POSTGRES_URL``) and MariaDB (``HERD_TEST_MYSQL_URL``)
 the role is created there and its password carried the same way.
 
@@ -21,9 +21,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from alembic_herd._embedded import EmbeddedPostgres
 from conftest import unavailable
 
-from .infra import FaultServer, fault_server
+from .infra import fault_server
 from .trials import prepare
 
 ROLE = "herd_fault"
@@ -67,7 +68,7 @@ class PostgresFixture:
     """A PostgreSQL server with the suite's role: :meth:`database` makes a fresh database
     (with ``fault_marks``) owned by it and yields the role's URL."""
 
-    def __init__(self, admin: URL, host: str, port: int, server: FaultServer | None) -> None:
+    def __init__(self, admin: URL, host: str, port: int, server: EmbeddedPostgres | None) -> None:
         self.admin = admin
         self.host, self.port = host, port
         self.server = server

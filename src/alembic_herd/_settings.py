@@ -1,0 +1,248 @@
+"""The settings a ``herd`` verb takes: each option, its environment variable, its default
+(from :mod:`alembic_herd._defaults`), and the ``[tool.herd]`` table in pyproject.toml.
+
+Precedence, highest first: command line > environment variables > ``[tool.herd]`` in the
+nearest pyproject.toml > the defaults. click reads the command line and the environment;
+:func:`project_defaults` turns ``[tool.herd]`` into click's ``default_map``, accepting
+exactly the option names the verbs declare here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import _defaults as defaults
+from ._durations import spell, to_seconds
+from ._logformat import LOG_FORMATS, LogFormat
+from .errors import ConfigurationError
+
+URL_ENVVARS = ["HERD_DATABASE_URL", "DATABASE_URL"]
+CONFIG_ENVVAR = "ALEMBIC_CONFIG"
+_COMMAND_KEY = "alembic_herd.command"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
+    """Option callback: a duration with a unit ('90s', '5m'), in seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return to_seconds(str(value), name=param.opts[0] if param.opts else "duration")
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc), ctx) from exc
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options every verb takes."""
+
+    config: str
+    url: str | None
+    lock_url: str | None
+    version_table: str | None
+    version_table_schema: str | None
+    history_table: str
+    verbose: int
+    quiet: bool
+    log_format: LogFormat
+    traceback: bool
+
+    @property
+    def urls(self) -> tuple[str | None, ...]:
+        return (self.url, self.lock_url)
+
+    def project(self) -> dict[str, Any]:
+        """Keyword arguments naming the project and database, for every library call."""
+        return {"url": self.url, "lock_url": self.lock_url, "version_table": self.version_table,
+                "version_table_schema": self.version_table_schema,
+                "history_table": self.history_table}
+
+    @classmethod
+    def take(cls, kwargs: dict[str, Any]) -> Options:
+        """Remove the common options from a verb's keyword arguments."""
+        return cls(**{name: kwargs.pop(name) for name in cls.__dataclass_fields__})
+
+
+COMMON_OPTIONS: list[Callable[[F], F]] = [
+    click.option("-c", "--config", default=defaults.CONFIG_FILE, show_default=True,
+                 envvar=CONFIG_ENVVAR, show_envvar=True, metavar="PATH",
+                 help="The Alembic config file (alembic.ini)."),
+    click.option("--url", envvar=URL_ENVVARS, show_envvar=True, metavar="URL",
+                 help="Database URL; overrides sqlalchemy.url in the config and is also "
+                      "given to env.py. The password is never printed."),
+    click.option("--lock-url", envvar="HERD_LOCK_URL", show_envvar=True, metavar="URL",
+                 help="A direct connection for herd's lock and reads, when --url goes "
+                      "through a transaction pooler (PgBouncer). Default: --url."),
+    click.option("--version-table", metavar="NAME",
+                 help="Alembic version table (default: what env.py configures, else "
+                      "alembic_version)."),
+    click.option("--version-table-schema", metavar="SCHEMA",
+                 help="Schema of the version table (default: what env.py configures)."),
+    click.option("--history-table", default=defaults.HISTORY_TABLE, show_default=True,
+                 envvar="HERD_HISTORY_TABLE", show_envvar=True, metavar="NAME",
+                 help="herd's attempt log table (in the default schema)."),
+    click.option("-v", "--verbose", count=True,
+                 help="More logging: herd's debug messages and Alembic's own log."),
+    click.option("-q", "--quiet", is_flag=True,
+                 help="Log errors only; the result line on stdout is still printed."),
+    click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
+                 show_default=True, envvar="HERD_LOG_FORMAT", show_envvar=True,
+                 help="Log lines on stderr as text or one JSON object each."),
+    click.option("--traceback", is_flag=True,
+                 help="On an error, also print the Python traceback."),
+]
+
+
+def target(fn: F) -> F:
+    return click.option("--target", default="head", show_default=True, metavar="REVISION",
+                        help="Revision to bring the database to (head, heads, branch@head, "
+                             "an id).")(fn)
+
+
+def allow_ahead(fn: F) -> F:
+    return click.option("--allow-ahead", is_flag=True, envvar="HERD_ALLOW_AHEAD",
+                        show_envvar=True,
+                        help="Treat a database at revisions this code does not know (a "
+                             "rollback, a rolling deploy) as current instead of failing "
+                             "(exit 5).")(fn)
+
+
+def timeout(fn: F) -> F:
+    return click.option("--timeout", callback=_duration, metavar="DURATION",
+                        default=spell(defaults.WAIT_TIMEOUT),
+                        show_default=True, envvar="HERD_TIMEOUT", show_envvar=True,
+                        help="How long to wait for the database to become current, with a "
+                             "unit: 90s, 5m, 1h.")(fn)
+
+
+def connect_timeout(fn: F) -> F:
+    return click.option("--connect-timeout", callback=_duration, metavar="DURATION",
+                        default=spell(defaults.CONNECT_TIMEOUT), show_default=True,
+                        envvar="HERD_CONNECT_TIMEOUT",
+                        show_envvar=True,
+                        help="How long to try to reach the database, with a unit: 3s. Keep it "
+                             "under a probe's own timeout.")(fn)
+
+
+def lock(fn: F) -> F:
+    return click.option("--lock", type=click.Choice(["auto", "advisory", "table", "file"]),
+                        default="auto", show_default=True, envvar="HERD_LOCK",
+                        show_envvar=True,
+                        help="Lock backend: auto picks advisory on PostgreSQL/MySQL/MariaDB, "
+                             "file on SQLite.")(fn)
+
+
+def lock_timeout(default: float) -> Callable[[F], F]:
+    return click.option("--lock-timeout", callback=_duration, metavar="DURATION",
+                        default=spell(default), show_default=True, envvar="HERD_LOCK_TIMEOUT",
+                        show_envvar=True,
+                        help="How long to try to connect and take the lock, with a unit: "
+                             "90s, 5m, 1h.")
+
+
+def lint_options(fn: F) -> F:
+    """The options of ``herd lint``: which revisions, for which database, in which format."""
+    from ._lint import DIALECTS
+
+    for add in reversed([
+        click.argument("revisions", nargs=-1, metavar="[REVISION]..."),
+        click.option("--since", metavar="REVISION",
+                     help="Check the revisions after this one, up to the heads (in CI: the "
+                          "revision production runs). Default: from the base."),
+        click.option("--dialect", type=click.Choice(DIALECTS), default="postgresql",
+                     show_default=True, help="The database the SQL is rendered for."),
+        click.option("--server-version", metavar="VERSION",
+                     help="The target server's version, e.g. 10 or 8.0.11 (default: a "
+                          "current release)."),
+        click.option("--pending", is_flag=True,
+                     help="Check the revisions the database (--url) has not applied yet; "
+                          "the only option that connects."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]):
+        fn = add(fn)
+    return fn
+
+
+class WrappingCommand(click.Command):
+    """Keeps everything after the first ``--`` aside as the command to run (see
+    :func:`command_after_dashes`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta[_COMMAND_KEY] = args[cut + 1:]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+def command_after_dashes() -> list[str] | None:
+    """The words after ``--`` on the current command line; ``None`` without a ``--``."""
+    command: list[str] | None = click.get_current_context().meta.get(_COMMAND_KEY)
+    return command
+
+
+# -- [tool.herd] ----------------------------------------------------------------------------
+
+
+def _find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _option_names(command: click.Command) -> set[str]:
+    return {p.name for p in command.params if isinstance(p, click.Option) and p.name}
+
+
+def project_defaults(verbs: Mapping[str, click.Command],
+                     start: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``[tool.herd]`` from the nearest pyproject.toml (from ``start``, by default the
+    current directory, upwards) as click's default_map.
+
+    Keys are option names (``lock-timeout`` or ``lock_timeout``); ``[tool.herd.<verb>]``
+    overrides them for one verb. A relative ``config`` is relative to the pyproject.toml.
+    A key no verb has, or a table naming no verb, is refused.
+    """
+    path = _find_pyproject(start or Path.cwd())
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigurationError(f"{path} is not valid TOML ({exc}); fix it or remove "
+                                 "[tool.herd]") from exc
+    table = data.get("tool", {}).get("herd", {})
+    if not isinstance(table, dict) or not table:
+        return {}
+    shared = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    known = {name for command in verbs.values() for name in _option_names(command)}
+    known.discard("as_json")
+    result: dict[str, dict[str, Any]] = {}
+    for verb, command in verbs.items():
+        names = _option_names(command)
+        own = table.get(verb, {})
+        values: dict[str, Any] = {}
+        for key, value in {**shared, **(own if isinstance(own, dict) else {})}.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigurationError(
+                    f"[tool.herd] in {path} has unknown key {key!r}; known keys: "
+                    f"{', '.join(sorted(k.replace('_', '-') for k in known))}")
+            if name in names:
+                relative = name == "config" and isinstance(value, str)
+                values[name] = str((path.parent / value).resolve()) if relative else value
+        result[verb] = values
+    for key in table:
+        if isinstance(table[key], dict) and key not in verbs:
+            raise ConfigurationError(f"[tool.herd.{key}] in {path} names no herd command; "
+                                     f"commands: {', '.join(sorted(verbs))}")
+    return result

@@ -1,0 +1,1 @@
+"""herd lint never runs env.py: it renders each revision's upgrade() itself, offline."""
