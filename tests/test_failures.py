@@ -174,6 +174,39 @@ def test_a_failing_migration_fails_its_leader_and_every_waiter_reports_that_fail
             assert at == ["f1"] and f1["status"] == "applied"
 
 
+ENV_FAILS = str(PROJECTS / "bad-envpy" / "alembic.ini")
+
+
+@pytest.mark.herd
+@pytest.mark.parametrize("how", ["raise", "import"])
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_an_env_py_that_fails_is_recorded_and_every_waiter_reports_it(
+        dialect: str, how: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """In a herd of 6 whose env.py fails before any revision (it raises, or imports a module
+    that does not exist), one replica runs it and exits 8; the others exit 9 naming env.py
+    and its error (they neither repeat it nor wait out their timeout); the attempt log has
+    one 'failed' row for env.py; once env.py is fixed the next run migrates (MariaDB is not
+    blocked as if a revision were half-applied)."""
+    error = {"raise": "settings.DATABASE_POOL is not configured",
+             "import": "No module named 'app_settings_that_do_not_exist'"}[how]
+    with fresh_database(dialect, request, tmp_path) as url:
+        results = release(6, ["herd", ENV_FAILS, render(url)],
+                          env={"HERD_TEST_ENV_FAILS": how, "HERD_TEST_ENV_DELAY": "2"})
+        codes = Counter(r.returncode for r in results)
+        assert codes == {8: 1, 9: 5}, [(r.returncode, r.report) for r in results]
+        leader = next(r for r in results if r.returncode == 8)
+        assert "env.py (before any revision ran) failed" in leader.report["error"]
+        for waiter in (r for r in results if r.returncode == 9):
+            assert "failed in env.py before any revision ran" in waiter.report["error"]
+            assert error in waiter.report["error"]
+        rows = history(url)
+        assert [(r["revision"], r["status"]) for r in rows] == [("env.py", "failed")], rows
+        assert error in rows[0]["error"]
+
+        fixed = alembic_herd.upgrade(ENV_FAILS, url=render(url))
+        assert fixed.action == "migrated" and fixed.revisions == ("a1",)
+
+
 def herd_sessions(url: URL, pids: list[int]) -> list[tuple[int, str, str | None, str]]:
     """(client pid, state, xact_start, last statement) of every session herd opened for
     these processes: herd names them 'herd <host> <pid>', or 'herd <pid> <since> <host>'

@@ -370,8 +370,3 @@ def _restore_logging(state: tuple[dict[str, _LoggerState], int, list[logging.Han
             lg.handlers[:] = handlers
             lg.propagate = propagate
             lg.disabled = disabled
-
-
-# Temporary, for _leader.py as it stands (being rewritten): it should say
-# `with preserved_logging():` around run_env() instead; then delete this line.
-preserve_logging = (_logging_state, _restore_logging)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,7 @@ from alembic.script.base import Script
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from . import _command
 from ._database import (
     SERVER_KEEPALIVES,
     display,
@@ -44,11 +44,12 @@ from ._database import (
 )
 from ._defaults import RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
-from ._environment import Captured, Environment, capturing_context, preserve_logging
+from ._environment import Captured, Environment, capturing_context, preserved_logging
 from ._heads import Pending, read_heads
 from ._history import Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
+from ._signals import Interrupted, shielded
 from .errors import (
     CommandFailedError,
     ConfigurationError,
@@ -62,6 +63,9 @@ from .errors import (
 from .locks import Lock
 
 OUTSIDER = Holder(detail="a migration runner outside herd")
+
+ENV_PY = "env.py"
+"""The attempt log's revision for a failure of env.py itself, before any revision ran."""
 
 # The signatures of two runners migrating at once (the incident's errors): PostgreSQL
 # duplicate_table, duplicate_object, unique_violation (pg_type_typname_nsp_index, the
@@ -189,7 +193,7 @@ class Leader:
         transactional = self._transactional()
         if not transactional:
             for row in history.unresolved_failures():
-                if row.revision not in applied:
+                if row.revision not in applied and row.revision != ENV_PY:
                     raise IncompleteRevisionError(
                         f"revision {row.revision} failed (pid {row.pid} on host {row.host} at "
                         f"{(row.finished or row.started).isoformat(timespec='seconds')}: "
@@ -236,6 +240,7 @@ class Leader:
         start_heads: tuple[str, ...] = ()
         per_step = True  # each revision commits on its own (else one transaction for all)
         herds_own: list[BaseException] = []  # what herd's own code raised, not a migration
+        inside = [False]  # a revision's own code (or its commit) is running right now
 
         def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             """The revisions for Alembic to run, with herd's bookkeeping between them. The
@@ -264,57 +269,71 @@ class Leader:
                 # fencing: never start a revision, nor record the one just run, without the
                 # lock. A dead lock session is a lost lock (in one transaction all of it rolls
                 # back), not a failed revision
-                lock.verify()
-                row = history.advance(done, attempt, script.revision)
-                if done is not None:
-                    self._note_applied(done)
-                rows.append(row)
+                inside[0] = False
+                with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
+                    lock.verify()
+                    row = history.advance(done, attempt, script.revision)
+                    if done is not None:
+                        self._note_applied(done)
+                    rows.append(row)
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
                        revision=script.revision)
+                inside[0] = True
                 yield step
                 done = row
+            inside[0] = False
             if done is None:
                 return
-            lock.verify()  # one transaction: raising here rolls all of it back
-            if one_transaction:  # committed only when env.py's transaction ends
-                after_commit.append(done)
-            else:
-                self._applied(done)
+            with shielded():
+                lock.verify()  # one transaction: raising here rolls all of it back
+                if one_transaction:  # committed only when env.py's transaction ends
+                    after_commit.append(done)
+                else:
+                    self._applied(done)
 
         ctx, self._captured = capturing_context(env.config, env.script, fn=steps,
                                                 as_sql=False, destination_rev=target)
-        saved = preserve_logging[0]()
         try:
-            with ctx:
+            with preserved_logging(), ctx:
                 env.script.run_env()
         except HerdError:
             self._record_failure(rows, "stopped by herd")
+            raise
+        except Interrupted as stop:  # the transaction of the revision in progress rolled back
+            with shielded():
+                self._record_stop(rows, stop, mid_revision=inside[0])
             raise
         except Exception as exc:
             if isinstance(exc, DBAPIError) and is_transient(exc):
                 raise self._connection_lost(exc, rows) from exc
             if any(exc is own for own in herds_own):  # herd's bug: not the migration's fault
-                self._record_interruption(rows, exc)
+                self._record_interrupted(
+                    rows, f"herd internal error: {describe_error(exc, self.url)}")
                 raise
             if _race_signature(exc) and self._transactional():
                 moved = self._moved(start_heads, rows if per_step else [])
                 if moved:
                     raise self._raced(exc, rows, moved, per_step) from exc
             error = describe_error(exc, self.url)
-            failed = self._record_failure(rows, error)
+            if rows:
+                failed = self._record_failure(rows, error)
+            else:
+                failed = None
+                self._record_env_py(attempt, error)
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
             first = _headline(error) or type(exc).__name__
             if failed and not self._transactional():
                 advice = (f"{self.dialect} DDL is not transactional, so {failed} may be partly "
                           "applied: inspect the schema, undo the partial change, then 'herd "
                           f"resolve {failed}' and redeploy the fixed migration")
-            else:
+            elif failed:
                 advice = ("nothing after it was applied - fix the migration and redeploy "
                           "('herd history' has the details)")
+            else:
+                advice = ("nothing was applied - fix env.py (or what it imports and reads) "
+                          "and redeploy ('herd history' has the details)")
             raise MigrationError(f"{where} failed: {first}; {advice}", revision=failed) from exc
-        finally:
-            preserve_logging[1](saved)
         for row in after_commit:  # env.py's transaction has committed
             self._applied(row)
         history.flush()
@@ -414,11 +433,38 @@ class Leader:
                         driver_message(exc, self.url))
         return failed
 
-    def _record_interruption(self, rows: list[Attempt], exc: Exception) -> None:
-        """herd's own code failed between two revisions, so no revision failed: one that
-        reached the version table is 'applied', the one about to start 'interrupted'."""
+    def _record_env_py(self, attempt: str, error: str) -> None:
+        """env.py failed before any revision ran: one ``failed`` row for env.py, so that the
+        waiters report it at once instead of waiting out their timeout."""
+        try:
+            self.history.finish(self.history.start(attempt, ENV_PY), "failed", error)
+            self.history.flush()
+        except SQLAlchemyError as exc:
+            log.warning("could not record env.py's failure in the attempt log: %s",
+                        driver_message(exc, self.url))
+
+    def _record_stop(self, rows: list[Attempt], stop: Interrupted, *, mid_revision: bool
+                     ) -> None:
+        """A signal stopped the run. Between two revisions, or inside one on a database with
+        transactional DDL (rolled back), the revision is 'interrupted'; inside one without
+        transactional DDL it may be partly applied, so it is 'failed' and blocks the next
+        leader until 'herd resolve'."""
+        if mid_revision and not self._transactional_guess():
+            self._record_failure(rows, f"stopped by {stop.name} inside the revision; "
+                                 f"{self.dialect} DDL is not transactional, so it may be "
+                                 "partly applied")
+        else:
+            self._record_interrupted(rows, f"stopped by {stop.name}; its transaction rolled "
+                                     "back" if mid_revision else f"stopped by {stop.name}")
+        event("stopped", "%s: stopped the migration%s and released the lock", stop.name,
+              f" during {rows[-1].revision}" if rows else "", level=logging.WARNING,
+              signal=stop.name, revision=rows[-1].revision if rows else None)
+
+    def _record_interrupted(self, rows: list[Attempt], error: str) -> None:
+        """The run stopped between two revisions or its transaction rolled back, so no
+        revision failed: one that reached the version table is 'applied', the one in
+        progress 'interrupted'."""
         history = self.history
-        error = f"herd internal error: {describe_error(exc, self.url)}"
         try:
             applied = self.env.applied(read_heads(self.conn, self.env))
             for row in rows:
@@ -472,13 +518,15 @@ class Leader:
 
     def _run_command(self, attempt: str, pending: tuple[str, ...],
                      command: Sequence[str]) -> None:
+        """Run the user's migration command under the lock (see :mod:`._command`: its own
+        process group, signals forwarded, never outliving this call)."""
         history = self.history
         rows = [history.start(attempt, rev) for rev in pending]
+        history.flush()  # visible as 'running' while the command runs
         event("command", "running %s while holding the lock",
                mask_text(" ".join(command), self.url))
         try:
-            proc = subprocess.run(list(command), env={**os.environ, "HERD_LOCK_HELD": "1"},
-                                  check=False)
+            done = _command.run(command, env={**os.environ, "HERD_LOCK_HELD": "1"})
         except FileNotFoundError as exc:
             for row in rows:
                 history.finish(row, "failed", f"command not found: {command[0]}")
@@ -486,18 +534,25 @@ class Leader:
             raise ConfigurationError(
                 f"migration command {command[0]!r} not found; check the command after '--' "
                 "and PATH") from exc
+        except Interrupted as stop:
+            with shielded():
+                self._record_stop(rows, stop, mid_revision=True)
+            raise
         applied = self.env.applied(read_heads(self.conn, self.env))
-        error = None if proc.returncode == 0 else f"{command[0]} exited {proc.returncode}"
+        last = mask_text(done.stderr_tail[-1], self.url) if done.stderr_tail else ""
+        error = None if done.returncode == 0 else (
+            f"{command[0]} exited {done.returncode}" + (f": {last}" if last else ""))
         for row in rows:
             if row.revision in applied:
                 history.finish(row, "applied")
             else:
                 history.finish(row, "failed", error or "not applied by the command")
         history.flush()
-        if proc.returncode != 0:
+        if done.returncode != 0:
             raise CommandFailedError(
-                f"migration command {' '.join(command)!r} exited {proc.returncode}; its output "
-                "is above", returncode=proc.returncode)
+                f"migration command {' '.join(command)!r} exited {done.returncode}"
+                + (f" ({last})" if last else "") + "; its output is above",
+                returncode=done.returncode)
 
 
 _KEEPALIVES = sa.text(f"SELECT {SERVER_KEEPALIVES}")
@@ -528,10 +583,13 @@ def _headline(error: str | None) -> str:
 def leader_failed(row: Attempt) -> LeaderFailedError:
     """The error a replica reports when the leader it waited for failed on ``row``."""
     first = _headline(row.error) or "no error recorded"
+    where = ("in env.py before any revision ran" if row.revision == ENV_PY
+             else f"on revision {row.revision}")
     return LeaderFailedError(
-        f"the replica that migrated (pid {row.pid} on host {row.host}) failed on revision "
-        f"{row.revision} at {(row.finished or row.started).isoformat(timespec='seconds')}: "
-        f"{first}; fix the migration and redeploy ('herd history' has the details)",
+        f"the replica that migrated (pid {row.pid} on host {row.host}) failed {where} "
+        f"at {(row.finished or row.started).isoformat(timespec='seconds')}: "
+        f"{first}; fix {'env.py' if row.revision == ENV_PY else 'the migration'} and "
+        "redeploy ('herd history' has the details)",
         revision=row.revision, host=row.host, pid=row.pid, at=row.finished, error=row.error)
 
 
