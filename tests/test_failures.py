@@ -347,6 +347,57 @@ def test_mariadb_leader_killed_mid_revision_is_refused_until_an_operator_resolve
                             ("s2", "applied", False), ("s3", "applied", False)]
 
 
+STOP_CASES = [
+    pytest.param("postgresql", "0", id="postgresql-one-transaction"),
+    pytest.param("postgresql", "1", id="postgresql-transaction-per-migration"),
+    pytest.param("mysql", "1", id="mysql"),
+]
+
+
+@pytest.mark.parametrize(("dialect", "tpm"), STOP_CASES)
+def test_sigterm_to_a_leader_mid_revision_is_recorded_and_frees_the_lock(
+        dialect: str, tpm: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`herd migrate` SIGTERMed inside revision s2 (proved: s2 is running and its first
+    table exists) exits 143 with one line naming the signal and s2; the attempt log agrees
+    with the version table (s2 'interrupted' where DDL is transactional, 'failed' on MariaDB
+    where it may be partly applied); the lock is free at once: the next run migrates, or on
+    MariaDB refuses until 'herd resolve'."""
+    with fresh_database(dialect, request, tmp_path) as url:
+        leader = subprocess.Popen(
+            [sys.executable, "-m", "alembic_herd.cli", "migrate", "-c", SLOW, "--url",
+             render(url)], env={**os.environ, "HERD_TEST_SLOW": "300", "HERD_TEST_TPM": tpm},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            eventually(lambda: running(url, "s2") and (dialect == "postgresql"
+                                                        or has_table(url, "partial_a")),
+                       "the leader to be inside s2", leader)
+            leader.send_signal(signal.SIGTERM)
+            _, err = leader.communicate(timeout=SAFETY)
+        finally:
+            if leader.poll() is None:
+                leader.kill()
+        assert leader.returncode == 143, err
+        [line] = [x for x in err.splitlines() if x.startswith("herd: error:")]
+        assert line.startswith("herd: error: stopped by SIGTERM during revision s2"), line
+
+        at = versions(url) or []
+        expected_s1 = "applied" if tpm == "1" else "rolled back"
+        s2 = "failed" if dialect == "mysql" else "interrupted"
+        assert [(r["revision"], r["status"]) for r in history(url)] == [
+            ("s1", expected_s1), ("s2", s2)]
+        assert at == (["s1"] if tpm == "1" else [])
+
+        monkeypatch.setenv("HERD_TEST_SLOW", "0")
+        monkeypatch.setenv("HERD_TEST_TPM", tpm)
+        if dialect == "mysql":
+            with pytest.raises(IncompleteRevisionError):
+                alembic_herd.upgrade(SLOW, url=render(url), lock_timeout=5)
+        else:  # lock_timeout=5: the lock must be free now, not after a keepalive or a lease
+            outcome = alembic_herd.upgrade(SLOW, url=render(url), lock_timeout=5)
+            assert outcome.action == "migrated" and versions(url) == ["s3"]
+
+
 # -- waiting ------------------------------------------------------------------------------
 
 

@@ -96,7 +96,8 @@ def fail(exc: BaseException, *, urls: Urls, show_traceback: bool) -> NoReturn:
         click.echo(f"herd: error: {mask(one_line(str(exc)), *urls)}", err=True)
         _exit(exc.exit_code)
     if isinstance(exc, Interrupted):
-        click.echo(f"herd: error: stopped by {exc.name}", err=True)
+        detail = f" {exc.detail}" if exc.detail else ""
+        click.echo(mask(f"herd: error: stopped by {exc.name}{detail}", *urls), err=True)
         _exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.echo("herd: interrupted", err=True)

@@ -449,16 +449,25 @@ class Leader:
         transactional DDL (rolled back), the revision is 'interrupted'; inside one without
         transactional DDL it may be partly applied, so it is 'failed' and blocks the next
         leader until 'herd resolve'."""
+        revision = rows[-1].revision if rows else None
         if mid_revision and not self._transactional_guess():
             self._record_failure(rows, f"stopped by {stop.name} inside the revision; "
                                  f"{self.dialect} DDL is not transactional, so it may be "
                                  "partly applied")
+            stop.detail = (f"during revision {revision}: {self.dialect} DDL is not "
+                           "transactional, so it may be partly applied - inspect it, then "
+                           f"'herd resolve {revision}'")
         else:
             self._record_interrupted(rows, f"stopped by {stop.name}; its transaction rolled "
                                      "back" if mid_revision else f"stopped by {stop.name}")
-        event("stopped", "%s: stopped the migration%s and released the lock", stop.name,
-              f" during {rows[-1].revision}" if rows else "", level=logging.WARNING,
-              signal=stop.name, revision=rows[-1].revision if rows else None)
+            if rows and rows[-1].status == "applied":  # stopped just after its commit
+                stop.detail = f"after revision {revision} committed; the next replica carries on"
+            elif revision:
+                stop.detail = (f"during revision {revision}: rolled back, nothing of it "
+                               "applied; the next replica carries on")
+        event("stopped", "%s: stopped the migration%s; releasing the lock", stop.name,
+              f" during {revision}" if revision else "", level=logging.WARNING,
+              signal=stop.name, revision=revision)
 
     def _record_interrupted(self, rows: list[Attempt], error: str) -> None:
         """The run stopped between two revisions or its transaction rolled back, so no

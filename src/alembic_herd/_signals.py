@@ -30,6 +30,8 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         self.signum = signum
         self.name = signal.Signals(signum).name
+        self.detail = ""
+        """What was stopped, as the leader says it (e.g. ``during revision s2, ...``)."""
         super().__init__(f"interrupted by {self.name}")
 
     @property
