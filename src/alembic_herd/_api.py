@@ -19,6 +19,7 @@ from ._environment import load_environment
 from ._history import Attempt
 from ._log import event
 from ._outcome import Outcome, Status
+from ._phases import Phase
 from ._runner import Runner
 from .errors import ConfigurationError, LockHeldError, LockTimeoutError
 from .locks.lease import LeaseLock
@@ -40,6 +41,8 @@ def upgrade(
     lease_ttl: Duration | str = defaults.LEASE_TTL,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
+    expand_only: bool = False,
+    unmarked_phase: Phase = defaults.UNMARKED_PHASE,
 ) -> Outcome:
     """Bring the database to ``target``: migrate under the lock, or wait for whoever does.
 
@@ -48,11 +51,13 @@ def upgrade(
     when given, is run while holding the lock instead of Alembic's upgrade (for apps whose
     migration entry point is their own CLI); the scripts' heads still decide whether
     anything is pending. ``lock_url`` is a direct connection for herd's lock and reads when
-    ``url`` goes through a transaction pooler. ``allow_ahead`` treats a database at
-    revisions this code does not know (a rollback, a rolling deploy) as current instead of
-    raising :class:`~alembic_herd.errors.DatabaseAheadError`. Returns an :class:`Outcome`;
-    raises a
-    :class:`~alembic_herd.errors.HerdError` subclass on failure.
+    ``url`` goes through a transaction pooler. A database at revisions this code does not
+    know (a rolling deploy) counts as current when herd's revision graph shows they are all
+    expand, and raises :class:`~alembic_herd.errors.DatabaseAheadError` otherwise;
+    ``allow_ahead`` lets it count as current regardless. ``expand_only`` stops before the
+    first contract revision (:attr:`Outcome.left` lists what is left); ``unmarked_phase``
+    is what a revision without ``herd_phase`` counts as. Returns an :class:`Outcome`;
+    raises a :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     runner = Runner(
@@ -61,7 +66,8 @@ def upgrade(
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
-        lock_url=lock_url, allow_ahead=allow_ahead,
+        lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
+        unmarked_phase=unmarked_phase,
     )
     return runner.upgrade(target, deadline, command)
 
@@ -78,10 +84,14 @@ def wait_until_current(
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
+    expand_only: bool = False,
+    unmarked_phase: Phase = defaults.UNMARKED_PHASE,
 ) -> Outcome:
     """Wait until the database is at ``target``; never migrates, never takes the lock.
 
-    For workers and schedulers that must not migrate. Raises
+    For workers and schedulers that must not migrate; with ``expand_only``, until it has
+    the revisions before the first contract one (what ``upgrade(expand_only=True)`` applies).
+    Raises
     :class:`~alembic_herd.errors.LeaderFailedError` as soon as the attempt log shows the
     migrating replica failed, and :class:`~alembic_herd.errors.WaitTimeoutError` at the
     deadline.
@@ -91,7 +101,8 @@ def wait_until_current(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema),
         history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
-        lock_url=lock_url, allow_ahead=allow_ahead,
+        lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
+        unmarked_phase=unmarked_phase,
     )
     return runner.wait(target, deadline)
 
@@ -110,6 +121,7 @@ def status(
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
     connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
+    unmarked_phase: Phase = defaults.UNMARKED_PHASE,
 ) -> Status:
     """Current heads, script heads, pending revisions, the lock holder, recent attempts.
     ``connect_timeout`` bounds connecting, retries included (a readiness check must not
@@ -120,6 +132,7 @@ def status(
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         lock_url=lock_url, allow_ahead=allow_ahead,
         connect_timeout=to_seconds(connect_timeout, name="connect timeout"),
+        unmarked_phase=unmarked_phase,
     )
     return runner.status(target, recent)
 

@@ -7,6 +7,8 @@ seconds (the CLI shows them with :func:`~alembic_herd._durations.format_seconds`
 
 from __future__ import annotations
 
+from typing import Final
+
 # -- waiting ------------------------------------------------------------------------------
 
 LOCK_TIMEOUT = 600.0
@@ -69,6 +71,15 @@ HISTORY_TABLE = "herd_history"
 
 LEASE_TABLE = "herd_lock"
 """The lease lock's table."""
+
+GRAPH_TABLE = "herd_revisions"
+"""herd's record of the revisions it applied (parents, phase), in the connection's
+default schema: what lets code older than the database decide whether it may run on it."""
+
+# -- rolling deploys ----------------------------------------------------------------------
+
+UNMARKED_PHASE: Final = "contract"
+"""What a revision without ``herd_phase`` counts as (``expand`` or ``contract``)."""
 
 CONFIG_FILE = "alembic.ini"
 

@@ -42,9 +42,10 @@ from ._database import (
     sync_url,
     unavailable,
 )
-from ._defaults import RACE_GRACE, RACE_PAUSE, RACE_RETRIES
+from ._defaults import GRAPH_TABLE, RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserved_logging
+from ._graph import record as record_graph
 from ._heads import Pending, read_heads
 from ._history import Attempt, History, describe_error
 from ._log import event, log
@@ -127,13 +128,17 @@ class Leader:
         failure = history.failure_after(self.baseline)
         if failure is not None:
             raise leader_failed(failure)
+        self.target = self.pending.goal  # with --expand-only: the last expand revision
         try:
             history.ensure()
+            record_graph(conn, self.env.qualified_version_table,
+                         [self.env.script.get_revision(r) for r in pending])
         except DBAPIError as exc:  # e.g. no CREATE on the schema: Alembic would fail too
             if is_transient(exc):
                 raise unavailable(exc, self.url) from exc
             raise MigrationError(
-                f"could not create herd's attempt log {history.table.fullname!r}: "
+                f"could not create herd's attempt log {history.table.fullname!r} or its "
+                f"revision graph {GRAPH_TABLE!r}: "
                 f"{driver_message(exc, self.url)}; the migrating user needs the right to "
                 "create tables there (Alembic creates its version table and yours too)"
             ) from exc

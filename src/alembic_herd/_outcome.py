@@ -30,25 +30,44 @@ class Outcome:
     lock: str | None = None
     replica: str = ""
     ahead: tuple[str, ...] = ()
-    """Revisions in the database this code does not know (only with ``allow_ahead``)."""
+    """Revisions in the database this code does not know: all expand (``ahead_expand``),
+    or whatever they are, with ``allow_ahead``."""
+    ahead_expand: bool = False
+    """The database is ahead of this code by expand revisions only, so this code may run."""
+    left: tuple[str, ...] = ()
+    """With ``expand_only``: the revisions from the first contract one on, not applied."""
 
     def describe(self) -> str:
+        if self.action == "migrated" and self.left:
+            return (f"applied {len(self.revisions)} expand revision(s) to "
+                    f"{', '.join(self.heads)} in {self.migrate_seconds:.2f} s; {self._left()}")
         if self.action == "migrated":
             return (f"migrated {len(self.revisions)} revision(s) to {', '.join(self.heads)} "
                     f"in {self.migrate_seconds:.2f} s")
         if self.action == "waited":
             who = self.leader.describe() if self.leader else "another replica"
             return (f"waited {self.waited_seconds:.2f} s for {who}; database at "
-                    f"{', '.join(self.heads)}")
+                    f"{', '.join(self.heads)}" + (f"; {self._left()}" if self.left else ""))
+        if self.left:
+            at = ", ".join(self.heads) or "base"
+            return f"no expand revision to apply, database at {at}; {self._left()}"
+        if self.ahead_expand:
+            return (f"database is ahead by {', '.join(self.ahead)} (all expand); this release "
+                    "can run on it")
         if self.ahead:
             return (f"database is ahead of this code at {', '.join(self.heads)} "
                     f"(unknown: {', '.join(self.ahead)}); allowed")
         return f"database already current at {', '.join(self.heads) or 'base'}"
 
+    def _left(self) -> str:
+        return (f"{len(self.left)} revision(s) left from contract revision {self.left[0]} on: "
+                f"{', '.join(self.left)} - deploy them after the old release is gone")
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["leader"] = _holder_dict(self.leader)
         data["ahead"] = list(self.ahead)
+        data["left"] = list(self.left)
         return data
 
 
@@ -65,6 +84,7 @@ class Status:
     holder: Holder | None
     recent: tuple[Attempt, ...] = field(default=())
     ahead: tuple[str, ...] = ()
+    ahead_expand: bool = False
 
     @property
     def is_current(self) -> bool:
@@ -82,6 +102,7 @@ class Status:
             "holder": _holder_dict(self.holder),
             "recent": [a.as_dict() for a in self.recent],
             "ahead": list(self.ahead),
+            "ahead_expand": self.ahead_expand,
         }
 
 

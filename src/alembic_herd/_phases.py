@@ -58,7 +58,7 @@ def declared_phase(script: Script) -> Phase | None:
 
 def phase_of(script: Script, *, unmarked: Phase = "contract") -> Phase:
     """The phase of one revision; an unmarked revision counts as ``unmarked``."""
-    _check_unmarked(unmarked)
+    check_unmarked(unmarked)
     return declared_phase(script) or unmarked
 
 
@@ -75,7 +75,7 @@ def revisions_between(
     ``lower=None`` means the base. This is what a database at ``upper`` holds that code
     whose head is ``lower`` does not.
     """
-    _check_unmarked(unmarked)
+    check_unmarked(unmarked)
     try:
         newest_first = list(script_directory.iterate_revisions(_key(upper), _key(lower)))
     except (ResolutionError, RevisionError, CommandError) as exc:
@@ -103,7 +103,7 @@ def _key(heads: str | Sequence[str] | None) -> str | tuple[str, ...]:
     return tuple(heads) or "base"
 
 
-def _check_unmarked(unmarked: str) -> None:
+def check_unmarked(unmarked: str) -> None:
     if unmarked not in PHASES:
         raise ConfigurationError(
             f"unmarked revisions must count as 'expand' or 'contract', not {unmarked!r}"

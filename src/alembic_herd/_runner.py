@@ -42,8 +42,10 @@ from ._history import History
 from ._leader import Leader, leader_failed
 from ._log import event, replica
 from ._outcome import Action, Outcome, Status
+from ._phases import Phase
 from ._polling import connect, poll
 from .errors import (
+    ConfigurationError,
     DatabaseUnavailableError,
     Holder,
     LockLostError,
@@ -65,7 +67,9 @@ class Runner:
                  poll_cap: float = defaults.POLL_INTERVAL,
                  lease_ttl: float = defaults.LEASE_TTL,
                  lock_url: str | URL | None = None, allow_ahead: bool = False,
-                 connect_timeout: float = defaults.CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = defaults.CONNECT_TIMEOUT,
+                 expand_only: bool = False,
+                 unmarked_phase: Phase = defaults.UNMARKED_PHASE) -> None:
         assert env.url is not None
         self.env = env
         self.url: URL = env.url
@@ -75,6 +79,8 @@ class Runner:
                                     connect_timeout=connect_timeout)
         self.connect_timeout = connect_timeout
         self.allow_ahead = allow_ahead
+        self.expand_only = expand_only
+        self.unmarked_phase = unmarked_phase
         self.dialect = self.engine.dialect.name
         self.lock_kind = choose(lock_kind, self.dialect)
         database = self.url.database if self.dialect in ("mysql", "mariadb") else None
@@ -111,12 +117,22 @@ class Runner:
         return History(conn, self.env.qualified_version_table, table=self.history_table,
                        deferred=self.dialect == "sqlite")
 
+    def pending(self, target: str) -> Pending:
+        """What an upgrade to ``target`` applies, with this runner's rolling-deploy settings."""
+        return Pending(self.env, target, allow_ahead=self.allow_ahead,
+                       expand_only=self.expand_only, unmarked=self.unmarked_phase,
+                       history_table=self.history_table)
+
     # -- upgrade ---------------------------------------------------------------------------
 
     def upgrade(self, target: str, deadline: Deadline, command: Sequence[str] | None) -> Outcome:
         """Migrate to ``target`` under the lock, or wait for the replica that does."""
         self.env.target_revisions(target)  # a bad target fails before any connection
-        call = _Call(deadline, Pending(self.env, target, allow_ahead=self.allow_ahead))
+        if command and self.expand_only:
+            raise ConfigurationError(
+                "--expand-only cannot stop a wrapped migration command at the first contract "
+                "revision; give the command its own target, or leave out --expand-only")
+        call = _Call(deadline, self.pending(target))
         return call.finish(self._reconnecting(call, lambda: self._upgrade(call, command)))
 
     def _upgrade(self, call: _Call, command: Sequence[str] | None) -> Outcome:
@@ -153,7 +169,7 @@ class Runner:
     def wait(self, target: str, deadline: Deadline) -> Outcome:
         """Wait until the database is at ``target``; never takes the lock."""
         self.env.target_revisions(target)
-        call = _Call(deadline, Pending(self.env, target, allow_ahead=self.allow_ahead))
+        call = _Call(deadline, self.pending(target))
         return call.finish(self._reconnecting(call, lambda: self._wait(call)))
 
     def _wait(self, call: _Call) -> Outcome:
@@ -197,7 +213,7 @@ class Runner:
     # -- status ----------------------------------------------------------------------------
 
     def status(self, target: str, recent: int) -> Status:
-        reader = Pending(self.env, target, allow_ahead=self.allow_ahead)
+        reader = self.pending(target)
         with self.session(Deadline(self.connect_timeout)) as conn:
             heads, pending = reader.read(conn)
             lock = self.lock(conn)
@@ -206,7 +222,8 @@ class Runner:
             return Status(
                 url=display(self.url), version_table=self.env.qualified_version_table,
                 current_heads=heads, script_heads=self.env.script_heads(), pending=pending,
-                lock=lock.describe(), holder=holder, recent=rows, ahead=reader.ahead)
+                lock=lock.describe(), holder=holder, recent=rows, ahead=reader.ahead,
+                ahead_expand=reader.ahead_expand)
 
     # -- reconnecting ----------------------------------------------------------------------
 
@@ -260,7 +277,8 @@ class _Call:
         """``outcome`` stamped with the call's duration, this replica and the revisions the
         database has that this code lacks."""
         return replace(outcome, elapsed=time.monotonic() - self.started, replica=replica(),
-                       ahead=self.pending.ahead)
+                       ahead=self.pending.ahead, ahead_expand=self.pending.ahead_expand,
+                       left=self.pending.left)
 
 
 class _Waiter:

@@ -109,9 +109,24 @@ def target(fn: F) -> F:
 def allow_ahead(fn: F) -> F:
     return click.option("--allow-ahead", is_flag=True, envvar="HERD_ALLOW_AHEAD",
                         show_envvar=True,
-                        help="Treat a database at revisions this code does not know (a "
-                             "rollback, a rolling deploy) as current instead of failing "
-                             "(exit 5).")(fn)
+                        help="Treat a database at revisions this code does not know as "
+                             "current even when one of them is contract (by default only "
+                             "expand ones are; else exit 5).")(fn)
+
+
+def expand_only(fn: F) -> F:
+    return click.option("--expand-only", is_flag=True, envvar="HERD_EXPAND_ONLY",
+                        show_envvar=True,
+                        help="Apply the revisions before the first contract one and stop (the "
+                             "first step of a rolling deploy); the rest is reported.")(fn)
+
+
+def unmarked_phase(fn: F) -> F:
+    return click.option("--unmarked-phase", type=click.Choice(["contract", "expand"]),
+                        default=defaults.UNMARKED_PHASE, show_default=True,
+                        envvar="HERD_UNMARKED_PHASE", show_envvar=True,
+                        help="What a revision without herd_phase counts as, for "
+                             "--expand-only and for code older than the database.")(fn)
 
 
 def timeout(fn: F) -> F:

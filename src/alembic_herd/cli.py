@@ -23,6 +23,7 @@ from . import _defaults as defaults
 from . import _settings as option
 from ._exits import become, exit_after, exit_code_table, guarded, leave
 from ._logformat import logging_to_stderr, mask
+from ._phases import Phase
 from ._render import heads_text, history_text, status_text
 from ._settings import F, Options
 from ._signals import handling_signals
@@ -79,6 +80,7 @@ def cli() -> None:
       HERD_DATABASE_URL   database URL (--url); DATABASE_URL is used when it is unset
       HERD_LOCK_URL       direct connection for the lock (--lock-url)
       HERD_LOCK, HERD_LOCK_TIMEOUT, HERD_TIMEOUT, HERD_MODE, HERD_ALLOW_AHEAD,
+      HERD_EXPAND_ONLY, HERD_UNMARKED_PHASE,
       HERD_LOG_FORMAT     the options of the same names
 
     \b
@@ -96,13 +98,16 @@ def cli() -> None:
 @option.lock
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
 @option.allow_ahead
-def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
-            allow_ahead: bool) -> None:
+@option.expand_only
+@option.unmarked_phase
+def migrate(opts: Options, *, target: str, lock: str, lock_timeout: float,
+            allow_ahead: bool, expand_only: bool, unmarked_phase: Phase) -> None:
     """Bring the database to the target: migrate under the lock, or wait for the replica
     that does.
 
     \b
     herd migrate -c alembic.ini
+    herd migrate -c alembic.ini --expand-only     # stop before the first contract revision
     herd migrate -c alembic.ini -- mytool db upgrade
 
     Everything after '--' is a command run instead of Alembic's upgrade while the lock is
@@ -114,7 +119,8 @@ def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
             "'--' must be followed by the migration command to run, e.g. "
             "'herd migrate -c alembic.ini -- mytool db upgrade'")
     outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
-                      command=command, allow_ahead=allow_ahead, **opts.project())
+                      command=command, allow_ahead=allow_ahead, expand_only=expand_only,
+                      unmarked_phase=unmarked_phase, **opts.project())
     click.echo(mask(outcome.describe(), opts.url))
 
 
@@ -123,11 +129,15 @@ def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
 @option.target
 @option.timeout
 @option.allow_ahead
-def wait(opts: Options, target: str, timeout: float, allow_ahead: bool) -> None:
+@option.expand_only
+@option.unmarked_phase
+def wait(opts: Options, *, target: str, timeout: float, allow_ahead: bool, expand_only: bool,
+         unmarked_phase: Phase) -> None:
     """Wait until the database is at the target. Never migrates, never takes the lock:
     for workers and schedulers."""
     outcome = wait_until_current(opts.config, target=target, timeout=timeout,
-                                 allow_ahead=allow_ahead, **opts.project())
+                                 allow_ahead=allow_ahead, expand_only=expand_only,
+                                 unmarked_phase=unmarked_phase, **opts.project())
     click.echo(mask(outcome.describe(), opts.url))
 
 
@@ -137,12 +147,18 @@ def wait(opts: Options, target: str, timeout: float, allow_ahead: bool) -> None:
 @option.lock
 @option.allow_ahead
 @option.connect_timeout
-def check(opts: Options, target: str, lock: str, allow_ahead: bool,
-          connect_timeout: float) -> int:
+@option.unmarked_phase
+def check(opts: Options, *, target: str, lock: str, allow_ahead: bool,
+          connect_timeout: float, unmarked_phase: Phase) -> int:
     """Exit 0 when the database is at the target, 1 when it is not (any other code is an
     error). Prints exactly one line."""
     st = status(opts.config, target=target, lock=lock, recent=0, allow_ahead=allow_ahead,
-                connect_timeout=connect_timeout, **opts.project())
+                connect_timeout=connect_timeout, unmarked_phase=unmarked_phase,
+                **opts.project())
+    if st.ahead_expand:
+        click.echo(f"current: {st.version_table} at {heads_text(st.current_heads)}, ahead by "
+                   f"{', '.join(st.ahead)} (all expand); this release can run on it")
+        return SUCCESS
     if st.ahead:
         click.echo(f"current (ahead of this code): {st.version_table} at "
                    f"{heads_text(st.current_heads)}, unknown {', '.join(st.ahead)}")
@@ -164,11 +180,13 @@ def check(opts: Options, target: str, lock: str, allow_ahead: bool,
               help="How many recent attempts to show.")
 @option.allow_ahead
 @option.connect_timeout
+@option.unmarked_phase
 def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int,
-            allow_ahead: bool, connect_timeout: float) -> None:
+            allow_ahead: bool, connect_timeout: float, unmarked_phase: Phase) -> None:
     """Current and script heads, pending revisions, the lock holder, recent attempts."""
     st = status(opts.config, target=target, lock=lock, recent=recent, allow_ahead=allow_ahead,
-                connect_timeout=connect_timeout, **opts.project())
+                connect_timeout=connect_timeout, unmarked_phase=unmarked_phase,
+                **opts.project())
     click.echo(mask(status_text(st) if not as_json else json.dumps(st.as_dict(), indent=2),
                      *opts.urls))
 
@@ -226,8 +244,10 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
 @option.timeout
 @option.allow_ahead
+@option.expand_only
+@option.unmarked_phase
 def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float,
-        timeout: float, allow_ahead: bool) -> None:
+        timeout: float, allow_ahead: bool, expand_only: bool, unmarked_phase: Phase) -> None:
     """The container entrypoint: wait for the database, bring it current (or wait for it),
     then replace this process with COMMAND, so that signals and the exit code are COMMAND's.
 
@@ -249,10 +269,12 @@ def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float
             "was migrated)")
     if mode == "wait":
         outcome = wait_until_current(opts.config, target=target, timeout=timeout,
-                                     allow_ahead=allow_ahead, **opts.project())
+                                     allow_ahead=allow_ahead, expand_only=expand_only,
+                                     unmarked_phase=unmarked_phase, **opts.project())
     else:
         outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
-                          allow_ahead=allow_ahead, **opts.project())
+                          allow_ahead=allow_ahead, expand_only=expand_only,
+                          unmarked_phase=unmarked_phase, **opts.project())
     become(command, executable, done=outcome.describe(), urls=opts.urls)
 
 

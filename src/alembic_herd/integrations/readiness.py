@@ -36,9 +36,12 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from .. import _defaults as defaults
 from .._database import display, driver_message, error_code, sync_url
 from .._environment import load_environment
+from .._graph import judge
 from .._heads import version_table as _version_table
+from .._phases import Phase, check_unmarked
 from ..errors import ConfigurationError, HerdError
 
 __all__ = ["ASGIReadiness", "ReadinessProbe", "WSGIReadiness"]
@@ -53,6 +56,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_Compared = tuple[tuple[str, ...], tuple[str, ...], str | None]
+"""(pending, ahead, why a database ahead of the code is not ready, or None)."""
+
 # "the version table does not exist (yet)": a fresh database, not an outage
 _PG_MISSING = {"42P01", "3F000"}  # undefined_table, invalid_schema_name
 _MYSQL_MISSING = {1146}  # ER_NO_SUCH_TABLE
@@ -64,8 +70,10 @@ class ReadinessProbe:
     ``config`` is an Alembic ``Config`` or the path of an alembic.ini; ``url`` overrides its
     database URL (see :func:`alembic_herd.upgrade` for the precedence). ``target`` names the
     revisions the code expects (default ``heads``: every head of the scripts).
-    ``allow_ahead`` reports a database at revisions this code does not know (a newer
-    release mid-way through a rolling deploy) as ready instead of not ready.
+    A database at revisions this code does not know (a newer release mid-way through a
+    rolling deploy) is ready when herd's revision graph shows they are all expand (one more
+    query, once per set of heads), not ready otherwise; ``allow_ahead`` reports it ready
+    regardless. ``unmarked_phase`` is what a revision without ``herd_phase`` counts as.
     ``statement_timeout`` (PostgreSQL: a startup ``options`` parameter; set it to ``None``
     behind a pooler that refuses startup options) and ``connect_timeout`` are in seconds.
     """
@@ -81,6 +89,8 @@ class ReadinessProbe:
         allow_ahead: bool = False,
         connect_timeout: float = 2.0,
         statement_timeout: float | None = 2.0,
+        unmarked_phase: Phase = defaults.UNMARKED_PHASE,
+        history_table: str = defaults.HISTORY_TABLE,
     ) -> None:
         env = load_environment(config, url=url, version_table=version_table,
                                version_table_schema=version_table_schema)
@@ -91,8 +101,11 @@ class ReadinessProbe:
         self.target = target
         self.expected: tuple[str, ...] = tuple(sorted(env.target_revisions(target)))
         self.allow_ahead = allow_ahead
+        check_unmarked(unmarked_phase)
+        self.unmarked_phase = unmarked_phase
+        self.history_table = history_table
         self._query = sa.select(_version_table(env).c.version_num)
-        self._pending_cache: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._pending_cache: dict[tuple[str, ...], _Compared] = {}
         self._cache_lock = threading.Lock()
         self._last: str | None = None
         self.engine: Engine = _probe_engine(env.url, connect_timeout, statement_timeout)
@@ -117,13 +130,13 @@ class ReadinessProbe:
         except _Unreachable as exc:  # current: unknown (None), not empty
             return self._report(NOT_READY, None, 0, (), reason=str(exc))
         try:
-            pending, ahead = self._compare(current)
+            pending, ahead, refusal = self._compare(current)
         except HerdError as exc:  # heads the revision graph cannot reach the target from
             return self._report(NOT_READY, current, 0, (), reason=str(exc))
-        if ahead and not self.allow_ahead:
-            return self._report(NOT_READY, current, 0, ahead,
-                                reason="database is ahead of this code (unknown revisions "
-                                       f"{', '.join(ahead)}); deploy code that has them")
+        except _Unreachable as exc:
+            return self._report(NOT_READY, current, 0, (), reason=str(exc))
+        if refusal is not None:
+            return self._report(NOT_READY, current, 0, ahead, reason=refusal)
         if pending:
             state = "empty database" if not current else "migrations pending"
             return self._report(NOT_READY, current, len(pending), ahead,
@@ -169,19 +182,32 @@ class ReadinessProbe:
                 raise _Unreachable(exc, self.url) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _compare(self, current: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(pending, ahead) for the database's heads, computed in memory and cached."""
+    def _compare(self, current: tuple[str, ...]) -> _Compared:
+        """(pending, ahead, why not ready when ahead) for the database's heads, cached. In
+        memory, except for a database ahead of the code: then herd's revision graph says
+        whether this code may run on it."""
         cached = self._pending_cache.get(current)
         if cached is not None:
             return cached
         ahead = tuple(h for h in current if not self._env._known(h))
         # a database ahead of the code: what it lacks cannot be known from these scripts
         pending = () if ahead else self._env.pending(current, self.target)
+        refusal = None
+        if ahead and not self.allow_ahead:
+            try:
+                with self.engine.connect() as conn:
+                    verdict = judge(conn, self._env, current, ahead, target=self.target,
+                                    unmarked=self.unmarked_phase,
+                                    history_table=self.history_table)
+            except SQLAlchemyError as exc:
+                raise _Unreachable(exc, self.url) from exc
+            ahead = verdict.revisions
+            refusal = str(verdict.error) if verdict.error is not None else None
         with self._cache_lock:
             if len(self._pending_cache) > 64:
                 self._pending_cache.clear()
-            self._pending_cache[current] = (pending, ahead)
-        return pending, ahead
+            self._pending_cache[current] = (pending, ahead, refusal)
+        return pending, ahead, refusal
 
     def _report(self, status: str, current: tuple[str, ...] | None, pending: int,
                 ahead: tuple[str, ...], *, reason: str | None = None) -> dict[str, Any]:
