@@ -33,7 +33,7 @@ from conftest import PROJECTS, _server_url, render
 ROOT = Path(__file__).parent.parent
 PASSWORD = "hunter2pw"
 HERDSET = str(PROJECTS / "herdset" / "alembic.ini")
-HERD_TABLES = {"herd_history", "herd_lock"}
+HERD_TABLES = {"herd_history", "herd_lock", "herd_revisions"}
 
 
 def herd(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -188,7 +188,7 @@ def case_unknown_target(ctx: Context) -> Iterator[list[str]]:
     yield ["migrate", "-c", HERDSET, "--target", "zz404", "--url", render(ctx.postgresql())]
 
 
-@case(5, "is at zz99, which the scripts")
+@case(5, "ahead of this code by zz99: zz99 has no entry in herd's revision graph")
 def case_database_ahead_of_code(ctx: Context) -> Iterator[list[str]]:
     url = ctx.postgresql()
     execute(url, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",

@@ -94,10 +94,11 @@ class Entry:
         """Why this revision counts as its phase, for a message."""
         if not self.recorded:
             return (f"{self.revision} has no entry in herd's revision graph (applied by plain "
-                    "alembic, or before herd recorded phases), so it counts as unmarked: "
-                    f"{unmarked}")
+                    "alembic, or before herd recorded phases) and counts as unmarked, which "
+                    f"is {unmarked} (--unmarked-phase)")
         if self.declared is None:
-            return f"{self.revision} is unmarked (no herd_phase), so it counts as {unmarked}"
+            return (f"{self.revision} is unmarked (no herd_phase), which counts as {unmarked} "
+                    "(--unmarked-phase)")
         return f"{self.revision} is a {self.declared} revision"
 
 
@@ -181,7 +182,7 @@ def _applied(conn: Connection, scope: str, revision: str, history_table: str) ->
     t = history.table
     rows = history.rows(where=[t.c.revision == revision, t.c.status == "applied"], limit=1)
     if not rows:
-        return "no 'applied' attempt in herd's attempt log, so when and by whom is unknown"
+        return "when and by whom: not in herd's attempt log"
     row = rows[0]
     at = (row.finished or row.started).isoformat(timespec="seconds")
     return f"applied {at} by host {row.host}, pid {row.pid}"

@@ -111,8 +111,8 @@ class Pending:
         if len(ends) > 1:
             raise ConfigurationError(
                 f"--expand-only: the expand revisions before contract revision "
-                f"{self.left[0]} end on several branches ({', '.join(ends)}), so no one "
-                "revision is the place to stop; give --target one of them, or merge the "
-                "branches")
+                f"{self.left[0]} end on several branches ({', '.join(sorted(ends))}), so no "
+                "one revision is the place to stop; migrate one branch at a time with "
+                "--target, or merge them in an expand revision before the contract one")
         self.goal = ends[0] if ends else self.target
         return expand

@@ -24,8 +24,11 @@ def status_text(st: Status) -> str:
         f"current heads:  {', '.join(st.current_heads) or 'none (empty database)'}",
         f"script heads:   {', '.join(st.script_heads) or 'none'}",
         f"pending:        {pending}",
-        f"lock:           {st.lock}, held by {holder}",
     ]
+    if st.ahead:
+        how = "all expand: this release can run on it" if st.ahead_expand else "--allow-ahead"
+        lines.append(f"ahead:          {', '.join(st.ahead)} ({how})")
+    lines.append(f"lock:           {st.lock}, held by {holder}")
     if st.recent:
         lines += ["recent attempts (newest first):", history_text(st.recent, indent="  ")]
     return "\n".join(lines)

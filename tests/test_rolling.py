@@ -1,0 +1,275 @@
+"""Rolling deploys with real processes on real databases: release 2 (r2 expand, r3 contract,
+r4 expand) rolls out over release 1 (r1 only).
+
+* ``--expand-only`` applies r2 and stops before r3, saying what is left;
+* release-1 code restarted on a database ahead by expand revisions only starts (exit 0, one
+  line), and refuses (exit 5) once r3 is applied, naming r3, when and by which host;
+* herd's revision graph (``herd_revisions``) is what lets release 1 decide, and a revision
+  without an entry counts as the unmarked setting.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL
+
+import alembic_herd
+from alembic_herd.integrations.readiness import ReadinessProbe
+from conftest import PROJECTS, render
+from test_entrypoint import BECOME_HERD, HERD, HOST, app, error_line, herd, herd_env, lines
+
+RELEASE_2 = PROJECTS / "rolling"
+LEFT = ("2 revision(s) left from contract revision r3 on: r3, r4 - deploy them after the old "
+        "release is gone")
+SAFE = "database is ahead by r2 (all expand); this release can run on it"
+
+
+@pytest.fixture
+def releases(tmp_path: Path) -> tuple[str, str]:
+    """alembic.ini of release 1 (a copy of the project with r1 only) and of release 2."""
+    release_1 = tmp_path / "release-1"
+    shutil.copytree(RELEASE_2, release_1)
+    for newer in ("r2_nickname.py", "r3_drop_legacy.py", "r4_notes.py"):
+        (release_1 / "migrations" / "versions" / newer).unlink()
+    return str(release_1 / "alembic.ini"), str(RELEASE_2 / "alembic.ini")
+
+
+def heads(url: URL | str) -> list[str]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = sorted(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+    engine.dispose()
+    return found
+
+
+def released_together(argvs: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Start every ``herd ...`` command line, let each get ready, then release them at once."""
+    procs = [subprocess.Popen([sys.executable, "-c", BECOME_HERD, *HERD, *argv],
+                              env=herd_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for argv in argvs]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "ready\n"
+        for proc in procs:  # the barrier opens
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        done = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        return done
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+def test_expand_only_rollout_keeps_release_1_running_until_the_contract_step(
+        db: URL, releases: tuple[str, str], tmp_path: Path) -> None:
+    """Four release-2 replicas with --expand-only and two restarting release-1 replicas,
+    released together: r2 is applied once, r3 never, every release-1 replica starts its
+    command; after a plain 'herd migrate' (the contract step) a restarted release-1
+    replica exits 5 naming r3, when it was applied and by which host and pid."""
+    old, new = releases
+    url = render(db)
+    assert herd("migrate", "-c", old, "--url", url).returncode == 0
+    marker = tmp_path / "served"
+    serve = app(f"open({str(marker)!r}, 'a').write('x'); print('release 1 serving')")
+
+    rollout = released_together(
+        [["migrate", "--expand-only", "-c", new, "--url", url]] * 4
+        + [["run", "-c", old, "--url", url, "--", *serve]] * 2)
+
+    migrated = [p for p in rollout[:4] if p.stdout.startswith("applied 1 expand")]
+    assert len(migrated) == 1, [p.stdout for p in rollout]
+    for proc in rollout[:4]:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.endswith(f"; {LEFT}\n"), proc.stdout
+    for proc in rollout[4:]:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "release 1 serving\n"
+    assert marker.read_text() == "xx"
+    assert heads(db) == ["r2"]
+    rows = json.loads(herd("history", "-c", new, "--url", url, "--json").stdout)
+    assert Counter(r["revision"] for r in rows if r["status"] == "applied") == {"r1": 1, "r2": 1}
+
+    # a release-1 replica restarting now: one line on stderr, then its command
+    restarted = herd("run", "-c", old, "--url", url, "--", *serve)
+    assert restarted.returncode == 0, restarted.stderr
+    assert any(line.endswith(SAFE) for line in lines(restarted.stderr)), restarted.stderr
+    for verb in ("check", "wait", "status", "migrate"):
+        assert herd(verb, "-c", old, "--url", url).returncode == 0, verb
+    status = herd("status", "-c", old, "--url", url).stdout
+    assert "ahead:          r2 (all expand: this release can run on it)" in status
+
+    # the contract step, then release 1 restarts once more
+    contract = herd("migrate", "-c", new, "--url", url)
+    assert contract.stdout.startswith("migrated 2 revision(s) to r4"), contract.stderr
+    pid = re.findall(r"herd\[[^:\]]+:(\d+)\] migrated", contract.stderr)[0]
+    marker.unlink()
+    for verb, extra in (("run", ["--", *serve]), ("migrate", []), ("wait", []),
+                        ("check", []), ("status", [])):
+        refused = error_line(herd(verb, "-c", old, "--url", url, *extra), 5)
+        assert "is ahead of this code by r2, r3, r4: r3 is a contract revision (applied " in (
+            refused)
+        assert f" by host {HOST}, pid {pid}), so this release cannot run on it" in refused
+        assert "--allow-ahead" in refused
+    assert not marker.exists()
+    allowed = herd("run", "-c", old, "--url", url, "--allow-ahead", "--", *serve)
+    assert allowed.stdout == "release 1 serving\n", allowed.stderr
+
+
+def test_control_without_expand_only_release_1_cannot_restart(
+        db: URL, releases: tuple[str, str]) -> None:
+    """Control: the same rollout with a plain 'herd migrate' applies the contract revision
+    at once, and a restarting release-1 replica is refused (exit 5)."""
+    old, new = releases
+    url = render(db)
+    assert herd("migrate", "-c", old, "--url", url).returncode == 0
+    assert herd("migrate", "-c", new, "--url", url).returncode == 0
+    assert heads(db) == ["r4"]
+    assert "r3 is a contract revision" in error_line(herd("check", "-c", old, "--url", url), 5)
+
+
+def test_graph_records_parents_and_declared_phase(db: URL) -> None:
+    """Each revision herd applies is in herd_revisions with its parents and its declared
+    phase, written under the scope of its version table."""
+    alembic_herd.upgrade(RELEASE_2 / "alembic.ini", url=render(db), expand_only=True)
+    alembic_herd.upgrade(RELEASE_2 / "alembic.ini", url=render(db))
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT scope, revision, parents, phase FROM herd_revisions ORDER BY revision")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("alembic_version", "r1", "", "expand"), ("alembic_version", "r2", "r1", "expand"),
+        ("alembic_version", "r3", "r2", "contract"), ("alembic_version", "r4", "r3", "expand")]
+
+
+def test_a_revision_without_a_graph_entry_counts_as_unmarked(
+        db: URL, releases: tuple[str, str]) -> None:
+    """r2 applied by plain alembic has no graph entry: release 1 refuses, saying so; as
+    contract by default, and with --unmarked-phase expand because herd cannot see what came
+    before it; --allow-ahead still starts it."""
+    old, new = releases
+    url = render(db)
+    config = Config(new)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "r2")
+    refused = error_line(herd("check", "-c", old, "--url", url), 5)
+    assert ("r2 has no entry in herd's revision graph (applied by plain alembic, or before herd "
+            "recorded phases) and counts as unmarked, which is contract (--unmarked-phase) "
+            "(when and by whom: not in herd's attempt log)") in refused
+    blind = error_line(herd("check", "-c", old, "--url", url, "--unmarked-phase", "expand"), 5)
+    assert "which is expand (--unmarked-phase), but herd cannot see which revisions came " \
+           "before it" in blind
+    assert herd("check", "-c", old, "--url", url, "--allow-ahead").returncode == 0
+
+
+def test_readiness_probe_of_release_1_follows_the_phases(
+        db: URL, releases: tuple[str, str]) -> None:
+    """Release 1's readiness probe is ready on a database ahead by r2 (expand) and not ready
+    once r3 (contract) is applied, with the reason naming r3."""
+    old, new = releases
+    url = render(db)
+    alembic_herd.upgrade(new, url=url, expand_only=True)
+    probe = ReadinessProbe(old, url=url)
+    try:
+        ready = probe.probe()
+        assert ready["status"] == "ready" and ready["ahead"] == ["r2"], ready
+        alembic_herd.upgrade(new, url=url)
+        refused = probe.probe()
+    finally:
+        probe.close()
+    assert refused["status"] == "not ready"
+    assert refused["ahead"] == ["r2", "r3", "r4"]
+    assert "r3 is a contract revision" in refused["reason"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_expand_only_with_an_unmarked_revision_follows_the_setting(
+        db: URL, tmp_path: Path) -> None:
+    """An unmarked r2 counts as contract by default, so --expand-only applies nothing past
+    r1; with unmarked_phase='expand' it applies r2 and stops at r3. wait_until_current with
+    expand_only returns at the same point."""
+    project = tmp_path / "unmarked"
+    shutil.copytree(RELEASE_2, project)
+    r2 = project / "migrations" / "versions" / "r2_nickname.py"
+    r2.write_text(r2.read_text().replace('herd_phase = "expand"\n', ""))
+    ini, url = project / "alembic.ini", render(db)
+    first = alembic_herd.upgrade(ini, url=url, expand_only=True)
+    assert first.revisions == ("r1",) and first.left == ("r2", "r3", "r4")
+    second = alembic_herd.upgrade(ini, url=url, expand_only=True, unmarked_phase="expand")
+    assert second.revisions == ("r2",) and second.left == ("r3", "r4")
+    assert second.describe().endswith(LEFT)
+    waited = alembic_herd.wait_until_current(ini, url=url, expand_only=True, timeout=5)
+    assert waited.action == "current" and waited.left == ("r3", "r4")
+    with pytest.raises(alembic_herd.ConfigurationError, match="'expnad'"):
+        alembic_herd.upgrade(ini, url=url, unmarked_phase="expnad")  # type: ignore[arg-type]
+
+
+BRANCH = '''
+revision = "{rev}"
+down_revision = {parents!r}
+branch_labels = None
+depends_on = None
+herd_phase = "{phase}"
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_branches_merge_and_ambiguous_expand_only(db: URL, tmp_path: Path,
+                                                  releases: tuple[str, str]) -> None:
+    """Two expand branches x2a, x2b after r1 merged by contract m3: --expand-only has no one
+    revision to stop at and exits 3 naming both; the graph stores m3's two parents, and
+    release 1 walks through the merge and refuses naming m3."""
+    old, _ = releases
+    project = tmp_path / "branches"
+    shutil.copytree(Path(old).parent, project)
+    versions = project / "migrations" / "versions"
+    for rev, parents, phase in (("x2a", "r1", "expand"), ("x2b", "r1", "expand"),
+                                ("m3", ("x2a", "x2b"), "contract")):
+        (versions / f"{rev}.py").write_text(BRANCH.format(rev=rev, parents=parents, phase=phase))
+    ini, url = str(project / "alembic.ini"), render(db)
+    ambiguous = error_line(herd("migrate", "-c", ini, "--url", url, "--expand-only"), 3)
+    assert ("--expand-only: the expand revisions before contract revision m3 end on several "
+            "branches (x2a, x2b)") in ambiguous
+    assert herd("migrate", "-c", ini, "--url", url).returncode == 0
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        parents = conn.scalar(sa.text("SELECT parents FROM herd_revisions WHERE revision = 'm3'"))
+    engine.dispose()
+    assert parents == "x2a x2b"
+    refused = error_line(herd("check", "-c", old, "--url", url), 5)
+    assert "m3 is a contract revision" in refused
+    assert re.search(r"ahead of this code by (x2a, x2b|x2b, x2a), m3:", refused), refused
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_expand_only_cannot_stop_a_wrapped_command(db: URL) -> None:
+    """`herd migrate --expand-only -- CMD` exits 3: herd cannot stop CMD at a revision."""
+    proc = herd("migrate", "-c", str(RELEASE_2 / "alembic.ini"), "--url", render(db),
+                "--expand-only", "--", sys.executable, "-c", "pass")
+    assert "--expand-only cannot stop a wrapped migration command" in error_line(proc, 3)
