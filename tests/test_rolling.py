@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL
 import alembic_herd
 from alembic_herd.integrations.readiness import ReadinessProbe
 from conftest import PROJECTS, render
-from test_entrypoint import BECOME_HERD, HERD, HOST, app, error_line, herd, herd_env, lines
+from test_entrypoint import BECOME_HERD, HERD, HOLD, HOST, app, error_line, herd, herd_env, lines
 
 RELEASE_2 = PROJECTS / "rolling"
 LEFT = ("2 revision(s) left from contract revision r3 on: r3, r4 - deploy them after the old "
@@ -273,3 +273,57 @@ def test_expand_only_cannot_stop_a_wrapped_command(db: URL) -> None:
     proc = herd("migrate", "-c", str(RELEASE_2 / "alembic.ini"), "--url", render(db),
                 "--expand-only", "--", sys.executable, "-c", "pass")
     assert "--expand-only cannot stop a wrapped migration command" in error_line(proc, 3)
+
+
+# -- herd downgrade --------------------------------------------------------------------------
+
+
+def test_downgrade_across_a_contract_needs_yes_and_is_recorded(
+        db: URL, releases: tuple[str, str]) -> None:
+    """Undoing the contract revision r3 is refused (exit 3) naming it and the data it cannot
+    bring back; undoing expand r4 alone needs no confirmation; with --yes the database goes
+    back to r1, the column r3 dropped is back, each revision has a 'reverted' row, and
+    release 1 runs on it as its own."""
+    old, new = releases
+    url = render(db)
+    assert herd("migrate", "-c", new, "--url", url).returncode == 0
+    refused = error_line(herd("downgrade", "r1", "-c", new, "--url", url), 3)
+    assert "undoes contract revision(s) r3 (drop accounts.legacy" in refused
+    assert "not the data the upgrade dropped or rewrote" in refused and "--yes" in refused
+    assert heads(db) == ["r4"]
+    expand = herd("downgrade", "r3", "-c", new, "--url", url)
+    assert expand.stdout.startswith("downgraded 1 revision(s) (r4) to r3"), expand.stderr
+    both = herd("downgrade", "r1", "-c", new, "--url", url, "--yes")
+    assert both.stdout.startswith("downgraded 2 revision(s) (r3, r2) to r1"), both.stderr
+    assert heads(db) == ["r1"]
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("accounts")}
+    engine.dispose()
+    assert columns == {"id", "email", "legacy"}
+    rows = json.loads(herd("history", "-c", new, "--url", url, "--json").stdout)
+    assert [(r["revision"], r["status"]) for r in rows[:3]] == [
+        ("r2", "reverted"), ("r3", "reverted"), ("r4", "reverted")]
+    assert herd("check", "-c", old, "--url", url).stdout.startswith("current: alembic_version")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_downgrade_takes_the_migration_lock(db: URL) -> None:
+    """While a live herd holds the migration lock, `herd downgrade` waits for it and gives up
+    at --lock-timeout (exit 6) naming the lock's holder; once the holder is gone it
+    downgrades."""
+    ini, url = str(RELEASE_2 / "alembic.ini"), render(db)
+    alembic_herd.upgrade(ini, url=url, target="r3")
+    holder = subprocess.Popen(
+        [*HERD, "migrate", "-c", ini, "--url", url, "--", *app(HOLD)], env=herd_env(),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        waited = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes", "--lock-timeout", "1s")
+        line = error_line(waited, 6)
+        assert "not acquired after 1.00 s; held by " in line and "then downgrade" in line
+        assert heads(db) == ["r3"]
+    finally:
+        holder.communicate(input="", timeout=60)
+    done = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes")
+    assert done.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), done.stderr

@@ -10,7 +10,7 @@ nothing is applied twice, and every failure says what happened::
     print(alembic_herd.status("alembic.ini").pending)
 """
 
-from ._api import history, resolve, status, unlock, upgrade, wait_until_current
+from ._api import downgrade, history, resolve, status, unlock, upgrade, wait_until_current
 from ._durations import to_seconds
 from ._history import Attempt
 from ._lint import Finding, LintReport, lint
@@ -60,6 +60,7 @@ __all__ = [
     "UnsupportedDialectError",
     "WaitTimeoutError",
     "__version__",
+    "downgrade",
     "history",
     "lint",
     "phase_of",

@@ -72,6 +72,40 @@ def upgrade(
     return runner.upgrade(target, deadline, command)
 
 
+def downgrade(
+    config: Config | str | os.PathLike[str],
+    target: str,
+    *,
+    url: str | URL | None = None,
+    yes: bool = False,
+    lock_timeout: Duration | str = defaults.LOCK_TIMEOUT,
+    lock: str = "auto",
+    lock_key: str | None = None,
+    version_table: str | None = None,
+    version_table_schema: str | None = None,
+    history_table: str = defaults.HISTORY_TABLE,
+    poll_interval: Duration | str = defaults.POLL_INTERVAL,
+    lease_ttl: Duration | str = defaults.LEASE_TTL,
+    lock_url: str | URL | None = None,
+    unmarked_phase: Phase = defaults.UNMARKED_PHASE,
+) -> Outcome:
+    """Undo the revisions above ``target`` (an id, ``base``, ``-1``) under the same lock,
+    fencing and attempt log as :func:`upgrade`. Undoing a contract revision raises
+    :class:`~alembic_herd.errors.ConfigurationError` naming it and the data its downgrade
+    cannot bring back, unless ``yes``. Returns an :class:`Outcome` (``downgraded``, or
+    ``current`` when nothing is above ``target``)."""
+    deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
+    runner = Runner(
+        load_environment(config, url=url, version_table=version_table,
+                         version_table_schema=version_table_schema),
+        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        poll_cap=to_seconds(poll_interval, name="poll interval"),
+        lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
+        lock_url=lock_url, unmarked_phase=unmarked_phase,
+    )
+    return runner.downgrade(target, deadline, yes=yes)
+
+
 def wait_until_current(
     config: Config | str | os.PathLike[str],
     *,

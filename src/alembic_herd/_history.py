@@ -8,7 +8,9 @@ migration has finished (``deferred``).
 Row states (``status``): ``running`` (started, not finished: the leader is migrating, or
 died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was applied inside a
 transaction that did not commit), ``interrupted`` (the leader died; the database rolled the
-revision back), ``resolved`` (an operator cleared a half-applied revision).
+revision back), ``resolved`` (an operator cleared a half-applied revision). ``herd downgrade``
+writes ``reverting`` (undoing the revision) and then ``reverted`` (undone), ``failed``,
+``rolled back`` or ``interrupted``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+_SUCCESS = ("applied", "reverted")
 _FINISHED = ("status", "finished", "duration", "success", "error")
 
 
@@ -141,17 +144,18 @@ class History:
     def ensure(self) -> None:
         ensure_table(self.conn, self.table)
 
-    def start(self, attempt: str, revision: str) -> Attempt:
-        return self.advance(None, attempt, revision)
+    def start(self, attempt: str, revision: str, *, status: str = "running") -> Attempt:
+        return self.advance(None, attempt, revision, status=status)
 
-    def advance(self, done: Attempt | None, attempt: str, revision: str) -> Attempt:
+    def advance(self, done: Attempt | None, attempt: str, revision: str, *,
+                status: str = "running") -> Attempt:
         """The step between two revisions: record ``done`` (the previous revision's row)
         ``applied`` and start ``revision``'s row. On PostgreSQL both go in one statement,
         so one round trip and one commit per revision (a data-modifying CTE); elsewhere
         they are two."""
         if done is not None:
             self._finished(done, "applied", None)
-        row = Attempt(revision=revision, status="running", started=datetime.now(UTC),
+        row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
         if self.deferred:
             self._pending.append(row)
@@ -177,13 +181,13 @@ class History:
         row.finished = datetime.now(UTC)
         row.duration = (row.finished - row.started).total_seconds()
         row.status = status
-        row.success = status == "applied"
+        row.success = status in _SUCCESS
         row.error = error
 
     def restate(self, row: Attempt, status: str, error: str | None = None) -> None:
         """Change a finished row's status (e.g. ``applied`` -> ``rolled back``)."""
         row.status = status
-        row.success = status == "applied"
+        row.success = status in _SUCCESS
         if error is not None:
             row.error = error
         if row.id is not None:  # already in the table (deferred mode buffers only new rows)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from ._history import Attempt
 from .errors import Holder
 
-Action = Literal["migrated", "waited", "current"]
+Action = Literal["migrated", "waited", "current", "downgraded"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class Outcome:
     """With ``expand_only``: the revisions from the first contract one on, not applied."""
 
     def describe(self) -> str:
+        if self.action == "downgraded":
+            return (f"downgraded {len(self.revisions)} revision(s) ({', '.join(self.revisions)}) "
+                    f"to {', '.join(self.heads) or 'base'} in {self.migrate_seconds:.2f} s")
         if self.action == "migrated" and self.left:
             return (f"applied {len(self.revisions)} expand revision(s) to "
                     f"{', '.join(self.heads)} in {self.migrate_seconds:.2f} s; {self._left()}")

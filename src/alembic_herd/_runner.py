@@ -35,6 +35,7 @@ from ._database import (
     parse_url,
     unavailable,
 )
+from ._downgrade import downgrade_under_lock
 from ._durations import Deadline, format_seconds
 from ._environment import Environment
 from ._heads import Pending
@@ -163,6 +164,19 @@ class Runner:
             if outcome.action == "waited" and outcome.leader is None and waiter.holder:
                 outcome = replace(outcome, leader=waiter.holder)
             return outcome
+
+    # -- downgrade -------------------------------------------------------------------------
+
+    def downgrade(self, target: str, deadline: Deadline, *, yes: bool) -> Outcome:
+        """Undo the revisions above ``target`` under the lock (see :mod:`._downgrade`)."""
+        started = time.monotonic()
+        with self.session(deadline) as conn:
+            lock = self.lock(conn)
+            with lock.acquire(deadline, poll_cap=self.poll_cap,
+                              hint="a migration is running - wait for it, then downgrade"):
+                outcome = downgrade_under_lock(self.env, conn, lock, self.history(conn),
+                                               target, yes=yes, unmarked=self.unmarked_phase)
+        return replace(outcome, elapsed=time.monotonic() - started, replica=replica())
 
     # -- wait ------------------------------------------------------------------------------
 

@@ -18,7 +18,17 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, history, lint, resolve, status, unlock, upgrade, wait_until_current
+from . import (
+    __version__,
+    downgrade,
+    history,
+    lint,
+    resolve,
+    status,
+    unlock,
+    upgrade,
+    wait_until_current,
+)
 from . import _defaults as defaults
 from . import _settings as option
 from ._exits import become, exit_after, exit_code_table, guarded, leave
@@ -205,6 +215,28 @@ def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -
     text = (json.dumps([row.as_dict() for row in rows], indent=2) if as_json
             else history_text(rows))
     click.echo(mask(text, *opts.urls))
+
+
+@cli.command("downgrade")
+@_common()
+@click.argument("target")
+@option.lock
+@option.lock_timeout(defaults.LOCK_TIMEOUT)
+@click.option("--yes", is_flag=True,
+              help="Confirm undoing contract revisions: their downgrade restores the schema, "
+                   "not the data their upgrade dropped or rewrote.")
+@option.unmarked_phase
+def downgrade_(opts: Options, *, target: str, lock: str, lock_timeout: float, yes: bool,
+               unmarked_phase: Phase) -> None:
+    """Undo the revisions above TARGET (an id, base, -1) under the migration lock, with the
+    attempt log. Undoing a contract revision needs --yes.
+
+    \b
+    herd downgrade -c alembic.ini a81b07
+    """
+    outcome = downgrade(opts.config, target, lock=lock, lock_timeout=lock_timeout, yes=yes,
+                        unmarked_phase=unmarked_phase, **opts.project())
+    click.echo(mask(outcome.describe(), opts.url))
 
 
 @cli.command("resolve")
