@@ -407,7 +407,8 @@ def test_top_level_help_lists_every_exit_code() -> None:
         assert var in result.output
 
 
-@pytest.mark.parametrize("verb", ["migrate", "wait", "check", "status", "history", "resolve"])
+@pytest.mark.parametrize("verb", ["migrate", "wait", "check", "status", "history", "resolve",
+                                  "downgrade"])
 def test_verb_help_names_the_environment_variables(verb: str) -> None:
     """Each verb's --help names the environment variables its options read."""
     result = CliRunner().invoke(cli, [verb, "--help"])
