@@ -371,6 +371,7 @@ def test_a_partitioned_leader_loses_the_lock_within_the_keepalive_bound_and_is_f
         **tally(results),
         "keepalives": {"idle": KEEPALIVES[0], "interval": KEEPALIVES[1],
                        "count": KEEPALIVES[2], "bound_seconds": KEEPALIVE_BOUND},
+        "packets_dropped": [r["packets_dropped"] for r in results],
         "lock_freed_seconds": [r["lock_freed_seconds"] for r in results],
         "leader_sessions_gone_seconds": [r["leader_sessions_gone_seconds"] for r in results],
         "control_without_server_keepalives": control,
