@@ -33,7 +33,7 @@ from .trials import (
     Replica,
     Run,
     check_consistent,
-    failed,
+    failures,
     history_overlaps,
     inspect_database,
     kill,
@@ -132,7 +132,7 @@ def test_postgresql_leader_killed_at_random_points(trials: int, fault_pg: Postgr
                    "password never printed"],
         "trials_detail": results,
     })
-    assert not failed(results), failed(results)
+    assert not failures(results), failures(results)
 
 
 def run_mariadb_trial(mariadb: MysqlFixture, rng: random.Random, secret: str
@@ -199,4 +199,4 @@ def test_mariadb_leader_killed_mid_revision_is_reported_never_skipped_or_rerun(
                    "password never printed"],
         "trials_detail": results,
     })
-    assert not failed(results), failed(results)
+    assert not failures(results), failures(results)

@@ -44,7 +44,7 @@ from .trials import (
     Replica,
     Run,
     check_consistent,
-    failed,
+    failures,
     history_overlaps,
     holder_pid,
     inspect_database,
@@ -159,7 +159,7 @@ def test_dropped_leader_connections_free_the_lock_at_once_and_the_herd_finishes(
                    "no revision started by the cut-off leader after the fault",
                    "password never printed"],
         "trials_detail": results})
-    assert not failed(results), failed(results)
+    assert not failures(results), failures(results)
 
 
 FREEZE = 8.0
@@ -229,7 +229,7 @@ def test_a_frozen_leader_keeps_the_lock_and_finishes_after_the_thaw(
                    "each revision applied once, by the frozen leader; no overlaps",
                    "password never printed"],
         "trials_detail": results})
-    assert not failed(results), failed(results)
+    assert not failures(results), failures(results)
 
 
 # -- a real partition ---------------------------------------------------------------------
@@ -382,6 +382,6 @@ def test_a_partitioned_leader_loses_the_lock_within_the_keepalive_bound_and_is_f
                    "no overlapping runs", "old leader started no revision after the cut",
                    "password never printed"],
         "trials_detail": results})
-    assert not failed(results), failed(results)
+    assert not failures(results), failures(results)
     if control is not None:
         assert control["still_held"], control

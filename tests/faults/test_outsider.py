@@ -30,7 +30,7 @@ from .conftest import PostgresFixture
 from .trials import (
     REVISIONS,
     Herd,
-    failed,
+    failures,
     history_overlaps,
     inspect_database,
     leaks,
@@ -127,4 +127,4 @@ def test_a_plain_alembic_runner_mid_herd_is_survived_and_nothing_runs_twice(
                    "password never printed"],
         "trials_detail": results,
     })
-    assert not failed(results), failed(results)
+    assert not failures(results), failures(results)

@@ -31,7 +31,7 @@ from .trials import (
     REVISIONS,
     Herd,
     check_consistent,
-    failed,
+    failures,
     history_overlaps,
     inspect_database,
     leaks,
@@ -138,4 +138,4 @@ def test_a_server_restart_mid_herd_leaves_every_replica_ready_and_nothing_twice(
                    "no overlapping committed runs or attempts", "password never printed"],
         "trials_detail": results,
     })
-    assert not failed(results), failed(results)
+    assert not failures(results), failures(results)

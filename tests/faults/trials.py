@@ -384,9 +384,16 @@ def until_landed(trial: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def failed(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trials whose fault did not land, or that found something wrong."""
-    return [r for r in results if not r["landed"] or r["problems"] or r["leaks"]]
+def failures(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per failed trial: its fault did not land, or it found something wrong."""
+    found = []
+    for r in results:
+        wrong = r["problems"] + [f"password printed: {line}" for line in r["leaks"]]
+        if not r["landed"]:
+            wrong.insert(0, f"the fault did not land in {1 + r.get('reruns', 0)} run(s)")
+        if wrong:
+            found.append(f"{r['fault']}: {'; '.join(wrong)}")
+    return found
 
 
 def tally(results: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -395,7 +402,7 @@ def tally(results: Sequence[dict[str, Any]]) -> dict[str, int]:
     landed = sum(bool(r["landed"]) for r in results)
     return {"trials": len(results), "landed": landed, "not_landed": len(results) - landed,
             "reruns": sum(r.get("reruns", 0) for r in results),
-            "failures": len(failed(results))}
+            "failures": len(failures(results))}
 
 
 # -- secrets ---------------------------------------------------------------------------------
