@@ -16,8 +16,12 @@ Three faults, three different truths:
   rolls back and a waiter finishes the job. When the link comes back, the old leader finds
   its sessions gone and stops before starting another revision (fencing).
 
-In every case the committed marks show each revision once and no two processes' committed
-runs overlap in time.
+Each trial brings its fault on as soon as the leader's journal mark says it started m2
+(holding the lock), and first proves the fault landed there: a drop or a partition cut the
+leader's run of m2 (it never ended), a freeze spanned it; a partition also made the host's
+end of the link drop packets. A trial where it did not is run again (bounded); one that
+never lands fails. Then, in every case, the committed marks show each revision once and no
+two processes' committed runs overlap in time.
 """
 
 from __future__ import annotations
