@@ -288,7 +288,7 @@ def _maybe(url: URL, sql: str) -> list[tuple[Any, ...]] | None:
 def inspect_database(url: URL) -> Facts:
     versions = _maybe(url, "SELECT version_num FROM alembic_version")
     items = _maybe(url, "SELECT name, count(*) FROM items GROUP BY name")
-    counts = dict(items or [])  # type: ignore[arg-type]
+    counts = dict(items or [])
     marks = rows(url, "SELECT pid, revision, event, at FROM fault_marks ORDER BY id")
     history = _maybe(url, "SELECT id, attempt, revision, status, started, finished, error, "
                           "host, pid FROM herd_history ORDER BY id") or []
