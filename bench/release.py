@@ -225,6 +225,7 @@ CATEGORIES = [  # (category, substrings of the SQL), first match wins
                          "show ", "select version()", "current_schema", "select database()",
                          "standard_conforming_strings", "lower_case_table_names",
                          "sql_mode", "show variables")),
+    ("revision graph", ("herd_revisions",)),
     ("attempt log: write", ("insert into herd_history", "update herd_history")),
     ("attempt log: read", ("from herd_history",)),
     ("attempt log: create", ("herd_history",)),
