@@ -80,25 +80,32 @@ def released_together(argvs: list[list[str]]) -> list[subprocess.CompletedProces
 
 def test_expand_only_rollout_keeps_release_1_running_until_the_contract_step(
         db: URL, releases: tuple[str, str], tmp_path: Path) -> None:
-    """Four release-2 replicas with --expand-only and two restarting release-1 replicas,
-    released together: r2 is applied once, r3 never, every release-1 replica starts its
-    command; after a plain 'herd migrate' (the contract step) a restarted release-1
-    replica exits 5 naming r3, when it was applied and by which host and pid."""
+    """Four release-2 replicas with --expand-only (two 'migrate', two 'run') and two
+    restarting release-1 replicas, released together: r2 is applied once, r3 never, every
+    replica reports what is left or starts its command; after a plain 'herd migrate' (the
+    contract step) a restarted release-1 replica exits 5 naming r3, when it was applied and
+    by which host and pid."""
     old, new = releases
     url = render(db)
     assert herd("migrate", "-c", old, "--url", url).returncode == 0
     marker = tmp_path / "served"
     serve = app(f"open({str(marker)!r}, 'a').write('x'); print('release 1 serving')")
 
+    serve_2 = app("print('release 2 serving')")
     rollout = released_together(
-        [["migrate", "--expand-only", "-c", new, "--url", url]] * 4
+        [["migrate", "--expand-only", "-c", new, "--url", url]] * 2
+        + [["run", "--expand-only", "-c", new, "--url", url, "--", *serve_2]] * 2
         + [["run", "-c", old, "--url", url, "--", *serve]] * 2)
 
-    migrated = [p for p in rollout[:4] if p.stdout.startswith("applied 1 expand")]
-    assert len(migrated) == 1, [p.stdout for p in rollout]
-    for proc in rollout[:4]:
+    said = [p.stdout + p.stderr for p in rollout[:4]]
+    assert sum("applied 1 expand revision(s) to r2" in text for text in said) == 1, said
+    for proc in rollout[:2]:
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.endswith(f"; {LEFT}\n"), proc.stdout
+    for proc in rollout[2:4]:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "release 2 serving\n"
+        assert f"; {LEFT}; starting " in proc.stderr, proc.stderr
     for proc in rollout[4:]:
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == "release 1 serving\n"
