@@ -334,3 +334,32 @@ def test_downgrade_takes_the_migration_lock(db: URL) -> None:
         holder.communicate(input="", timeout=60)
     done = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes")
     assert done.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), done.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_old_code_beside_a_new_expand_branch_starts(db: URL, tmp_path: Path) -> None:
+    """The database has two heads, y2 (known to the old code) and x2a (a new expand branch
+    from r1): the walk stops at r1, the old code's own head y2 counts as applied, and the
+    old code starts; once the new branch holds a contract revision it is refused."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(RELEASE_2, old)
+    for newer in ("r2_nickname.py", "r3_drop_legacy.py", "r4_notes.py"):
+        (old / "migrations" / "versions" / newer).unlink()
+    (old / "migrations" / "versions" / "y2.py").write_text(
+        BRANCH.format(rev="y2", parents="r1", phase="expand"))
+    shutil.copytree(old, new)
+    (new / "migrations" / "versions" / "x2a.py").write_text(
+        BRANCH.format(rev="x2a", parents="r1", phase="expand"))
+    url = render(db)
+    assert herd("migrate", "-c", str(new / "alembic.ini"), "--url", url, "--target",
+                "heads").returncode == 0
+    assert heads(db) == ["x2a", "y2"]
+    check = herd("check", "-c", str(old / "alembic.ini"), "--url", url)
+    assert check.stdout == ("current: alembic_version at x2a, y2, ahead by x2a (all expand); "
+                            "this release can run on it\n"), check.stderr
+    (new / "migrations" / "versions" / "x3.py").write_text(
+        BRANCH.format(rev="x3", parents="x2a", phase="contract"))
+    assert herd("migrate", "-c", str(new / "alembic.ini"), "--url", url, "--target",
+                "heads").returncode == 0
+    refused = error_line(herd("check", "-c", str(old / "alembic.ini"), "--url", url), 5)
+    assert "ahead of this code by x2a, x3: x3 is a contract revision" in refused

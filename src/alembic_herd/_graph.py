@@ -159,7 +159,8 @@ def judge(conn: Connection, env: Environment, heads: tuple[str, ...], unknown: t
             f"{blocking.why(unmarked)} ({when}), so this release cannot run on it; deploy a "
             f"release that has {blocking.revision}, or start anyway with --allow-ahead",
             unknown=unknown))
-    lacking = env.pending(tuple(sorted(known)), target)
+    below = set().union(*(env.applied((k,)) - {k} for k in known))
+    lacking = env.pending(tuple(sorted(known - below)), target)
     hidden = next((e for e in ahead if not e.recorded), None)
     if lacking and hidden is not None:
         return Verdict(ahead, DatabaseAheadError(
