@@ -8,12 +8,13 @@ mode (no connection, no DDL), so that probing cannot itself race with another re
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from alembic.script.revision import MultipleHeads, ResolutionError, RevisionErro
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 
-from ._database import parse_url
+from ._database import encode_userinfo, parse_url
 from .errors import ConfigurationError, DatabaseAheadError, RevisionNotFoundError
 
 log = logging.getLogger("alembic_herd")
@@ -34,26 +35,60 @@ log = logging.getLogger("alembic_herd")
 DEFAULT_VERSION_TABLE = "alembic_version"
 
 
-def load_config(config: Config | str | os.PathLike[str]) -> Config:
-    """An Alembic ``Config`` from a ``Config`` or the path of an alembic.ini."""
+def load_config(config: Config | str | os.PathLike[str], *, ini_section: str | None = None,
+                script_location: str | None = None,
+                x_arguments: Sequence[str] | Mapping[str, str] | None = None) -> Config:
+    """An Alembic ``Config`` from a ``Config`` or the path of an alembic.ini.
+
+    ``ini_section`` is the file's section for this project (Alembic's ``-n``, default
+    ``alembic``), ``script_location`` overrides the file's (``-d``), and ``x_arguments``
+    (``["key=value", ...]`` or a mapping) are what env.py reads with
+    ``context.get_x_argument()`` (Alembic's ``-x``)."""
     if isinstance(config, Config):
-        return config
-    path = Path(config)
-    if not path.is_file():
-        raise ConfigurationError(
-            f"Alembic config {str(path)!r} not found; pass -c/--config with the path of your "
-            "alembic.ini (or set ALEMBIC_CONFIG)"
-        )
-    cfg = Config(str(path))
-    try:
-        cfg.file_config  # noqa: B018 - parse now: a malformed file is a configuration error
-    except configparser.Error as exc:
-        detail = str(exc).splitlines()[0]
-        raise ConfigurationError(
-            f"Alembic config {str(path)!r} is not a valid ini file ({detail}); fix it or pass "
-            "-c/--config with the path of your alembic.ini"
-        ) from exc
+        cfg = config
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigurationError(
+                f"Alembic config {str(path)!r} not found; pass -c/--config with the path of "
+                "your alembic.ini (or set ALEMBIC_CONFIG)"
+            )
+        cfg = Config(str(path), ini_section=ini_section or "alembic")
+        try:
+            cfg.file_config  # noqa: B018 - parse now: a malformed file is a configuration error
+        except configparser.Error as exc:
+            detail = str(exc).splitlines()[0]
+            raise ConfigurationError(
+                f"Alembic config {str(path)!r} is not a valid ini file ({detail}); fix it or "
+                "pass -c/--config with the path of your alembic.ini"
+            ) from exc
+    if ini_section is not None:
+        cfg.config_ini_section = ini_section
+    _require_section(cfg)
+    if script_location is not None:
+        cfg.set_main_option("script_location", script_location.replace("%", "%%"))
+    if x_arguments:
+        pairs = ([f"{k}={v}" for k, v in x_arguments.items()]
+                 if isinstance(x_arguments, Mapping) else list(x_arguments))
+        if cfg.cmd_opts is None:
+            cfg.cmd_opts = argparse.Namespace(x=pairs)
+        else:
+            cfg.cmd_opts.x = pairs
     return cfg
+
+
+def _require_section(cfg: Config) -> None:
+    """The config file has the section herd reads (``[alembic]``, or ``-n``'s)."""
+    name = cfg.config_ini_section
+    if cfg.config_file_name is None or cfg.file_config.has_section(name):
+        return
+    sections = [s for s in cfg.file_config.sections()
+                if cfg.file_config.has_option(s, "script_location")]
+    choices = (f"sections with a script_location: {', '.join(sections)}; pass -n/--name with "
+               "one of them" if sections else f"add [{name}] with 'script_location = "
+               "migrations' (the folder with env.py)")
+    raise ConfigurationError(
+        f"Alembic config {cfg.config_file_name!r} has no [{name}] section; {choices}")
 
 
 class Captured:
@@ -184,6 +219,7 @@ def load_environment(
     url: str | URL | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
 ) -> Environment:
     """Resolve the Alembic project and the database URL herd will coordinate on.
 
@@ -193,7 +229,7 @@ def load_environment(
     written to the config's ``sqlalchemy.url`` so that a standard env.py migrates the same
     database.
     """
-    cfg = load_config(config)
+    cfg = load_config(config, x_arguments=x_arguments)
     where = cfg.get_main_option("script_location")
     if not where:
         raise ConfigurationError(
@@ -233,6 +269,10 @@ def load_environment(
         ini_url = cfg.get_main_option("sqlalchemy.url")
         if ini_url:
             env.url = parse_url(ini_url)
+            if encode_userinfo(ini_url) != ini_url:  # a password with '@': SQLAlchemy
+                # would cut it at the first '@' and take the rest for the host in env.py
+                cfg.set_main_option("sqlalchemy.url", env.url.render_as_string(
+                    hide_password=False).replace("%", "%%"))
     if env.url is None:
         raise ConfigurationError(
             "no database URL: pass --url, set HERD_DATABASE_URL or DATABASE_URL, or set "

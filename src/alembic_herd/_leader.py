@@ -167,8 +167,8 @@ class Leader:
         if left:
             raise MigrationError(
                 f"the upgrade finished but {self.env.qualified_version_table!r} is still "
-                f"behind by {', '.join(left)}; env.py may write another version table - set "
-                "version_table/version_table_schema for herd", revision=left[0])
+                f"behind by {', '.join(left)}; env.py may write another version table - pass "
+                "--version-table/--version-table-schema", revision=left[0])
         applied = self.env.applied(heads_after) - self.env.applied(heads)
         if raced:  # only what this replica committed; the other runner did the rest
             applied &= set(self.committed)
