@@ -149,6 +149,12 @@ class Environment:
 
     def target_revisions(self, target: str) -> tuple[str, ...]:
         """The revision ids ``target`` names (``head``, ``heads``, ``branch@head``, an id)."""
+        if not self.script_heads():  # an image without its revision files, a wrong -d
+            raise ConfigurationError(
+                f"the migrations folder {self.script.dir!r} has no revisions (its versions "
+                "folder has no revision file); point script_location "
+                "(or -d/--script-location) at the folder that has them, or add one with "
+                "'alembic revision'")
         try:
             revs = self.script.get_revisions(target)
         except (ResolutionError, RevisionError, CommandError) as exc:
@@ -184,8 +190,10 @@ class Environment:
             return tuple(r.revision for r in reversed(list(revs)) if r is not None)
         except RevisionError as exc:
             raise RevisionNotFoundError(
-                f"cannot upgrade from {', '.join(db_heads) or 'an empty database'} to "
-                f"{target!r}: {exc}"
+                f"cannot upgrade {self.qualified_version_table!r} from "
+                f"{', '.join(db_heads) or 'an empty database'} to {target!r} ({exc}); it "
+                "should hold one row per branch head - fix its rows (e.g. 'alembic stamp "
+                "--purge REVISION') and retry"
             ) from exc
 
     def applied(self, db_heads: tuple[str, ...]) -> set[str]:

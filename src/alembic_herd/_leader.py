@@ -330,6 +330,10 @@ class Leader:
             elif failed:
                 advice = ("nothing after it was applied - fix the migration and redeploy "
                           "('herd history' has the details)")
+            elif "outside of application context" in error.lower():  # Flask-Migrate
+                advice = ("nothing was applied - this env.py needs the Flask application: "
+                          "run its own command under herd's lock ('herd migrate -- flask db "
+                          "upgrade'), or call alembic_herd.upgrade() inside app.app_context()")
             else:
                 advice = ("nothing was applied - fix env.py (or what it imports and reads) "
                           "and redeploy ('herd history' has the details)")
@@ -521,7 +525,15 @@ class Leader:
             raise ConfigurationError(
                 f"env.py migrates {display(conn.engine.url)!r} but herd locks "
                 f"{display(self.url)!r}; give herd the same URL (--url / DATABASE_URL)")
-        if conn is not None and not _same_server(conn.engine.url, self.url):
+        if conn is None:
+            return
+        theirs, ours = _server_identity(conn), _server_identity(self.conn)
+        if theirs is not None and ours is not None and theirs != ours:
+            raise ConfigurationError(
+                f"env.py migrates {display(conn.engine.url)!r} but herd's lock and reads are "
+                f"on another server ({display(self.conn.engine.url)!r}); point --lock-url at "
+                "the server --url reaches (a direct connection past the pooler), or drop it")
+        if theirs is None and not _same_server(conn.engine.url, self.url):
             log.warning("env.py connects to %s, herd to %s: make sure both name one server",
                         display(conn.engine.url), display(self.url))
 
@@ -610,6 +622,19 @@ def _same_database(a: URL, b: URL) -> bool:
     if a.get_backend_name() == "sqlite":
         return os.path.realpath(a.database or "") == os.path.realpath(b.database or "")
     return a.database == b.database
+
+
+def _server_identity(conn: Connection) -> tuple[object, ...] | None:
+    """What tells two database servers apart, while two sessions on one server (one through
+    a pooler) agree on it: PostgreSQL's start time and port, MySQL's host name and port."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        query = "SELECT pg_postmaster_start_time(), current_setting('port')"
+    elif name in ("mysql", "mariadb"):
+        query = "SELECT @@hostname, @@port"
+    else:
+        return None
+    return tuple(conn.execute(sa.text(query)).one())
 
 
 def _same_server(a: URL, b: URL) -> bool:

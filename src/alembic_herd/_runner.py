@@ -38,7 +38,7 @@ from ._database import (
 from ._durations import Deadline, format_seconds
 from ._environment import Environment
 from ._heads import Pending
-from ._history import History
+from ._history import Attempt, History
 from ._leader import Leader, leader_failed
 from ._log import event, replica
 from ._outcome import Action, Outcome, Status
@@ -175,6 +175,8 @@ class Runner:
                           heads=list(heads), waited=waited)
                     return Outcome(action=action, heads=heads, waited_seconds=waited)
                 failure = history.failure_after(baseline)
+                if failure is None and deadline.elapsed() >= next_report:
+                    failure = _abandoned_failure(history, self.lock(conn))
                 if failure is not None:
                     raise leader_failed(failure)
                 if deadline.elapsed() >= next_report:
@@ -311,6 +313,16 @@ class _Waiter:
               format_seconds(waited), heads=list(self.heads), waited=waited)
         return Outcome(action="waited", heads=self.heads, waited_seconds=waited,
                        leader=self.holder, lock=self.lock.describe())
+
+
+def _abandoned_failure(history: History, lock: Lock) -> Attempt | None:
+    """The latest attempt, when it failed and nobody holds the lock to try again: a waiter
+    that starts after a failed migration reports it instead of waiting out its timeout for
+    a migration nobody runs."""
+    latest = history.rows(limit=1)
+    if latest and latest[0].status == "failed" and lock.safe_holder() is None:
+        return latest[0]
+    return None
 
 
 def _connection_failure(exc: BaseException) -> BaseException | None:
