@@ -274,7 +274,7 @@ def load_environment(
     if env.url is None and probe.get("url"):
         env.url = parse_url(probe["url"])
     if env.url is None:
-        ini_url = cfg.get_main_option("sqlalchemy.url")
+        ini_url = _ini_url(cfg)
         if ini_url:
             env.url = parse_url(ini_url)
             if encode_userinfo(ini_url) != ini_url:  # a password with '@': SQLAlchemy
@@ -287,6 +287,17 @@ def load_environment(
             "sqlalchemy.url in alembic.ini"
         )
     return env
+
+
+def _ini_url(cfg: Config) -> str | None:
+    try:
+        return cfg.get_main_option("sqlalchemy.url")
+    except configparser.InterpolationError as exc:
+        raise ConfigurationError(
+            f"sqlalchemy.url in {cfg.config_file_name!r} has a '%' that the ini format reads "
+            f"as a substitution ({type(exc).__name__}); write '%%' for each '%' in the URL "
+            "(a percent-encoded password: %%40 for '@'), or pass --url"
+        ) from None
 
 
 def _require_env_py(script: ScriptDirectory, where: str) -> None:

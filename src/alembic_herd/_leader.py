@@ -323,6 +323,8 @@ class Leader:
                 self._record_env_py(attempt, error)
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
             first = _headline(error) or type(exc).__name__
+            if isinstance(exc, SyntaxError):  # its headline is the source excerpt's place
+                first = f"SyntaxError in {exc.filename} line {exc.lineno}: {exc.msg}"
             if failed and not self._transactional():
                 advice = (f"{self.dialect} DDL is not transactional, so {failed} may be partly "
                           "applied: inspect the schema, undo the partial change, then 'herd "
