@@ -91,7 +91,7 @@ COMMON_OPTIONS: list[Callable[[F], F]] = [
     click.option("-d", "--script-location", metavar="PATH",
                  help="The migrations folder (with env.py), instead of the config's "
                       "script_location."),
-    click.option("-x", "x", multiple=True, metavar="KEY=VALUE",
+    click.option("-x", "--x-argument", "x", multiple=True, metavar="KEY=VALUE",
                  help="An argument for env.py (context.get_x_argument()), as in Alembic; "
                       "repeatable."),
     click.option("--url", envvar=URL_ENVVARS, show_envvar=True, metavar="URL",
