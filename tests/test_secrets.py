@@ -84,13 +84,12 @@ def herd(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 def one_database(password: str, url: URL, folder: Path) -> list[Run]:
-    """Every verb in every mode on one database, the URL's source taking turns."""
+    """Every verb in every mode on one database, the URL's source taking turns so that each
+    mode meets each source."""
     runs = []
-    turn = 0
-    for verb in VERBS:
-        for mode in MODES:
-            source = SOURCES[turn % len(SOURCES)]
-            turn += 1
+    for v, verb in enumerate(VERBS):
+        for m, mode in enumerate(MODES):
+            source = SOURCES[(v + m) % len(SOURCES)]
             args, env = invocation(verb, mode, source, url, password, folder)
             runs.append(Run(password, source, tuple(args), herd(args, env)))
     return runs

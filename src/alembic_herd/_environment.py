@@ -259,6 +259,12 @@ def load_environment(
             "sqlalchemy.url", explicit.render_as_string(hide_password=False).replace("%", "%%")
         )
 
+    elif (ini_url := _ini_url(cfg)) and encode_userinfo(ini_url) != ini_url:
+        # a password with '@' in alembic.ini: SQLAlchemy would end it at the first '@' and
+        # take the rest for the host when env.py (its offline probe too) reads the URL
+        cfg.set_main_option("sqlalchemy.url", parse_url(ini_url).render_as_string(
+            hide_password=False).replace("%", "%%"))
+
     env = Environment(config=cfg, script=script, url=explicit)
     probe = _probe(env)
     env.version_table = version_table or probe.get("version_table") or DEFAULT_VERSION_TABLE
@@ -277,10 +283,6 @@ def load_environment(
         ini_url = _ini_url(cfg)
         if ini_url:
             env.url = parse_url(ini_url)
-            if encode_userinfo(ini_url) != ini_url:  # a password with '@': SQLAlchemy
-                # would cut it at the first '@' and take the rest for the host in env.py
-                cfg.set_main_option("sqlalchemy.url", env.url.render_as_string(
-                    hide_password=False).replace("%", "%%"))
     if env.url is None:
         raise ConfigurationError(
             "no database URL: pass --url, set HERD_DATABASE_URL or DATABASE_URL, or set "
