@@ -27,7 +27,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from alembic_herd import IncompleteRevisionError, LockLostError
+from alembic_herd import IncompleteRevisionError, LockLostError, LockTimeoutError
+from alembic_herd._database import create_engine
+from alembic_herd._durations import Deadline
+from alembic_herd.locks import LockKey, choose, create_lock
 from conftest import PROJECTS, make_database, render
 
 CONFIG = str(PROJECTS / "fencing" / "alembic.ini")
@@ -219,3 +222,28 @@ def test_replicas_on_different_lock_kinds_elect_one_leader(
     with fresh_database(dialect, request, tmp_path) as url:  # the control
         _, leaders = herd(url, "no-rivals")
         assert len(leaders) >= 2, "without the check both kinds should elect a leader"
+
+
+def test_a_lock_has_the_other_kinds_of_its_dialect_as_rivals_never_its_own(db: URL) -> None:
+    """create_lock() gives each lock every other kind of its dialect as a rival, never its
+    own kind (a lock that saw itself would back off from itself), and while one kind is
+    held acquire() of the other backs off until it is free."""
+    engine = create_engine(db)  # herd's own: autocommit, as the runner's
+    try:
+        with engine.connect() as one, engine.connect() as two:
+            key = LockKey("herd:rivals")
+            kinds = {choose("auto", one.dialect.name), "table"}
+            for kind in kinds:
+                lock = create_lock(kind, one, key)
+                assert {r.kind for r in lock.rivals} == kinds - {kind}
+            first, second = (create_lock(k, c, key) for k, c in zip(sorted(kinds), (one, two),
+                                                                      strict=True))
+            with first.acquire(Deadline(0)) as held:
+                assert held
+                with pytest.raises(LockTimeoutError) as busy, second.acquire(Deadline(0.3)):
+                    pass
+                assert busy.value.holder is not None
+            with second.acquire(Deadline(0)) as held:
+                assert held
+    finally:
+        engine.dispose()

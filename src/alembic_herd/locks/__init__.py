@@ -273,7 +273,8 @@ def create_lock(kind: str, conn: Connection, key: LockKey, **options: object) ->
     """Build the lock for ``kind`` (already resolved by :func:`choose`) on ``conn``, with
     the other kinds of its dialect as its rivals (one lock namespace)."""
     lock = _build(kind, conn, key, **options)
-    others = sorted({k for (k, d) in BACKENDS if d == conn.dialect.name} | {GENERIC} - {kind})
+    others = sorted(({k for (k, d) in BACKENDS if d == conn.dialect.name} | {GENERIC})
+                    - {kind})
     rivals = []
     for other in others:
         try:
