@@ -247,3 +247,19 @@ def test_a_lock_has_the_other_kinds_of_its_dialect_as_rivals_never_its_own(db: U
                 assert held
     finally:
         engine.dispose()
+
+
+def test_the_fence_runs_beside_env_pys_own_version_callbacks(
+        db: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the lease, env.py's own on_version_apply callbacks still run once per revision
+    beside herd's check, and a leader that holds its lease passes that check on every
+    backend (SQLite: without FOR UPDATE)."""
+    import alembic_herd
+
+    prepare(db)
+    note = tmp_path / "note"
+    monkeypatch.setenv("HERD_TEST_NOTE", str(note))
+    outcome = alembic_herd.upgrade(CONFIG, url=render(db), lock="table", lock_timeout=30)
+    assert outcome.action == "migrated" and outcome.revisions == ("f1", "f2")
+    assert note.read_text().split() == ["f1", "f2"]
+    assert (seeded(db), versions(db)) == (1, ["f2"])
