@@ -210,6 +210,11 @@ class LeaseLock(Lock):
 
     def holder(self) -> Holder | None:
         t = self.table
+        if not self._ready:  # asked first, so that a database that never had a lease (an
+            # advisory lock's rival check) logs no "table does not exist" error
+            if not sa.inspect(self.conn).has_table(t.name, schema=t.schema):
+                return None
+            self._ready = True
         query = sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(
             t.c.name == self.key.name)
         row = read_if_exists(self.conn, t, lambda: self.conn.execute(query).first(), None,
