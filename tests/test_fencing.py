@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from alembic_herd import IncompleteRevisionError, LockLostError, LockTimeoutError
+from alembic_herd import IncompleteRevisionError, LockHeldError, LockLostError, LockTimeoutError
 from alembic_herd._database import create_engine
 from alembic_herd._durations import Deadline
 from alembic_herd.locks import LockKey, choose, create_lock
@@ -263,3 +263,24 @@ def test_the_fence_runs_beside_env_pys_own_version_callbacks(
     assert outcome.action == "migrated" and outcome.revisions == ("f1", "f2")
     assert note.read_text().split() == ["f1", "f2"]
     assert (seeded(db), versions(db)) == (1, ["f2"])
+
+
+def test_unlock_of_one_kind_names_the_other_kinds_holder(pg: URL) -> None:
+    """`herd unlock --lock table` while a replica on the advisory lock holds it: refused with
+    LockHeldError naming the advisory lock and telling which unlock to run; nothing broken."""
+    import alembic_herd
+
+    engine = create_engine(pg)
+    try:
+        with engine.connect() as conn:
+            advisory = create_lock("advisory", conn,
+                                   LockKey.for_version_table("alembic_version", None, None))
+            with advisory.acquire(Deadline(0)) as held:
+                assert held
+                with pytest.raises(LockHeldError) as refused:
+                    alembic_herd.unlock(CONFIG, url=render(pg), lock="table", force=True)
+                assert "(postgresql advisory) is held by" in str(refused.value)
+                assert "'herd unlock --lock advisory'" in str(refused.value)
+                advisory.verify()
+    finally:
+        engine.dispose()
