@@ -48,7 +48,7 @@ class Options:
     config: str
     name: str | None
     script_location: str | None
-    x: tuple[str, ...]
+    x_argument: tuple[str, ...]
     url: str | None
     lock_url: str | None
     version_table: str | None
@@ -67,7 +67,7 @@ class Options:
         """The Alembic ``Config``: the file, its ``-n`` section, ``-d`` and the ``-x``
         arguments (``context.get_x_argument()`` in env.py reads them)."""
         return load_config(self.config, ini_section=self.name,
-                           script_location=self.script_location, x_arguments=self.x)
+                           script_location=self.script_location, x_arguments=self.x_argument)
 
     def project(self) -> dict[str, Any]:
         """Keyword arguments naming the project and database, for every library call."""
@@ -91,7 +91,7 @@ COMMON_OPTIONS: list[Callable[[F], F]] = [
     click.option("-d", "--script-location", metavar="PATH",
                  help="The migrations folder (with env.py), instead of the config's "
                       "script_location."),
-    click.option("-x", "--x-argument", "x", multiple=True, metavar="KEY=VALUE",
+    click.option("-x", "--x-argument", multiple=True, metavar="KEY=VALUE",
                  help="An argument for env.py (context.get_x_argument()), as in Alembic; "
                       "repeatable."),
     click.option("--url", envvar=URL_ENVVARS, show_envvar=True, metavar="URL",
@@ -208,7 +208,14 @@ def lint_options(fn: F) -> F:
 
 class WrappingCommand(click.Command):
     """Keeps everything after the first ``--`` aside as the command to run (see
-    :func:`command_after_dashes`)."""
+    :func:`command_after_dashes`); ``after_dashes`` ends the usage line."""
+
+    def __init__(self, *args: Any, after_dashes: str = "[-- COMMAND...]", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after_dashes = after_dashes
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), self.after_dashes]
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:

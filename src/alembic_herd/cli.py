@@ -92,7 +92,7 @@ def cli() -> None:
 # -- verbs --------------------------------------------------------------------------------
 
 
-@cli.command(cls=option.WrappingCommand, options_metavar="[OPTIONS] [-- COMMAND...]")
+@cli.command(cls=option.WrappingCommand)
 @_common()
 @option.target
 @option.lock
@@ -234,7 +234,7 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
     click.echo(mask_text(done, *opts.urls))
 
 
-@cli.command(cls=option.WrappingCommand, options_metavar="[OPTIONS] -- COMMAND [ARGS]...")
+@cli.command(cls=option.WrappingCommand, after_dashes="-- COMMAND [ARGS]...")
 @_common()
 @click.option("--mode", type=click.Choice(["auto", "migrate", "wait"]), default="auto",
               show_default=True, envvar="HERD_MODE", show_envvar=True,
