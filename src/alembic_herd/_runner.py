@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import _defaults as defaults
 from ._database import (
@@ -150,8 +150,9 @@ class Runner:
                     finally:
                         call.leading_seconds = time.monotonic() - began
             finally:
-                if led:  # the lock is free: wake the waiters (they re-read the heads or take it)
-                    with suppress(DBAPIError):
+                if led and not conn.invalidated:  # the lock is free: wake the waiters (they
+                    # re-read the heads or take it); never mask the error on its way out
+                    with suppress(SQLAlchemyError):
                         notify(conn, self.key)
             if outcome.action == "waited" and outcome.leader is None and waiter.holder:
                 outcome = replace(outcome, leader=waiter.holder)
