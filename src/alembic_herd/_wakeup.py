@@ -17,6 +17,7 @@ backends, and other PostgreSQL drivers, just poll.
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from typing import Any
@@ -42,10 +43,10 @@ def _notifying_driver(conn: Connection) -> Any | None:
     if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
         return None
     raw = conn.connection.driver_connection
-    import psycopg
-
-    major, minor = (int(part) for part in psycopg.__version__.split(".")[:2])
-    return raw if (major, minor) >= (3, 2) else None
+    notifies = getattr(raw, "notifies", None)
+    if notifies is None or "timeout" not in inspect.signature(notifies).parameters:
+        return None
+    return raw
 
 
 class Wakeup(Sleep):
