@@ -54,7 +54,9 @@ def upgrade(
     mapping) are what env.py reads with ``context.get_x_argument()`` (Alembic's ``-x``), in
     every function here. ``allow_ahead`` treats a database at
     revisions this code does not know (a rollback, a rolling deploy) as current instead of
-    raising :class:`~alembic_herd.errors.DatabaseAheadError`. Returns an :class:`Outcome`;
+    raising :class:`~alembic_herd.errors.DatabaseAheadError`. ``poll_interval`` caps the
+    backoff between two looks where the database cannot notify (a waiter that LISTENs on
+    PostgreSQL polls every ``LISTEN_POLL_INTERVAL``, 5 s). Returns an :class:`Outcome`;
     raises a
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """

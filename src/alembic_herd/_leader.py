@@ -42,7 +42,7 @@ from ._database import (
     sync_url,
     unavailable,
 )
-from ._defaults import RACE_GRACE, RACE_PAUSE, RACE_RETRIES
+from ._defaults import NOTIFY_EVERY, RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserved_logging
 from ._heads import Pending, read_heads
@@ -50,6 +50,7 @@ from ._history import Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
 from ._signals import Interrupted, shielded
+from ._wakeup import notify
 from .errors import (
     CommandFailedError,
     ConfigurationError,
@@ -115,6 +116,7 @@ class Leader:
         self.committed: list[str] = []
         """Revisions this replica committed (after a collision, only these are its own)."""
         self._captured: Captured | None = None
+        self._next_wake = 0.0
 
     def run(self) -> Outcome:
         """Bring the database to the target; the runner adds the call's duration."""
@@ -294,6 +296,8 @@ class Leader:
                     row = history.advance(done, attempt, script.revision)
                     if done is not None:
                         self._note_applied(done)
+                        if per_step:
+                            self._wake()
                     rows.append(row)
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
@@ -378,6 +382,14 @@ class Leader:
     def _applied(self, row: Attempt) -> None:
         self.history.finish(row, "applied")
         self._note_applied(row)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Notify the waiters that a revision committed, at most every NOTIFY_EVERY s (the
+        runner notifies again once the lock is free)."""
+        if time.monotonic() >= self._next_wake:
+            notify(self.conn, self.lock.key)
+            self._next_wake = time.monotonic() + NOTIFY_EVERY
 
     def _note_applied(self, row: Attempt) -> None:
         self.committed.append(row.revision)
