@@ -379,7 +379,7 @@ def case_empty_versions_folder(ctx: Context) -> Iterator[list[str]]:
     yield ["migrate", "-c", ini, "--url", render(ctx.postgresql())]
 
 
-@case(3, "is not an Alembic migrations folder")
+@case(3, "is not an Alembic migrations folder", "or -d/--script-location")
 def case_script_location_option_names_no_folder(ctx: Context) -> Iterator[list[str]]:
     yield ["migrate", "-c", HERDSET, "-d", str(ctx.tmp_path / "nowhere"),
            "--url", render(ctx.postgresql())]

@@ -256,7 +256,8 @@ def load_environment(
     except CommandError as exc:
         raise ConfigurationError(
             f"script_location {where!r} is not an Alembic migrations folder ({exc}); fix "
-            "script_location in the config or create it with 'alembic init'"
+            "script_location in the config (or -d/--script-location) or create it with "
+            "'alembic init'"
         ) from exc
     _require_env_py(script, where)
 
