@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from alembic import command as alembic_command
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
@@ -35,6 +36,7 @@ def upgrade(
     lock_key: str | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     command: Sequence[str] | None = None,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
@@ -51,18 +53,22 @@ def upgrade(
     when given, is run while holding the lock instead of Alembic's upgrade (for apps whose
     migration entry point is their own CLI); the scripts' heads still decide whether
     anything is pending. ``lock_url`` is a direct connection for herd's lock and reads when
-    ``url`` goes through a transaction pooler. A database at revisions this code does not
-    know (a rolling deploy) counts as current when herd's revision graph shows they are all
-    expand, and raises :class:`~alembic_herd.errors.DatabaseAheadError` otherwise;
-    ``allow_ahead`` lets it count as current regardless. ``expand_only`` stops before the
-    first contract revision (:attr:`Outcome.left` lists what is left); ``unmarked_phase``
-    is what a revision without ``herd_phase`` counts as. Returns an :class:`Outcome`;
-    raises a :class:`~alembic_herd.errors.HerdError` subclass on failure.
+    ``url`` goes through a transaction pooler. ``x_arguments`` (``["key=value"]`` or a
+    mapping) are what env.py reads with ``context.get_x_argument()`` (Alembic's ``-x``), in
+    every function here. A database at revisions this code does not know (a rolling deploy)
+    counts as current when herd's revision graph shows they are all expand, and raises
+    :class:`~alembic_herd.errors.DatabaseAheadError` otherwise; ``allow_ahead`` lets it count
+    as current regardless. ``expand_only`` stops before the first contract revision
+    (:attr:`Outcome.left` lists what is left); ``unmarked_phase`` is what a revision without
+    ``herd_phase`` counts as. ``poll_interval`` caps the backoff between two looks where the
+    database cannot notify (a waiter that LISTENs on PostgreSQL polls every
+    ``LISTEN_POLL_INTERVAL``, 5 s). Returns an :class:`Outcome`; raises a
+    :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
@@ -88,6 +94,7 @@ def downgrade(
     lease_ttl: Duration | str = defaults.LEASE_TTL,
     lock_url: str | URL | None = None,
     unmarked_phase: Phase = defaults.UNMARKED_PHASE,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
 ) -> Outcome:
     """Undo the revisions above ``target`` (an id, ``base``, ``-1``) under the same lock,
     fencing and attempt log as :func:`upgrade`. Undoing a contract revision raises
@@ -97,7 +104,7 @@ def downgrade(
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
@@ -114,6 +121,7 @@ def wait_until_current(
     timeout: Duration | str = defaults.WAIT_TIMEOUT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lock_url: str | URL | None = None,
@@ -133,7 +141,7 @@ def wait_until_current(
     deadline = Deadline(to_seconds(timeout, name="timeout"))
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
         lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
         unmarked_phase=unmarked_phase,
@@ -150,6 +158,7 @@ def status(
     lock_key: str | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     recent: int = defaults.STATUS_RECENT,
     lock_url: str | URL | None = None,
@@ -162,7 +171,7 @@ def status(
     hang on a host that does not answer)."""
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         lock_url=lock_url, allow_ahead=allow_ahead,
         connect_timeout=to_seconds(connect_timeout, name="connect timeout"),
@@ -178,6 +187,7 @@ def history(
     limit: int = defaults.HISTORY_LIMIT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     lock_url: str | URL | None = None,
     connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
@@ -186,7 +196,7 @@ def history(
     seconds = to_seconds(connect_timeout, name="connect timeout")
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         history_table=history_table, lock_url=lock_url, connect_timeout=seconds,
     )
     with runner.session(Deadline(seconds)) as conn:
@@ -203,6 +213,7 @@ def resolve(
     lock_timeout: Duration | str = defaults.RESOLVE_LOCK_TIMEOUT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     lock_url: str | URL | None = None,
 ) -> int:
@@ -211,7 +222,7 @@ def resolve(
     Returns how many attempts were resolved."""
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table, lock_url=lock_url,
     )
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
@@ -241,6 +252,7 @@ def unlock(
     force: bool = False,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
 ) -> str:
     """Clear a stale migration lock, refusing while its holder is alive.
 
@@ -253,7 +265,7 @@ def unlock(
     """
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
     )
     with runner.session(Deadline(defaults.UNLOCK_TIMEOUT)) as conn:
@@ -263,6 +275,12 @@ def unlock(
                 return f"{the_lock.describe()} is free; nothing to do"
         except LockTimeoutError as busy:
             holder = busy.holder
+        rival = the_lock.rival_holder()
+        if rival is not None and rival[1] == holder:  # its own lock is free
+            raise LockHeldError(
+                f"{rival[0].describe()} is held by {rival[1].describe()}, a replica configured "
+                f"with lock kind {rival[0].kind!r}; this unlock clears {the_lock.describe()} "
+                f"only - run 'herd unlock --lock {rival[0].kind}'", holder=rival[1])
         who = holder.describe() if holder else "another replica"
         if isinstance(the_lock, LeaseLock):
             dead_here = (holder is not None and holder.host == HOST and holder.pid is not None
@@ -291,3 +309,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def offline_sql(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    target: str = "head",
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
+) -> None:
+    """Write the SQL of an upgrade to ``target`` to stdout, as ``alembic upgrade --sql``
+    does (env.py's offline mode): no lock, no database connection."""
+    env = load_environment(config, url=url, x_arguments=x_arguments)
+    try:
+        alembic_command.upgrade(env.config, target, sql=True)
+    except Exception as exc:  # env.py's offline branch, or a target Alembic refuses
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise ConfigurationError(
+            f"offline SQL (--sql) for target {target!r} failed in env.py's offline mode "
+            f"({detail}); check the target, or make env.py's run_migrations_offline() work"
+        ) from exc

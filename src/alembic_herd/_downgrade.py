@@ -3,7 +3,8 @@
 The runner takes the lock; :func:`downgrade_under_lock` then plans Alembic's downgrade from
 the database's heads, refuses to undo a contract revision without ``yes`` (its downgrade
 restores the schema, not the data its upgrade dropped or rewrote), and runs it in-process
-with env.py, verifying the lock before each revision. Each revision undone gets an attempt
+with env.py, verifying the lock before each revision (and, for the lease, inside each
+revision's transaction, as upgrades do). Each revision undone gets an attempt
 log row: ``reverting`` while it runs, then ``reverted``, ``failed``, ``rolled back`` (its
 transaction did not commit) or ``interrupted`` (a signal stopped the run).
 """
@@ -68,7 +69,17 @@ def downgrade_under_lock(env: Environment, conn: Connection, lock: Lock, history
           ", ".join(heads), target, ", ".join(s.revision for s in undo),
           revisions=[s.revision for s in undo], attempt=attempt)
 
+    per_step = [True]  # each revision commits on its own (else one transaction for all)
+
+    def fence(ctx: MigrationContext, step: Any, **_: Any) -> None:
+        """Alembic's on_version_apply, inside the revision's transaction: the lease's token
+        is checked there (see Leader._run_alembic); session locks need nothing more."""
+        assert ctx.connection is not None
+        lock.fence(ctx.connection, hold=per_step[0] or step.up_revision_id == undo[-1].revision)
+
     def steps(rev: Any, context: MigrationContext) -> Any:
+        per_step[0] = not (context.impl.transactional_ddl
+                           and not context.opts.get("transaction_per_migration"))
         for step in env.script._downgrade_revs(target, rev):
             with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
                 lock.verify()  # fencing: never undo a revision without the lock
@@ -79,7 +90,7 @@ def downgrade_under_lock(env: Environment, conn: Connection, lock: Lock, history
 
     began = time.monotonic()
     ctx, _ = capturing_context(env.config, env.script, fn=steps, as_sql=False,
-                               destination_rev=target)
+                               destination_rev=target, on_version_apply=fence)
     try:
         with preserved_logging(), ctx:
             env.script.run_env()

@@ -42,7 +42,7 @@ from ._database import (
     sync_url,
     unavailable,
 )
-from ._defaults import GRAPH_TABLE, RACE_GRACE, RACE_PAUSE, RACE_RETRIES
+from ._defaults import GRAPH_TABLE, NOTIFY_EVERY, RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserved_logging
 from ._graph import record as record_graph
@@ -51,6 +51,7 @@ from ._history import Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
 from ._signals import Interrupted, shielded
+from ._wakeup import notify
 from .errors import (
     CommandFailedError,
     ConfigurationError,
@@ -59,6 +60,7 @@ from .errors import (
     Holder,
     IncompleteRevisionError,
     LeaderFailedError,
+    LockLostError,
     MigrationError,
 )
 from .locks import Lock
@@ -115,6 +117,7 @@ class Leader:
         self.committed: list[str] = []
         """Revisions this replica committed (after a collision, only these are its own)."""
         self._captured: Captured | None = None
+        self._next_wake = 0.0
 
     def run(self) -> Outcome:
         """Bring the database to the target; the runner adds the call's duration."""
@@ -172,8 +175,8 @@ class Leader:
         if left:
             raise MigrationError(
                 f"the upgrade finished but {self.env.qualified_version_table!r} is still "
-                f"behind by {', '.join(left)}; env.py may write another version table - set "
-                "version_table/version_table_schema for herd", revision=left[0])
+                f"behind by {', '.join(left)}; env.py may write another version table - pass "
+                "--version-table/--version-table-schema", revision=left[0])
         applied = self.env.applied(heads_after) - self.env.applied(heads)
         if raced:  # only what this replica committed; the other runner did the rest
             applied &= set(self.committed)
@@ -246,6 +249,23 @@ class Leader:
         per_step = True  # each revision commits on its own (else one transaction for all)
         herds_own: list[BaseException] = []  # what herd's own code raised, not a migration
         inside = [False]  # a revision's own code (or its commit) is running right now
+        landed: set[str] = set()  # revisions whose own transaction committed (per step)
+        last: list[str] = []  # the plan's last revision (one transaction: fenced holding)
+
+        def fence(ctx: MigrationContext, step: Any, **_: Any) -> None:
+            """Alembic's on_version_apply: the revision ran and the version table is updated,
+            its transaction not yet committed. The lock's token is checked in it (one
+            transaction: the row is held from the last revision on only, so that the
+            lease's heartbeat is not kept waiting for the whole run)."""
+            assert ctx.connection is not None
+            try:
+                lock.fence(ctx.connection,
+                           hold=per_step or [step.up_revision_id] == last)
+            except LockLostError:
+                raise
+            except Exception as exc:  # herd's own check failed: not the migration's fault
+                herds_own.append(exc)
+                raise
 
         def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             """The revisions for Alembic to run, with herd's bookkeeping between them. The
@@ -268,6 +288,7 @@ class Leader:
                                    and not context.opts.get("transaction_per_migration"))
             start_heads, per_step = tuple(heads), not one_transaction
             plan = list(env.script._upgrade_revs(target, heads))  # type: ignore[arg-type]
+            last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             for step in plan:
                 script: Script = step.revision
@@ -280,12 +301,16 @@ class Leader:
                     row = history.advance(done, attempt, script.revision)
                     if done is not None:
                         self._note_applied(done)
+                        if per_step:
+                            self._wake()
                     rows.append(row)
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
                        revision=script.revision)
                 inside[0] = True
                 yield step
+                if per_step:  # Alembic committed the step before asking for the next
+                    landed.add(script.revision)
                 done = row
             inside[0] = False
             if done is None:
@@ -298,10 +323,15 @@ class Leader:
                     self._applied(done)
 
         ctx, self._captured = capturing_context(env.config, env.script, fn=steps,
-                                                as_sql=False, destination_rev=target)
+                                                as_sql=False, destination_rev=target,
+                                                on_version_apply=fence)
         try:
             with preserved_logging(), ctx:
                 env.script.run_env()
+        except LockLostError:
+            with shielded():
+                self._record_lost(rows, landed)
+            raise
         except HerdError:
             self._record_failure(rows, "stopped by herd")
             raise
@@ -312,6 +342,11 @@ class Leader:
         except Exception as exc:
             if isinstance(exc, DBAPIError) and is_transient(exc):
                 raise self._connection_lost(exc, rows) from exc
+            lost = self._lost_lock()
+            if lost is not None:  # e.g. the version table moved under a paused leader
+                with shielded():
+                    self._record_lost(rows, landed)
+                raise lost from exc
             if any(exc is own for own in herds_own):  # herd's bug: not the migration's fault
                 self._record_interrupted(
                     rows, f"herd internal error: {describe_error(exc, self.url)}")
@@ -328,6 +363,8 @@ class Leader:
                 self._record_env_py(attempt, error)
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
             first = _headline(error) or type(exc).__name__
+            if isinstance(exc, SyntaxError):  # its headline is the source excerpt's place
+                first = f"SyntaxError in {exc.filename} line {exc.lineno}: {exc.msg}"
             if failed and not self._transactional():
                 advice = (f"{self.dialect} DDL is not transactional, so {failed} may be partly "
                           "applied: inspect the schema, undo the partial change, then 'herd "
@@ -335,6 +372,10 @@ class Leader:
             elif failed:
                 advice = ("nothing after it was applied - fix the migration and redeploy "
                           "('herd history' has the details)")
+            elif "outside of application context" in error.lower():  # Flask-Migrate
+                advice = ("nothing was applied - this env.py needs the Flask application: "
+                          "run its own command under herd's lock ('herd migrate -- flask db "
+                          "upgrade'), or call alembic_herd.upgrade() inside app.app_context()")
             else:
                 advice = ("nothing was applied - fix env.py (or what it imports and reads) "
                           "and redeploy ('herd history' has the details)")
@@ -346,6 +387,14 @@ class Leader:
     def _applied(self, row: Attempt) -> None:
         self.history.finish(row, "applied")
         self._note_applied(row)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Notify the waiters that a revision committed, at most every NOTIFY_EVERY s (the
+        runner notifies again once the lock is free)."""
+        if time.monotonic() >= self._next_wake:
+            notify(self.conn, self.lock.key)
+            self._next_wake = time.monotonic() + NOTIFY_EVERY
 
     def _note_applied(self, row: Attempt) -> None:
         self.committed.append(row.revision)
@@ -438,6 +487,42 @@ class Leader:
                         driver_message(exc, self.url))
         return failed
 
+    def _lost_lock(self) -> LockLostError | None:
+        """After a migration error: the lock lost meanwhile, if it was (then the error is
+        the new leader's work colliding with this one's, not the migration's failure)."""
+        try:
+            self.lock.verify()
+        except LockLostError as lost:
+            return lost
+        except SQLAlchemyError:
+            return None
+        return None
+
+    def _record_lost(self, rows: list[Attempt], landed: set[str]) -> None:
+        """The lock was lost: a revision whose transaction committed (``landed``) is
+        'applied', the one in progress 'interrupted' (its transaction rolled back, or on a
+        database without transactional DDL stopped at the fence), one that only waited for
+        a shared commit 'rolled back'. Never 'failed': the waiters are not told a migration
+        failed, one of them takes over."""
+        history = self.history
+        note = "the lock was lost (expired or taken over); its transaction rolled back"
+        try:
+            for row in rows:
+                if row.status == "running":
+                    if row.revision in landed:
+                        history.finish(row, "applied")
+                    else:
+                        history.finish(row, "interrupted", note)
+                elif row.status == "applied" and row.revision not in landed:
+                    history.restate(row, "rolled back", note)
+            history.flush()
+        except SQLAlchemyError as exc:
+            log.warning("could not record the lost lock in the attempt log: %s",
+                        driver_message(exc, self.url))
+        event("lock_lost", "lost %s while migrating; stopped, another replica carries on",
+              self.lock.describe(), level=logging.ERROR,
+              revision=rows[-1].revision if rows else None)
+
     def _record_env_py(self, attempt: str, error: str) -> None:
         """env.py failed before any revision ran: one ``failed`` row for env.py, so that the
         waiters report it at once instead of waiting out their timeout."""
@@ -526,7 +611,15 @@ class Leader:
             raise ConfigurationError(
                 f"env.py migrates {display(conn.engine.url)!r} but herd locks "
                 f"{display(self.url)!r}; give herd the same URL (--url / DATABASE_URL)")
-        if conn is not None and not _same_server(conn.engine.url, self.url):
+        if conn is None:
+            return
+        theirs, ours = _server_identity(conn), _server_identity(self.conn)
+        if theirs is not None and ours is not None and theirs != ours:
+            raise ConfigurationError(
+                f"env.py migrates {display(conn.engine.url)!r} but herd's lock and reads are "
+                f"on another server ({display(self.conn.engine.url)!r}); point --lock-url at "
+                "the server --url reaches (a direct connection past the pooler), or drop it")
+        if theirs is None and not _same_server(conn.engine.url, self.url):
             log.warning("env.py connects to %s, herd to %s: make sure both name one server",
                         display(conn.engine.url), display(self.url))
 
@@ -614,6 +707,19 @@ def _same_database(a: URL, b: URL) -> bool:
     if a.get_backend_name() == "sqlite":
         return os.path.realpath(a.database or "") == os.path.realpath(b.database or "")
     return a.database == b.database
+
+
+def _server_identity(conn: Connection) -> tuple[object, ...] | None:
+    """What tells two database servers apart, while two sessions on one server (one through
+    a pooler) agree on it: PostgreSQL's start time and port, MySQL's host name and port."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        query = "SELECT pg_postmaster_start_time(), current_setting('port')"
+    elif name in ("mysql", "mariadb"):
+        query = "SELECT @@hostname, @@port"
+    else:
+        return None
+    return tuple(conn.execute(sa.text(query)).one())
 
 
 def _same_server(a: URL, b: URL) -> bool:

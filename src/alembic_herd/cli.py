@@ -9,12 +9,10 @@ behaviour lives in the library. Log lines go to stderr as text or JSON
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
-import shutil
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -31,52 +29,16 @@ from . import (
 )
 from . import _defaults as defaults
 from . import _settings as option
-from ._exits import become, exit_after, exit_code_table, guarded, leave
-from ._logformat import logging_to_stderr, mask
+from ._api import offline_sql
+from ._database import mask_text
+from ._exits import HerdGroup, become, exit_code_table, guarded, leave, verb
 from ._phases import Phase
 from ._render import heads_text, history_text, status_text
-from ._settings import F, Options
-from ._signals import handling_signals
+from ._settings import Options
 from .errors import NOT_CURRENT, SUCCESS, ConfigurationError
 
 
-def _common(*, quiet_by_default: bool = False) -> Callable[[F], F]:
-    """Add the common options; the verb receives them as one :class:`Options`, runs with
-    herd's log on stderr, and its result or exception becomes the exit code."""
-
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(**kwargs: Any) -> None:
-            opts = Options.take(kwargs)
-            with logging_to_stderr(urls=opts.urls, verbose=opts.verbose, quiet=opts.quiet,
-                                   log_format=opts.log_format,
-                                   quiet_by_default=quiet_by_default), handling_signals():
-                guarded(opts.urls, opts.traceback, lambda: fn(opts, **kwargs))
-
-        for add_option in reversed(option.COMMON_OPTIONS):
-            wrapper = add_option(wrapper)
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-class _HerdGroup(click.Group):
-    """Runs click non-standalone, so that every error (usage errors too) is one line with
-    its exit code; ``[tool.herd]`` supplies the defaults."""
-
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> NoReturn:
-        def run() -> Any:
-            extra.setdefault("default_map", option.project_defaults(self.commands))
-            return super(_HerdGroup, self).main(
-                args=args, prog_name=prog_name or "herd", complete_var=complete_var,
-                standalone_mode=False, **extra)
-
-        exit_after(run)
-
-
-@click.group(cls=_HerdGroup, epilog=exit_code_table(),
+@click.group(cls=HerdGroup, epilog=exit_code_table(),
              context_settings={"help_option_names": ["-h", "--help"],
                                "max_content_width": 100})
 @click.version_option(__version__, prog_name="herd")
@@ -102,69 +64,83 @@ def cli() -> None:
 # -- verbs --------------------------------------------------------------------------------
 
 
-@cli.command(cls=option.WrappingCommand, options_metavar="[OPTIONS] [-- COMMAND...]")
-@_common()
+@cli.command(cls=option.WrappingCommand)
+@verb()
 @option.target
 @option.lock
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
 @option.allow_ahead
+@click.option("--sql", is_flag=True,
+              help="Print the upgrade's SQL to stdout instead of running it (Alembic's offline "
+                   "mode): no lock, no database connection.")
 @option.expand_only
 @option.unmarked_phase
-def migrate(opts: Options, *, target: str, lock: str, lock_timeout: float,
-            allow_ahead: bool, expand_only: bool, unmarked_phase: Phase) -> None:
+def migrate(opts: Options, *, revision: str | None, target: str, lock: str,
+            lock_timeout: float, allow_ahead: bool, sql: bool, expand_only: bool,
+            unmarked_phase: Phase) -> None:
     """Bring the database to the target: migrate under the lock, or wait for the replica
     that does.
 
     \b
     herd migrate -c alembic.ini
+    herd migrate -c alembic.ini ae1027a6acf
     herd migrate -c alembic.ini --expand-only     # stop before the first contract revision
+    herd migrate -c alembic.ini --sql > upgrade.sql
     herd migrate -c alembic.ini -- mytool db upgrade
 
     Everything after '--' is a command run instead of Alembic's upgrade while the lock is
     held (the scripts' heads still decide whether anything is pending).
     """
+    target = option.chosen_target(revision, target)
     command = option.command_after_dashes()
     if command is not None and not command:
         raise ConfigurationError(
             "'--' must be followed by the migration command to run, e.g. "
             "'herd migrate -c alembic.ini -- mytool db upgrade'")
-    outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
+    if sql:
+        if command is not None:
+            raise ConfigurationError(
+                "--sql prints Alembic's SQL and cannot run the command after '--'; drop one")
+        offline_sql(opts.alembic_config(), target=target, url=opts.url)
+        return
+    outcome = upgrade(opts.alembic_config(), target=target, lock=lock, lock_timeout=lock_timeout,
                       command=command, allow_ahead=allow_ahead, expand_only=expand_only,
                       unmarked_phase=unmarked_phase, **opts.project())
-    click.echo(mask(outcome.describe(), opts.url))
+    click.echo(mask_text(outcome.describe(), opts.url))
 
 
 @cli.command()
-@_common()
+@verb()
 @option.target
 @option.timeout
 @option.allow_ahead
 @option.expand_only
 @option.unmarked_phase
-def wait(opts: Options, *, target: str, timeout: float, allow_ahead: bool, expand_only: bool,
-         unmarked_phase: Phase) -> None:
+def wait(opts: Options, *, revision: str | None, target: str, timeout: float,
+         allow_ahead: bool, expand_only: bool, unmarked_phase: Phase) -> None:
     """Wait until the database is at the target. Never migrates, never takes the lock:
     for workers and schedulers."""
-    outcome = wait_until_current(opts.config, target=target, timeout=timeout,
+    outcome = wait_until_current(opts.alembic_config(),
+                                 target=option.chosen_target(revision, target), timeout=timeout,
                                  allow_ahead=allow_ahead, expand_only=expand_only,
                                  unmarked_phase=unmarked_phase, **opts.project())
-    click.echo(mask(outcome.describe(), opts.url))
+    click.echo(mask_text(outcome.describe(), opts.url))
 
 
 @cli.command()
-@_common(quiet_by_default=True)
+@verb(quiet_by_default=True)
 @option.target
 @option.lock
 @option.allow_ahead
 @option.connect_timeout
 @option.unmarked_phase
-def check(opts: Options, *, target: str, lock: str, allow_ahead: bool,
+def check(opts: Options, *, revision: str | None, target: str, lock: str, allow_ahead: bool,
           connect_timeout: float, unmarked_phase: Phase) -> int:
     """Exit 0 when the database is at the target, 1 when it is not (any other code is an
     error). Prints exactly one line."""
-    st = status(opts.config, target=target, lock=lock, recent=0, allow_ahead=allow_ahead,
-                connect_timeout=connect_timeout, unmarked_phase=unmarked_phase,
-                **opts.project())
+    st = status(opts.alembic_config(), target=option.chosen_target(revision, target),
+                lock=lock, recent=0, allow_ahead=allow_ahead, connect_timeout=connect_timeout,
+                unmarked_phase=unmarked_phase, **opts.project())
     if st.ahead_expand:
         click.echo(f"current: {st.version_table} at {heads_text(st.current_heads)}, ahead by "
                    f"{', '.join(st.ahead)} (all expand); this release can run on it")
@@ -181,7 +157,7 @@ def check(opts: Options, *, target: str, lock: str, allow_ahead: bool,
 
 
 @cli.command("status")
-@_common()
+@verb()
 @option.target
 @option.lock
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -191,18 +167,20 @@ def check(opts: Options, *, target: str, lock: str, allow_ahead: bool,
 @option.allow_ahead
 @option.connect_timeout
 @option.unmarked_phase
-def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int,
-            allow_ahead: bool, connect_timeout: float, unmarked_phase: Phase) -> None:
+def status_(opts: Options, *, revision: str | None, target: str, lock: str, as_json: bool,
+            recent: int, allow_ahead: bool, connect_timeout: float,
+            unmarked_phase: Phase) -> None:
     """Current and script heads, pending revisions, the lock holder, recent attempts."""
-    st = status(opts.config, target=target, lock=lock, recent=recent, allow_ahead=allow_ahead,
+    st = status(opts.alembic_config(), target=option.chosen_target(revision, target),
+                lock=lock, recent=recent, allow_ahead=allow_ahead,
                 connect_timeout=connect_timeout, unmarked_phase=unmarked_phase,
                 **opts.project())
-    click.echo(mask(status_text(st) if not as_json else json.dumps(st.as_dict(), indent=2),
+    click.echo(mask_text(status_text(st) if not as_json else json.dumps(st.as_dict(), indent=2),
                      *opts.urls))
 
 
 @cli.command("history")
-@_common()
+@verb()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.option("--limit", type=click.IntRange(min=1), default=defaults.HISTORY_LIMIT,
               show_default=True,
@@ -210,15 +188,15 @@ def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int
 @option.connect_timeout
 def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -> None:
     """The attempt log: one row per revision per attempt, newest first."""
-    rows = history(opts.config, limit=limit, connect_timeout=connect_timeout,
+    rows = history(opts.alembic_config(), limit=limit, connect_timeout=connect_timeout,
                    **opts.project())
     text = (json.dumps([row.as_dict() for row in rows], indent=2) if as_json
             else history_text(rows))
-    click.echo(mask(text, *opts.urls))
+    click.echo(mask_text(text, *opts.urls))
 
 
 @cli.command("downgrade")
-@_common()
+@verb()
 @click.argument("target")
 @option.lock
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
@@ -234,26 +212,26 @@ def downgrade_(opts: Options, *, target: str, lock: str, lock_timeout: float, ye
     \b
     herd downgrade -c alembic.ini a81b07
     """
-    outcome = downgrade(opts.config, target, lock=lock, lock_timeout=lock_timeout, yes=yes,
-                        unmarked_phase=unmarked_phase, **opts.project())
-    click.echo(mask(outcome.describe(), opts.url))
+    outcome = downgrade(opts.alembic_config(), target, lock=lock, lock_timeout=lock_timeout,
+                        yes=yes, unmarked_phase=unmarked_phase, **opts.project())
+    click.echo(mask_text(outcome.describe(), opts.url))
 
 
 @cli.command("resolve")
-@_common()
+@verb()
 @click.argument("revision")
 @option.lock
 @option.lock_timeout(defaults.RESOLVE_LOCK_TIMEOUT)
 def resolve_(opts: Options, revision: str, lock: str, lock_timeout: float) -> None:
     """Mark REVISION's unfinished attempts resolved, after repairing a half-applied revision
     by hand (takes the lock, so it cannot race a running migration)."""
-    count = resolve(opts.config, revision, lock=lock, lock_timeout=lock_timeout,
+    count = resolve(opts.alembic_config(), revision, lock=lock, lock_timeout=lock_timeout,
                     **opts.project())
-    click.echo(f"resolved {count} attempt(s) of {revision}")
+    click.echo(mask_text(f"resolved {count} attempt(s) of {revision}", *opts.urls))
 
 
 @cli.command("unlock")
-@_common()
+@verb()
 @option.lock
 @click.option("--force", is_flag=True,
               help="Break a lease even though its holder renews it (the holder stops before "
@@ -262,11 +240,12 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
     """Clear a stale migration lock. Refuses, naming the holder, while the holder is alive."""
     project = opts.project()
     del project["history_table"]  # unlock touches the lock only
-    click.echo(mask(unlock(opts.config, lock=lock, force=force, **project), *opts.urls))
+    done = unlock(opts.alembic_config(), lock=lock, force=force, **project)
+    click.echo(mask_text(done, *opts.urls))
 
 
-@cli.command(cls=option.WrappingCommand, options_metavar="[OPTIONS] -- COMMAND [ARGS]...")
-@_common()
+@cli.command(cls=option.WrappingCommand, after_dashes="-- COMMAND [ARGS]...")
+@verb()
 @click.option("--mode", type=click.Choice(["auto", "migrate", "wait"]), default="auto",
               show_default=True, envvar="HERD_MODE", show_envvar=True,
               help="auto/migrate: migrate, or wait for the replica that does; wait: never "
@@ -278,8 +257,9 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
 @option.allow_ahead
 @option.expand_only
 @option.unmarked_phase
-def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float,
-        timeout: float, allow_ahead: bool, expand_only: bool, unmarked_phase: Phase) -> None:
+def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: str,
+        lock_timeout: float, timeout: float, allow_ahead: bool, expand_only: bool,
+        unmarked_phase: Phase) -> None:
     """The container entrypoint: wait for the database, bring it current (or wait for it),
     then replace this process with COMMAND, so that signals and the exit code are COMMAND's.
 
@@ -289,29 +269,22 @@ def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float
 
     A failure exits with the code in 'herd --help' and COMMAND is not started.
     """
-    command = option.command_after_dashes()
-    if not command:
-        raise ConfigurationError(
-            "herd run needs the command to start after '--', e.g. "
-            "'herd run -c alembic.ini -- uvicorn app.main:app'")
-    executable = shutil.which(command[0])
-    if executable is None:
-        raise ConfigurationError(
-            f"command {command[0]!r} not found on PATH; check the command after '--' (nothing "
-            "was migrated)")
+    target = option.chosen_target(revision, target)
+    command, executable = option.command_to_start()
     if mode == "wait":
-        outcome = wait_until_current(opts.config, target=target, timeout=timeout,
+        outcome = wait_until_current(opts.alembic_config(), target=target, timeout=timeout,
                                      allow_ahead=allow_ahead, expand_only=expand_only,
                                      unmarked_phase=unmarked_phase, **opts.project())
     else:
-        outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
-                          allow_ahead=allow_ahead, expand_only=expand_only,
-                          unmarked_phase=unmarked_phase, **opts.project())
+        outcome = upgrade(opts.alembic_config(), target=target, lock=lock,
+                          lock_timeout=lock_timeout, allow_ahead=allow_ahead,
+                          expand_only=expand_only, unmarked_phase=unmarked_phase,
+                          **opts.project())
     become(command, executable, done=outcome.describe(), urls=opts.urls)
 
 
 @cli.command("lint")
-@_common()
+@verb()
 @option.lint_options
 def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, dialect: str,
           server_version: str | None, pending: bool, as_json: bool) -> int:
@@ -325,14 +298,13 @@ def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, diale
     if pending and (revisions or since):
         raise ConfigurationError("herd lint: --pending cannot be combined with REVISION or "
                                  "--since; give one way of choosing the revisions")
-    chosen = status(opts.config, **opts.project()).pending if pending else revisions or None
-    report = lint(opts.config, dialect=dialect, server_version=server_version,
+    config = opts.alembic_config()
+    chosen = status(config, **opts.project()).pending if pending else revisions or None
+    report = lint(config, dialect=dialect, server_version=server_version,
                   revisions=chosen, since=since)
-    if as_json:
-        click.echo(report.to_json())
-    else:
-        for finding in report.findings:
-            click.echo(finding.line())
+    for line in [report.to_json()] if as_json else [f.line() for f in report.findings]:
+        click.echo(line)
+    if not as_json:
         click.echo(f"herd: {report.summary()}", err=True)
     return report.exit_code
 
