@@ -17,6 +17,7 @@ from ._database import HOST
 from ._durations import Deadline, Duration, to_seconds
 from ._environment import load_environment
 from ._history import Attempt
+from ._lockwait import Policy
 from ._log import event
 from ._outcome import Outcome, Status
 from ._runner import Runner
@@ -40,6 +41,10 @@ def upgrade(
     lease_ttl: Duration | str = defaults.LEASE_TTL,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
+    lock_wait_timeout: Duration | str = defaults.LOCK_WAIT_TIMEOUT,
+    lock_wait_attempts: int = defaults.LOCK_WAIT_ATTEMPTS,
+    lock_wait_budget: Duration | str = defaults.LOCK_WAIT_BUDGET,
+    statement_timeout: Duration | str = defaults.STATEMENT_TIMEOUT,
 ) -> Outcome:
     """Bring the database to ``target``: migrate under the lock, or wait for whoever does.
 
@@ -50,7 +55,12 @@ def upgrade(
     anything is pending. ``lock_url`` is a direct connection for herd's lock and reads when
     ``url`` goes through a transaction pooler. ``allow_ahead`` treats a database at
     revisions this code does not know (a rollback, a rolling deploy) as current instead of
-    raising :class:`~alembic_herd.errors.DatabaseAheadError`. Returns an :class:`Outcome`;
+    raising :class:`~alembic_herd.errors.DatabaseAheadError`. ``lock_wait_timeout`` is how
+    long one statement of the migration may wait for a table lock (the application's queries
+    queue behind it meanwhile; 0 leaves the database's setting): a revision that times out
+    is rolled back and tried again with a longer wait, up to ``lock_wait_attempts`` times
+    within ``lock_wait_budget``, then :class:`~alembic_herd.errors.LockWaitError`.
+    ``statement_timeout`` (0: off) caps any one statement. Returns an :class:`Outcome`;
     raises a
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
@@ -62,6 +72,11 @@ def upgrade(
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
         lock_url=lock_url, allow_ahead=allow_ahead,
+        lock_wait=Policy(
+            timeout=to_seconds(lock_wait_timeout, name="lock wait timeout"),
+            attempts=max(1, lock_wait_attempts),
+            budget=to_seconds(lock_wait_budget, name="lock wait budget"),
+            statement_timeout=to_seconds(statement_timeout, name="statement timeout")),
     )
     return runner.upgrade(target, deadline, command)
 

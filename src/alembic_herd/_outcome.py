@@ -65,6 +65,9 @@ class Status:
     holder: Holder | None
     recent: tuple[Attempt, ...] = field(default=())
     ahead: tuple[str, ...] = ()
+    retrying: str | None = None
+    """'leader retrying: attempt k of n, blocked by ...' while the lock's holder retries a
+    revision whose lock wait timed out."""
 
     @property
     def is_current(self) -> bool:
@@ -82,6 +85,7 @@ class Status:
             "holder": _holder_dict(self.holder),
             "recent": [a.as_dict() for a in self.recent],
             "ahead": list(self.ahead),
+            "retrying": self.retrying,
         }
 
 

@@ -26,6 +26,8 @@ def status_text(st: Status) -> str:
         f"pending:        {pending}",
         f"lock:           {st.lock}, held by {holder}",
     ]
+    if st.retrying:
+        lines.append(f"leader:         {st.retrying}")
     if st.recent:
         lines += ["recent attempts (newest first):", history_text(st.recent, indent="  ")]
     return "\n".join(lines)

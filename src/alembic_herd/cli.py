@@ -96,8 +96,9 @@ def cli() -> None:
 @option.lock
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
 @option.allow_ahead
+@option.lock_wait
 def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
-            allow_ahead: bool) -> None:
+            allow_ahead: bool, **lock_wait: Any) -> None:
     """Bring the database to the target: migrate under the lock, or wait for the replica
     that does.
 
@@ -114,7 +115,7 @@ def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
             "'--' must be followed by the migration command to run, e.g. "
             "'herd migrate -c alembic.ini -- mytool db upgrade'")
     outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
-                      command=command, allow_ahead=allow_ahead, **opts.project())
+                      command=command, allow_ahead=allow_ahead, **lock_wait, **opts.project())
     click.echo(mask(outcome.describe(), opts.url))
 
 
@@ -226,8 +227,9 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
 @option.timeout
 @option.allow_ahead
+@option.lock_wait
 def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float,
-        timeout: float, allow_ahead: bool) -> None:
+        timeout: float, allow_ahead: bool, **lock_wait: Any) -> None:
     """The container entrypoint: wait for the database, bring it current (or wait for it),
     then replace this process with COMMAND, so that signals and the exit code are COMMAND's.
 
@@ -252,7 +254,7 @@ def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float
                                      allow_ahead=allow_ahead, **opts.project())
     else:
         outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
-                          allow_ahead=allow_ahead, **opts.project())
+                          allow_ahead=allow_ahead, **lock_wait, **opts.project())
     become(command, executable, done=outcome.describe(), urls=opts.urls)
 
 
