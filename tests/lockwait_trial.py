@@ -69,10 +69,9 @@ def render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def herd(*args: str, url: URL, **popen: object) -> subprocess.Popen[str]:
+def herd(*args: str, url: URL) -> subprocess.Popen[str]:
     return subprocess.Popen([HERD, *args, "-c", PROJECT, "--url", render(url)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)  # type: ignore[call-overload]
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def migrate(url: URL, *args: str) -> subprocess.CompletedProcess[str]:
@@ -145,7 +144,7 @@ def trial(url: URL, *, blocker: float, lock_wait: str) -> Trial:
         began = time.monotonic()
         proc = herd("migrate", "--lock-wait-timeout", lock_wait, url=url)
         time.sleep(blocker)
-    out, err = proc.communicate(timeout=600)
+    _, err = proc.communicate(timeout=600)
     total = time.monotonic() - began
     time.sleep(0.3)
     latencies = app.stop()
