@@ -169,7 +169,7 @@ def lock_wait(fn: F) -> F:
                           "revision is rolled back and tried again with a longer wait; 'off' "
                           "leaves the database's own setting and never retries."),
         click.option("--lock-wait-attempts", type=click.IntRange(min=1),
-                     default=defaults.LOCK_WAIT_ATTEMPTS, show_default=True,
+                     default=str(defaults.LOCK_WAIT_ATTEMPTS), show_default=True,
                      envvar="HERD_LOCK_WAIT_ATTEMPTS", show_envvar=True,
                      help="How many times a revision whose lock wait timed out is tried in "
                           "all."),
