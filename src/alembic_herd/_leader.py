@@ -385,13 +385,14 @@ class Leader:
                 rows, f"{error}\n{_lockwait.blocked_by(blocker)}; part of the revision had "
                 "committed, so it was not retried")
             done = " ".join(guard.committed.split())[:100]
+            revision = failed or running.revision
+            then = "" if guard.transactional else f", then 'herd resolve {revision}'"
             return MigrationError(
-                f"revision {failed or running.revision} timed out waiting for a lock "
+                f"revision {revision} timed out waiting for a lock "
                 f"({_lockwait.blocked_by(blocker)}) after part of it had committed "
                 f"({mask_text(done, self.url)!r}), so herd does not retry it: inspect the "
-                "schema, undo or complete that part (then 'herd resolve "
-                f"{failed or running.revision}' on {self.dialect} if herd asks), and "
-                "redeploy", revision=failed or running.revision)
+                f"schema and undo or complete that part{then}, and redeploy",
+                revision=revision)
         note = _lockwait.note(retries.attempt, self.lock_wait.attempts, waited, blocker)
         try:
             applied = self.env.applied(read_heads(self.conn, self.env))

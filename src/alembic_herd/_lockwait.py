@@ -159,13 +159,14 @@ class Guard:
         conn = context.connection
         if not self.policy.on or conn is None:
             return
+        pid = _configure(conn, self.policy, self.timeout)
+        if pid is None:  # SQLite: no lock waits to bound
+            return
         self.conn = conn
         self.transactional = bool(context.impl.transactional_ddl)
-        pid = _configure(conn, self.policy, self.timeout)
         sa.event.listen(conn, "after_cursor_execute", self._executed)
         sa.event.listen(conn, "commit", self._commit)
-        if pid is not None:
-            self._watch.start(conn.dialect.name, pid)
+        self._watch.start(conn.dialect.name, pid)
 
     def revision_starts(self, *, own_transaction: bool) -> None:
         """A revision begins. Earlier revisions' writes are theirs (committed with their
@@ -289,16 +290,19 @@ class _Watch:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._thread is not None:  # not for long: connecting may hang on a lost server
+            self._thread.join(timeout=4 * defaults.BLOCKER_POLL)
 
     def _run(self, dialect: str, pid: int) -> None:
+        if self._stop.wait(defaults.BLOCKER_POLL):  # a quick migration needs no connection
+            return
         try:
             with self.engine.connect() as conn:
-                while not self._stop.wait(defaults.BLOCKER_POLL):
+                while not self._stop.is_set():
                     seen = read_blockers(conn, dialect, pid, self.url)
                     if seen:
                         self.latest = seen
+                    self._stop.wait(defaults.BLOCKER_POLL)
         except SQLAlchemyError as exc:  # a view this user may not read: degrade, never fail
             log.debug("cannot read who blocks the migration session: %s", exc)
 
