@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class Backend:
     version: str
     server: URL | None  # the admin database URL; None for SQLite
     workdir: Path
-    notes: list[str] = field(default_factory=list)
 
     # -- databases ---------------------------------------------------------------------
 

@@ -84,7 +84,6 @@ class ChildResult:
     error: str | None = None
     error_type: str | None = None
     events: dict[str, float] = field(default_factory=dict)
-    exitcode: int | None = None
     cpu: float | None = None  # CPU seconds this process used after the release
 
     @property
@@ -343,11 +342,11 @@ def release(n: int, op: str, spec: dict[str, Any], *, sample: URL | None = None,
         released = time.time()
         os.close(go_w)  # the barrier opens
         go_w = -1
-        codes = _wait(pids, timeout)
+        _wait(pids, timeout)
         if sampler:
             sampler.stop()
         children = []
-        for pid, i in sorted(pids.items(), key=lambda item: item[1]):
+        for i in sorted(pids.values()):
             path = workdir / f"{i}.json"
             if path.exists():
                 child = ChildResult(**json.loads(path.read_text()))
@@ -356,7 +355,6 @@ def release(n: int, op: str, spec: dict[str, Any], *, sample: URL | None = None,
                 tail = log.read_text()[-300:] if log.exists() else ""
                 child = ChildResult(False, released, time.time(), error=f"no result: {tail}",
                                     error_type="Crashed")
-            child.exitcode = codes.get(pid)
             children.append(child)
         return Trial(n, released, children, sampler.peaks if sampler else None)
     finally:
@@ -369,16 +367,13 @@ def release(n: int, op: str, spec: dict[str, Any], *, sample: URL | None = None,
         workdir.rmdir()
 
 
-def _wait(pids: dict[int, int], timeout: float) -> dict[int, int]:
+def _wait(pids: dict[int, int], timeout: float) -> None:
     """Reap the children (our own pids only); kill those still running at the deadline."""
-    codes: dict[int, int] = {}
     deadline = time.monotonic() + timeout
     left = set(pids)
     while left:
         for pid in list(left):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                codes[pid] = os.waitstatus_to_exitcode(status)
+            if os.waitpid(pid, os.WNOHANG)[0]:
                 left.discard(pid)
         if left and time.monotonic() > deadline:
             for pid in left:
@@ -387,7 +382,6 @@ def _wait(pids: dict[int, int], timeout: float) -> dict[int, int]:
             deadline = float("inf")
         if left:
             time.sleep(0.005)
-    return codes
 
 
 class _Sampler(threading.Thread):

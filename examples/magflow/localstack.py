@@ -33,7 +33,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 READY_PATH = "/api/v1/health/ready"
-LIVE_PATH = "/api/v1/health/live"
 _READY_VARIABLE = "MAGFLOW_LAUNCH_READY"
 
 
@@ -159,9 +158,6 @@ class Service:
             if match:
                 return match.group(1)
         return None
-
-    def herd_lines(self) -> list[str]:
-        return [line for line in self.text().splitlines() if " herd[" in line]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -109,15 +109,21 @@ def mask_text(text: str, url: URL | str | None = None) -> str:
 
 
 def create_engine(url: URL, *, application_name: str | None = None,
-                  connect_timeout: float = CONNECT_TIMEOUT) -> Engine:
-    """An engine for herd's own connections: no pool, autocommit, and a driver connect
-    timeout of ``connect_timeout`` seconds at most (libpq counts whole seconds, at least 2)."""
+                  connect_timeout: float = CONNECT_TIMEOUT,
+                  statement_timeout: float | None = None,
+                  pool: dict[str, Any] | None = None) -> Engine:
+    """Every engine herd makes for its own connections: autocommit, a driver connect timeout
+    of ``connect_timeout`` seconds at most (libpq counts whole seconds, at least 2), client
+    keepalives on PostgreSQL, and no pool unless ``pool`` gives one's settings (the
+    readiness probe keeps one connection). ``statement_timeout`` bounds each statement."""
     url = sync_url(url)
     per_try = min(CONNECT_TIMEOUT, connect_timeout)
     connect_args: dict[str, Any] = {}
     backend = url.get_backend_name()
     if backend == "postgresql":
         connect_args["connect_timeout"] = max(2, math.ceil(per_try))
+        if statement_timeout:
+            connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
         connect_args["application_name"] = (application_name or f"herd {HOST} {os.getpid()}")[:63]
         # Client-side keepalives (libpq): herd notices a server that vanished. They do not
         # touch the server's socket: the lock session, when it takes the lock, and the
@@ -134,12 +140,15 @@ def create_engine(url: URL, *, application_name: str | None = None,
             connect_args["prepare_threshold"] = None
     elif backend in ("mysql", "mariadb"):
         connect_args["connect_timeout"] = max(1, math.ceil(per_try))
+        if statement_timeout:
+            connect_args["read_timeout"] = max(1, math.ceil(statement_timeout))
     elif backend == "sqlite":
-        connect_args["timeout"] = 30
+        connect_args["timeout"] = statement_timeout or 30
+    if pool is None or backend == "sqlite":  # a file: opening it is as cheap as pooling it
+        pool = {"poolclass": NullPool}
     try:
-        return sa.create_engine(
-            url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=connect_args
-        )
+        return sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args,
+                                **pool)
     except NoSuchModuleError as exc:
         raise ConfigurationError(
             f"database URL {display(url)!r}: SQLAlchemy has no dialect {url.drivername!r}; "

@@ -646,7 +646,6 @@ class Leader:
         process group, signals forwarded, never outliving this call)."""
         history = self.history
         rows = [history.start(attempt, rev) for rev in pending]
-        history.flush()  # visible as 'running' while the command runs
         event("command", "running %s while holding the lock",
                mask_text(" ".join(command), self.url))
         try:

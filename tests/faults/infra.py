@@ -136,7 +136,6 @@ class Proxy:
         self.loop = asyncio.new_event_loop()
         self.flowing = asyncio.Event()
         self.pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self.accepted = 0
         ready = threading.Event()
         self.port = 0
 
@@ -166,7 +165,6 @@ class Proxy:
         except OSError:
             writer.close()
             return
-        self.accepted += 1
         pair = (writer, up_writer)
         self.pairs.add(pair)
         try:

@@ -16,8 +16,12 @@ Three faults, three different truths:
   rolls back and a waiter finishes the job. When the link comes back, the old leader finds
   its sessions gone and stops before starting another revision (fencing).
 
-In every case the committed marks show each revision once and no two processes' committed
-runs overlap in time.
+Each trial brings its fault on as soon as the leader's journal mark says it started m2
+(holding the lock), and first proves the fault landed there: a drop or a partition cut the
+leader's run of m2 (it never ended), a freeze spanned it; a partition also made the host's
+end of the link drop packets. A trial where it did not is run again (bounded); one that
+never lands fails. Then, in every case, the committed marks show each revision once and no
+two processes' committed runs overlap in time.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from alembic_herd._database import KEEPALIVES
+from alembic_herd._defaults import KEEPALIVES
 
 from .conftest import PostgresFixture
 from .infra import Partition, Proxy, fault_server, partition_available
@@ -41,7 +46,9 @@ from .trials import (
     BOUND,
     Herd,
     Replica,
+    Run,
     check_consistent,
+    failures,
     history_overlaps,
     holder_pid,
     inspect_database,
@@ -49,21 +56,14 @@ from .trials import (
     leaks,
     record,
     rows,
+    tally,
+    until_landed,
 )
 
 STEP = 0.5
 OTHERS = 3
 KEEPALIVE_BOUND = KEEPALIVES[0] + KEEPALIVES[1] * KEEPALIVES[2]  # 25 s from herd's settings
 MARGIN = 30.0  # generous: a loaded 2-core machine, probes scheduled by the server's kernel
-
-
-def running(admin: URL, revision: str) -> bool:
-    try:
-        found = rows(admin, "SELECT count(*) FROM herd_history WHERE revision = :r "
-                            "AND status = 'running'", r=revision)
-    except sa.exc.ProgrammingError:
-        return False
-    return bool(found[0][0])
 
 
 def until(condition: Any, what: str, bound: float = BOUND, every: float = 0.02) -> float:
@@ -75,23 +75,26 @@ def until(condition: Any, what: str, bound: float = BOUND, every: float = 0.02) 
     return time.monotonic() - began
 
 
-def start_leader(herd: Herd, url: URL, admin: URL, prefix: list[str] | None = None
-                 ) -> Replica:
-    """One replica alone (it becomes the leader), released; returns once it runs m2."""
-    leader = herd.add("herd", url, "--timeout", "180", prefix=prefix or [], label="leader")
-    herd.release([leader])
-    until(lambda: running(admin, "m2") or leader.proc.poll() is not None,
-          "the leader to start m2")
-    assert leader.proc.poll() is None, "the leader finished before the fault"
-    assert holder_pid(admin) == leader.pid
-    return leader
-
-
-def start_others(herd: Herd, url: URL) -> list[Replica]:
+def start_herd(herd: Herd, url: URL, leader_url: URL, admin: URL,
+               prefix: list[str] | None = None) -> tuple[Replica, list[Replica]]:
+    """A leader released alone (through ``leader_url``, under ``prefix``) and OTHERS
+    replicas released behind it once its journal says it started m2 and it holds the lock:
+    the fault comes next, inside m2."""
+    leader = herd.add("herd", leader_url, "--timeout", "180", prefix=prefix or [],
+                      label="leader")
     others = [herd.add("herd", url, "--timeout", "180", label="replica")
               for _ in range(OTHERS)]
+    herd.ready()
+    herd.release([leader])
+    herd.wait_for_run("m2", leader.pid)
+    assert holder_pid(admin) == leader.pid
     herd.release(others)
-    return others
+    return leader, others
+
+
+def leader_in_m2(herd: Herd, leader: Replica) -> Run:
+    """The leader's first run of m2, from the journal (the herd has finished)."""
+    return next(run for run in herd.runs if run.pid == leader.pid and run.revision == "m2")
 
 
 def after_fault(facts: Any, leader: Replica, fault_at: datetime) -> list[str]:
@@ -114,19 +117,23 @@ def drop_trial(pg: PostgresFixture, proxy: Proxy, tpm: bool, secret: str) -> dic
     with pg.database() as url:
         admin = pg.admin_of(url)
         herd = Herd(env={"HERD_FAULT_STEP": str(STEP), "HERD_TEST_TPM": "1" if tpm else "0"})
-        leader = start_leader(herd, pg.url(url.database or "", "127.0.0.1", proxy.port), admin)
-        others = start_others(herd, url)
+        leader, others = start_herd(herd, url, pg.url(url.database or "", "127.0.0.1",
+                                                      proxy.port), admin)
         fault_at = datetime.now(UTC)
         dropped = proxy.drop()
         freed = until(lambda: holder_pid(admin) != leader.pid, "the lock to be freed",
                       every=0.005)
         replicas = herd.finish()
+        landed = dropped > 0 and leader_in_m2(herd, leader).cut_by(fault_at.timestamp())
         facts = inspect_database(url)
         problems = check_consistent(facts, stopped={leader.pid})
         problems += history_overlaps(facts.history)
         problems += [f"{r.label} {r.pid} exited {r.returncode}: {r.report} {r.stderr[-600:]}"
                      for r in replicas if r.returncode != 0]
-        return {"tpm": tpm, "connections_dropped": dropped, "lock_freed_seconds": round(freed, 3),
+        return {"tpm": tpm, "landed": landed,
+                "fault": f"{dropped} connections dropped inside m2" if landed else
+                f"{dropped} connections dropped, the leader's m2 not cut",
+                "connections_dropped": dropped, "lock_freed_seconds": round(freed, 3),
                 "leader": leader.report.get("action", leader.report.get("type")),
                 "leader_reconnected": "connecting again" in leader.stderr,
                 "others": [r.report.get("action") for r in others],
@@ -143,18 +150,20 @@ def test_dropped_leader_connections_free_the_lock_at_once_and_the_herd_finishes(
     at once, the leader's transaction rolls back, the leader reconnects, and every replica
     ends ready with each revision applied once and no overlapping runs."""
     pg, proxy = proxied
-    results = [drop_trial(pg, proxy, n % 2 == 1, secret) for n in range(trials)]
-    failed = [r for r in results if r["problems"] or r["leaks"]]
+    results = [until_landed(partial(drop_trial, pg, proxy, n % 2 == 1, secret))
+               for n in range(trials)]
     record(f"network-drop-{'full' if trials > 1 else 'fast'}", {
         "backend": "postgresql at HERD_TEST_POSTGRES_URL (else the suite's own) via a "
-                   "loopback TCP proxy", "trials": trials, "failures": len(failed),
+                   "loopback TCP proxy", **tally(results),
         "lock_freed_seconds_max": max(r["lock_freed_seconds"] for r in results),
-        "checks": ["every replica exit 0, the leader after reconnecting", "at head",
+        "checks": ["fault landed: the proxy aborted the leader's connections while it held "
+                   "the lock, and its run of m2 never ended (journal)",
+                   "every replica exit 0, the leader after reconnecting", "at head",
                    "each revision's committed marks once, no overlaps",
                    "no revision started by the cut-off leader after the fault",
                    "password never printed"],
         "trials_detail": results})
-    assert not failed, failed
+    assert not failures(results), failures(results)
 
 
 FREEZE = 8.0
@@ -164,10 +173,11 @@ def freeze_trial(pg: PostgresFixture, proxy: Proxy, secret: str) -> dict[str, An
     with pg.database() as url:
         admin = pg.admin_of(url)
         herd = Herd(env={"HERD_FAULT_STEP": str(STEP)})
-        leader = start_leader(herd, pg.url(url.database or "", "127.0.0.1", proxy.port), admin)
+        leader, others = start_herd(herd, url, pg.url(url.database or "", "127.0.0.1",
+                                                      proxy.port), admin)
+        frozen_at = time.time()
         proxy.freeze()
         try:
-            others = start_others(herd, url)
             began, samples, held = time.monotonic(), 0, 0
             while time.monotonic() - began < FREEZE:
                 samples += 1
@@ -175,9 +185,12 @@ def freeze_trial(pg: PostgresFixture, proxy: Proxy, secret: str) -> dict[str, An
                 time.sleep(0.25)
             migrating_during_freeze = [r for r in others if r.proc.poll() is not None]
         finally:
+            thawed_at = time.time()
             proxy.thaw()
         thawed = time.monotonic()
         replicas = herd.finish()
+        m2 = leader_in_m2(herd, leader)
+        landed = m2.active_at(frozen_at) and m2.active_at(thawed_at)
         facts = inspect_database(url)
         problems = check_consistent(facts)
         problems += history_overlaps(facts.history)
@@ -190,7 +203,9 @@ def freeze_trial(pg: PostgresFixture, proxy: Proxy, secret: str) -> dict[str, An
         problems += [f"{h['revision']} applied by {h['pid']}, not the frozen leader"
                      for h in facts.history if h["status"] == "applied"
                      and h["pid"] != leader.pid]
-        return {"freeze_seconds": FREEZE, "lock_held_samples": f"{held}/{samples}",
+        return {"landed": landed,
+                "fault": "frozen inside m2" if landed else "the leader's m2 did not span "
+                "the freeze", "freeze_seconds": FREEZE, "lock_held_samples": f"{held}/{samples}",
                 "ready_after_thaw_seconds": round(time.monotonic() - thawed, 3),
                 "leader": leader.report.get("action"),
                 "others": [r.report.get("action") for r in others],
@@ -206,18 +221,19 @@ def test_a_frozen_leader_keeps_the_lock_and_finishes_after_the_thaw(
     lock stays held and no other replica migrates; after the thaw the leader finishes and
     every replica ends ready with each revision applied once."""
     pg, proxy = proxied
-    results = [freeze_trial(pg, proxy, secret) for _ in range(trials)]
-    failed = [r for r in results if r["problems"] or r["leaks"]]
+    results = [until_landed(partial(freeze_trial, pg, proxy, secret)) for _ in range(trials)]
     record(f"network-freeze-{'full' if trials > 1 else 'fast'}", {
         "backend": "postgresql at HERD_TEST_POSTGRES_URL (else the suite's own) via a "
-                   "loopback TCP proxy", "trials": trials, "failures": len(failed),
+                   "loopback TCP proxy", **tally(results),
         "freeze_seconds": FREEZE,
-        "checks": ["lock held by the frozen leader in every sample", "no replica finished "
-                   "during the freeze", "every replica exit 0 after the thaw",
+        "checks": ["fault landed: the leader's run of m2 started before the freeze and had "
+                   "not ended at the thaw (journal)",
+                   "lock held by the frozen leader in every sample",
+                   "no replica finished during the freeze", "every replica exit 0 after the thaw",
                    "each revision applied once, by the frozen leader; no overlaps",
                    "password never printed"],
         "trials_detail": results})
-    assert not failed, failed
+    assert not failures(results), failures(results)
 
 
 # -- a real partition ---------------------------------------------------------------------
@@ -241,6 +257,12 @@ def partitioned_pg(partition: Partition) -> Iterator[PostgresFixture]:
         yield PostgresFixture(server.admin, "127.0.0.1", server.port, server)
 
 
+def dropped_packets(part: Partition) -> int:
+    """Packets the host's end of the link dropped: while the link is down, whatever the
+    server sends the leader (replies, retransmissions, keepalive probes)."""
+    return int(Path(f"/sys/class/net/{part.host_if}/statistics/tx_dropped").read_text())
+
+
 def sessions_from(admin: URL, address: str) -> int:
     found = rows(admin, "SELECT count(*) FROM pg_stat_activity WHERE client_addr = "
                         "CAST(:a AS inet)", a=address)
@@ -253,13 +275,13 @@ def partition_trial(pg: PostgresFixture, part: Partition, tpm: bool, secret: str
         admin = pg.admin_of(url)
         herd = Herd(env={"HERD_FAULT_STEP": str(STEP), "HERD_TEST_TPM": "1" if tpm else "0"})
         inside = pg.url(url.database or "", part.host_ip)
-        leader = start_leader(herd, inside, admin, prefix=part.command([]))
+        leader, others = start_herd(herd, url, inside, admin, prefix=part.command([]))
         assert sessions_from(admin, part.ns_ip) >= 2  # lock session + migration session
-        part.cut()
+        dropped_before = dropped_packets(part)
         fault_at = datetime.now(UTC)
+        part.cut()
         healed = False
         try:
-            others = start_others(herd, url)
             lock_freed = until(lambda: holder_pid(admin) != leader.pid, "the lock to be freed",
                                bound=KEEPALIVE_BOUND + MARGIN + 30, every=0.1)
             sessions_gone = until(lambda: sessions_from(admin, part.ns_ip) == 0,
@@ -267,6 +289,7 @@ def partition_trial(pg: PostgresFixture, part: Partition, tpm: bool, secret: str
                                   bound=KEEPALIVE_BOUND + MARGIN + 30, every=0.1)
             for r in others:
                 r.proc.wait(BOUND)
+            dropped = dropped_packets(part) - dropped_before
         finally:
             part.heal()
             healed = True
@@ -277,6 +300,7 @@ def partition_trial(pg: PostgresFixture, part: Partition, tpm: bool, secret: str
             hung = True
             kill(leader.pid)
         herd.finish()
+        cut = leader_in_m2(herd, leader).cut_by(fault_at.timestamp())
         facts = inspect_database(url)
         problems = check_consistent(facts, stopped={leader.pid})
         problems += history_overlaps(facts.history)
@@ -287,7 +311,10 @@ def partition_trial(pg: PostgresFixture, part: Partition, tpm: bool, secret: str
             problems.append(f"lock freed after {lock_freed:.1f} s, bound {KEEPALIVE_BOUND} s "
                             f"+ {MARGIN:g} s margin")
         assert healed
-        return {"tpm": tpm, "lock_freed_seconds": round(lock_freed, 2),
+        return {"tpm": tpm, "landed": cut and dropped > 0,
+                "fault": f"cut inside m2, {dropped} packets dropped" if cut else
+                f"the leader's m2 not cut ({dropped} packets dropped)",
+                "packets_dropped": dropped, "lock_freed_seconds": round(lock_freed, 2),
                 "leader_sessions_gone_seconds": round(lock_freed + sessions_gone, 2),
                 "others": [r.report.get("action") for r in others],
                 "old_leader_after_heal": "killed: still hung" if hung else
@@ -339,24 +366,26 @@ def test_a_partitioned_leader_loses_the_lock_within_the_keepalive_bound_and_is_f
     and migration sessions within idle + interval * count of herd's keepalives (25 s; a
     generous margin on this loaded machine), a waiter finishes the job, and the old leader,
     reconnected, starts no revision after the cut; each revision is applied once."""
-    results = [partition_trial(partitioned_pg, partition, n % 2 == 1, secret)
-               for n in range(trials)]
+    results = [until_landed(partial(partition_trial, partitioned_pg, partition, n % 2 == 1,
+                                    secret)) for n in range(trials)]
     control = control_trial(partitioned_pg, partition) if trials > 1 else None
-    failed = [r for r in results if r["problems"] or r["leaks"]]
     record(f"network-partition-{'full' if trials > 1 else 'fast'}", {
         "backend": "postgresql (a server of the test's own) reached over a veth link from a "
                    "network namespace; the link is taken down",
-        "trials": trials, "failures": len(failed),
+        **tally(results),
         "keepalives": {"idle": KEEPALIVES[0], "interval": KEEPALIVES[1],
                        "count": KEEPALIVES[2], "bound_seconds": KEEPALIVE_BOUND},
+        "packets_dropped": [r["packets_dropped"] for r in results],
         "lock_freed_seconds": [r["lock_freed_seconds"] for r in results],
         "leader_sessions_gone_seconds": [r["leader_sessions_gone_seconds"] for r in results],
         "control_without_server_keepalives": control,
-        "checks": ["lock freed within the keepalive bound (+ margin)",
+        "checks": ["fault landed: the link went down while the leader held the lock and was "
+                   "inside m2 (its run never ended: journal), and the host's end of the link "
+                   "dropped packets meanwhile", "lock freed within the keepalive bound (+ margin)",
                    "every other replica exit 0", "each revision's committed marks once",
                    "no overlapping runs", "old leader started no revision after the cut",
                    "password never printed"],
         "trials_detail": results})
-    assert not failed, failed
+    assert not failures(results), failures(results)
     if control is not None:
         assert control["still_held"], control

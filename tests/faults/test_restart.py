@@ -1,5 +1,10 @@
 """Scenario 2: the database server restarts (``pg_ctl restart -m fast``) in the middle of
-a herd, at a random point of the migration.
+a herd, inside a revision chosen at random.
+
+The trial restarts the server once the leader's journal mark says that revision started,
+and proves the restart landed: ``pg_postmaster_start_time()`` changed, and the leader's run
+of the revision, started before the restart, never ended (the server cut its session). A
+trial where it did not land is run again (bounded); one that never lands fails.
 
 Every session ends at once: the leader's migration connection, its lock session, the
 waiters' connections. Each replica connects again within its deadline and starts over
@@ -14,9 +19,11 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import URL
 
 from .conftest import PostgresFixture
 from .infra import fault_server
@@ -24,12 +31,15 @@ from .trials import (
     REVISIONS,
     Herd,
     check_consistent,
+    failures,
     history_overlaps,
-    holder_pid,
     inspect_database,
     leaks,
     percentile,
     record,
+    rows,
+    tally,
+    until_landed,
 )
 
 REPLICAS = 5
@@ -44,6 +54,11 @@ def restart_pg() -> Iterator[PostgresFixture]:
         yield PostgresFixture(server.admin, "127.0.0.1", server.port, server)
 
 
+def postmaster_started(admin: URL) -> object:
+    """When the server's postmaster started: a restart changes it."""
+    return rows(admin, "SELECT pg_postmaster_start_time()")[0][0]
+
+
 def run_trial(pg: PostgresFixture, rng: random.Random, lock: str, tpm: bool,
               secret: str) -> dict[str, Any]:
     assert pg.server is not None
@@ -54,18 +69,20 @@ def run_trial(pg: PostgresFixture, rng: random.Random, lock: str, tpm: bool,
         for _ in range(REPLICAS - 1):
             herd.add("herd", url, *options)
         herd.add("wait", url, "--timeout", "90", label="worker")  # never migrates
+        server_before = postmaster_started(admin)
         herd.release()
-        until = time.monotonic() + 30
-        while lock == "advisory" and holder_pid(admin) is None and time.monotonic() < until:
-            time.sleep(0.01)
-        delay = rng.uniform(0.0, 4 * STEP)
-        time.sleep(delay)
-        before = [r.proc.poll() for r in herd.replicas]
+        target = rng.choice(REVISIONS)
+        leader = herd.wait_for_run(target).pid
+        time.sleep(rng.uniform(0.0, STEP / 2))
         restarted_at = time.time()
         began = time.monotonic()
         pg.server.restart("fast")
         restart_seconds = time.monotonic() - began
+        server_after = postmaster_started(admin)
         replicas = herd.finish()
+        cut = next((run for run in herd.runs if run.pid == leader and run.cut_by(restarted_at)),
+                   None)
+        landed = cut is not None and server_after != server_before
         facts = inspect_database(url)
         problems = check_consistent(facts, stopped={r.pid for r in replicas})
         problems += history_overlaps(facts.history)
@@ -74,8 +91,10 @@ def run_trial(pg: PostgresFixture, rng: random.Random, lock: str, tpm: bool,
         reconnected = sum("connecting again" in r.stderr for r in replicas)
         finished = [r.report.get("finished", restarted_at) for r in replicas]
         return {
-            "lock": lock, "tpm": tpm, "delay": round(delay, 3),
-            "already_done_before_restart": sum(code is not None for code in before),
+            "lock": lock, "tpm": tpm, "target": target, "landed": landed,
+            "fault": f"restarted inside {cut.revision}" if landed and cut else
+            f"aimed at {target}: run cut {cut is not None}, server restarted "
+            f"{server_after != server_before}",
             "restart_seconds": round(restart_seconds, 3),
             "ready_after_restart_seconds": round(max(finished) - restarted_at, 3),
             "replicas_that_reconnected": reconnected,
@@ -92,28 +111,31 @@ def run_trial(pg: PostgresFixture, rng: random.Random, lock: str, tpm: bool,
 @pytest.mark.timeout(1800)
 def test_a_server_restart_mid_herd_leaves_every_replica_ready_and_nothing_twice(
         trials: int, restart_pg: PostgresFixture, secret: str) -> None:
-    """After a fast server restart at a random point of the migration, every replica
+    """After a fast server restart that cuts the leader inside a revision, every replica
     (migrating or waiting) reconnects within its deadline and ends ready, the schema at
     head, each data migration applied once, no overlapping runs."""
     rng = random.Random(4242 + trials)
     plan = [("advisory" if n % 4 != 3 else "table", n % 2 == 1) for n in range(trials)]
-    results = [run_trial(restart_pg, rng, lock, tpm, secret) for lock, tpm in plan]
-    failed = [r for r in results if r["problems"] or r["leaks"]]
+    results = [until_landed(partial(run_trial, restart_pg, rng, lock, tpm, secret))
+               for lock, tpm in plan]
     ready = [r["ready_after_restart_seconds"] for r in results]
     record(f"restart-{'full' if trials > 10 else 'fast'}", {
         "backend": "postgresql (a server of the test's own, restarted with pg_ctl -m fast)",
         "replicas": f"{REPLICAS - 1} herd upgrade + 1 wait_until_current",
         "revisions": len(REVISIONS), "step_seconds": STEP, "lease_ttl": LEASE_TTL,
-        "trials": trials, "failures": len(failed),
+        **tally(results),
+        "where": dict(Counter(r["fault"] for r in results)),
         "by_lock": dict(Counter(r["lock"] for r in results)),
         "interrupted_revisions": sum(len(r["interrupted"]) for r in results),
         "replicas_that_reconnected": sum(r["replicas_that_reconnected"] for r in results),
         "restart_seconds_median": percentile([r["restart_seconds"] for r in results], 0.5),
         "ready_after_restart_seconds": {"median": percentile(ready, 0.5),
                                         "max": max(ready)},
-        "checks": ["every replica exit 0 (herd and wait)", "version table at m4",
+        "checks": ["fault landed: the server's start time changed, and the restart cut the "
+                   "leader's run of a revision (journal: started before it, never ended)",
+                   "every replica exit 0 (herd and wait)", "version table at m4",
                    "data migrations' rows once", "each revision's committed marks once",
                    "no overlapping committed runs or attempts", "password never printed"],
         "trials_detail": results,
     })
-    assert not failed, failed
+    assert not failures(results), failures(results)

@@ -2,10 +2,11 @@
 
 200 replicas (forked from one interpreter: real processes, each with its own connections)
 against a PostgreSQL with ``max_connections = 50`` (3 reserved for superusers, so 47 for
-the replicas' role). Most replicas are refused at first ("sorry, too many clients
-already", SQLSTATE 53300): that is transient, so they retry with jittered backoff until
-their deadline. Every replica ends ready, and a replica that is waiting holds at most one
-connection (sampled from pg_stat_activity throughout; the lock holder, which also runs the
+the replicas' role). The trial first proves the starvation happened: some replica was
+refused a connection for want of a slot ("sorry, too many clients already", SQLSTATE
+53300). That is transient, so they retry with jittered backoff until their deadline.
+Every replica ends ready, and a replica that is waiting holds at most one connection
+(sampled from pg_stat_activity throughout; the lock holder, which also runs the
 migration, is excluded).
 """
 
@@ -43,6 +44,7 @@ from .trials import (
 
 FORKER = HERE / "fault_forker.py"
 RESERVED = 3
+SLOTS_FULL = ("too many clients", "remaining connection slots are reserved")  # SQLSTATE 53300
 
 
 class Sampler(threading.Thread):
@@ -140,24 +142,28 @@ def test_more_replicas_than_connection_slots_all_become_ready(
             problems.append(f"a waiting replica held {sampler.max_per_waiter} connections: "
                             f"{sampler.worst}")
         leaked = leaks(secret, logs)
-        refused = sum("accept connections" in text for text in logs)
+        refused = sum(any(words in text for words in SLOTS_FULL) for text in logs)
+        landed = refused > 0
         record(f"starvation-{'full' if replicas > 50 else 'fast'}", {
             "backend": "postgresql (a server of the test's own)",
             "replicas": replicas, "max_connections": slots,
             "superuser_reserved_connections": RESERVED, "step_seconds": step,
-            "failures": len(problems), "problems": problems,
+            "trials": 1, "landed": int(landed), "not_landed": int(not landed), "reruns": 0,
+            "failures": int(bool(problems) or not landed), "problems": problems,
             "all_ready_seconds": round(took, 1),
             "actions": dict(Counter(r.get("action", r.get("type")) for r in reports)),
             "replicas_refused_at_first_then_retried": refused,
             "max_client_sessions_seen": sampler.max_total,
             "max_connections_per_waiting_replica": sampler.max_per_waiter,
             "samples": sampler.samples, "samples_refused_while_saturated": sampler.failed,
-            "checks": ["every replica exit 0", "at head, each revision applied once",
+            "checks": ["fault landed: the server refused some replica a connection (53300: no "
+                       "slot left)", "every replica exit 0", "at head, each revision applied once",
                        "a waiting replica never held more than one connection",
                        "password never printed"]})
         for path in logdir.iterdir():
             path.unlink()
         logdir.rmdir()
+        assert landed, "no replica was refused a connection: the server was never starved"
         assert not problems, problems
         assert not leaked, leaked[:3]
         assert sampler.samples > 0

@@ -1,7 +1,14 @@
-"""Herds of real processes, what the database looks like afterwards, and the figures.
+"""Herds of real processes, where their faults landed, what the database looks like
+afterwards, and the figures.
 
 :class:`Herd` starts replicas (``demo/replica.py``), releases them together behind a barrier,
-and keeps every byte they print (the suite checks that no password ever appears).
+and keeps every byte they print (the suite checks that no password ever appears). Its
+:class:`Journal` is where the faultset's revisions say, outside any transaction, that they
+started and ended (``projects/faultset/faultset_marks.py``): a trial times its fault by it
+(:meth:`Herd.wait_for_run`) and then proves from it that the fault landed - a :class:`Run`
+of a revision was under way when the fault came. :func:`until_landed` runs a trial again,
+a bounded number of times, when its fault did not land; a trial whose fault never landed is
+a failure (:func:`tally`), never a pass.
 :func:`inspect_database` reads back what a trial left: the version table, the data
 migrations' rows, the committed ``fault_marks`` (each revision writes 'start' and 'end'
 marks with its pid inside its own transaction), their overlaps, and herd's history.
@@ -18,9 +25,10 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +45,7 @@ FAULTSET = str(HERE / "projects" / "faultset" / "alembic.ini")
 HEAD = "m4"
 REVISIONS = ("m1", "m2", "m3", "m4")
 BOUND = 120.0  # seconds: a bound on waiting for what must happen, never a measurement
+RERUNS = 2  # a trial whose fault did not land is run again at most this many times
 
 
 def render(url: URL) -> str:
@@ -61,14 +70,66 @@ class Replica:
         return self.proc.returncode
 
 
+@dataclass(frozen=True)
+class Run:
+    """One process's run of one revision, from the journal (wall-clock seconds);
+    ``ended`` is None when the run was cut: it has no end mark."""
+
+    pid: int
+    revision: str
+    started: float
+    ended: float | None
+
+    def active_at(self, moment: float) -> bool:
+        return self.started <= moment and (self.ended is None or self.ended > moment)
+
+    def cut_by(self, moment: float) -> bool:
+        """Under way at ``moment`` and never ended: the fault at that moment cut it."""
+        return self.started <= moment and self.ended is None
+
+
+class Journal:
+    """The file the faultset's revisions append ``<time> <pid> <revision> start|end`` lines
+    to (fsynced, outside any transaction: a kill, a rollback or a restart cannot undo them)."""
+
+    def __init__(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="herd-fault-journal-")
+        os.close(fd)
+        os.chmod(name, 0o666)  # a replica may run as another user
+        self.path = Path(name)
+
+    def runs(self) -> list[Run]:
+        """Every run so far, in the order they started. A process's next mark closes its
+        open run: an end of the same revision ends it; anything else means it was cut."""
+        under_way: dict[int, tuple[str, float]] = {}
+        found = []
+        for line in self.path.read_text().split("\n")[:-1]:  # a line is whole once it ends
+            at, pid_text, revision, event = line.split()
+            pid = int(pid_text)
+            if pid in under_way:
+                began_rev, began = under_way.pop(pid)
+                ended = float(at) if event == "end" and began_rev == revision else None
+                found.append(Run(pid, began_rev, began, ended))
+            if event == "start":
+                under_way[pid] = (revision, float(at))
+        found += [Run(pid, rev, began, None) for pid, (rev, began) in under_way.items()]
+        return sorted(found, key=lambda r: r.started)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class Herd:
     """Replicas started together: :meth:`add` them, :meth:`release` the barrier,
-    :meth:`finish` to collect. Every output is kept in :attr:`outputs`."""
+    :meth:`finish` to collect. Every output is kept in :attr:`outputs`; the revisions' runs
+    are in :attr:`journal` while the herd runs and in :attr:`runs` after :meth:`finish`."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
-        self.env = {**os.environ, **(env or {})}
+        self.journal = Journal()
+        self.env = {**os.environ, **(env or {}), "HERD_FAULT_JOURNAL": str(self.journal.path)}
         self.replicas: list[Replica] = []
-        self.released_at = 0.0
+        self.released_at = 0.0  # wall clock, as the journal's
+        self.runs: list[Run] = []
 
     def add(self, mode: str, url: URL | str, *options: str, config: str = FAULTSET,
             env: dict[str, str] | None = None, prefix: Sequence[str] = (),
@@ -98,11 +159,27 @@ class Herd:
         """Wait until every replica has imported everything, then open the barrier."""
         chosen = list(replicas or self.replicas)
         self.ready(chosen)
-        self.released_at = time.monotonic()
+        self.released_at = time.time()
         for r in chosen:
             assert r.proc.stdin is not None
             r.proc.stdin.write("go\n")
             r.proc.stdin.flush()
+
+    def wait_for_run(self, revision: str, pid: int | None = None) -> Run:
+        """The first run of ``revision`` (by ``pid``, if given) to start; fails when every
+        replica exited first or after :data:`BOUND` seconds."""
+        until = time.monotonic() + BOUND
+        while time.monotonic() < until:
+            for run in self.journal.runs():
+                if run.revision == revision and pid in (None, run.pid):
+                    return run
+            if all(r.proc.poll() is not None for r in self.replicas):
+                break
+            time.sleep(0.005)
+        self.kill_all()
+        self.finish()
+        raise AssertionError(f"no run of {revision} started: "
+                             f"{[r.stderr[-600:] for r in self.replicas]}")
 
     def finish(self, timeout: float = BOUND * 2) -> list[Replica]:
         until = time.monotonic() + timeout
@@ -116,6 +193,8 @@ class Herd:
             for line in out.splitlines():
                 if line.startswith("{"):
                     r.report = json.loads(line)
+        self.runs = self.journal.runs()
+        self.journal.remove()
         return self.replicas
 
     def kill_all(self) -> None:
@@ -211,7 +290,7 @@ def _maybe(url: URL, sql: str) -> list[tuple[Any, ...]] | None:
 def inspect_database(url: URL) -> Facts:
     versions = _maybe(url, "SELECT version_num FROM alembic_version")
     items = _maybe(url, "SELECT name, count(*) FROM items GROUP BY name")
-    counts = dict(items or [])  # type: ignore[arg-type]
+    counts = dict(items or [])
     marks = rows(url, "SELECT pid, revision, event, at FROM fault_marks ORDER BY id")
     history = _maybe(url, "SELECT id, attempt, revision, status, started, finished, error, "
                           "host, pid FROM herd_history ORDER BY id") or []
@@ -286,6 +365,46 @@ def history_overlaps(history: list[dict[str, Any]]) -> list[str]:
     runs = [(a, min(t), max(t)) for a, t in spans.items()]
     return [f"attempt {a} overlaps {b}" for i, (a, s1, e1) in enumerate(runs)
             for b, s2, e2 in runs[i + 1:] if s1 < e2 and s2 < e1]
+
+
+# -- trials whose fault must land -------------------------------------------------------------
+
+
+def until_landed(trial: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``trial`` until its fault lands (its result says ``landed``), at most 1 + RERUNS
+    times. The result is the last run's, with ``reruns`` counted; whatever a discarded run
+    found wrong stays among its problems (a fault that missed excuses no inconsistency)."""
+    discarded: list[dict[str, Any]] = []
+    result = trial()
+    while not result["landed"] and len(discarded) < RERUNS:
+        discarded.append(result)
+        result = trial()
+    result["reruns"] = len(discarded)
+    result["problems"] = [f"discarded run {n} ({d['fault']}): {problem}"
+                          for n, d in enumerate(discarded, 1)
+                          for problem in d["problems"] + d["leaks"]] + result["problems"]
+    return result
+
+
+def failures(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per failed trial: its fault did not land, or it found something wrong."""
+    found = []
+    for r in results:
+        wrong = r["problems"] + [f"password printed: {line}" for line in r["leaks"]]
+        if not r["landed"]:
+            wrong.insert(0, f"the fault did not land in {1 + r.get('reruns', 0)} run(s)")
+        if wrong:
+            found.append(f"{r['fault']}: {'; '.join(wrong)}")
+    return found
+
+
+def tally(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """A scenario's counts for the report: trials, faults landed, not landed (each a
+    failure), re-runs of trials whose fault missed, and failures."""
+    landed = sum(bool(r["landed"]) for r in results)
+    return {"trials": len(results), "landed": landed, "not_landed": len(results) - landed,
+            "reruns": sum(r.get("reruns", 0) for r in results),
+            "failures": len(failures(results))}
 
 
 # -- secrets ---------------------------------------------------------------------------------

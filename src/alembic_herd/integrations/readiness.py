@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -33,13 +32,12 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 import sqlalchemy as sa
 from alembic.config import Config
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from .._database import display, driver_message, error_code, sync_url
+from .._database import create_engine, display, driver_message, error_code
 from .._environment import load_environment
 from .._heads import version_table as _version_table
-from ..errors import ConfigurationError, HerdError
+from ..errors import HerdError
 
 __all__ = ["ASGIReadiness", "ReadinessProbe", "WSGIReadiness"]
 
@@ -225,35 +223,13 @@ def _missing_table(exc: DBAPIError) -> bool:
 
 def _probe_engine(url: URL, connect_timeout: float, statement_timeout: float | None) -> Engine:
     """A pool of one autocommit connection with short timeouts and no pre-ping."""
-    url = sync_url(url)
-    backend = url.get_backend_name()
-    connect_args: dict[str, Any] = {}
-    pool: dict[str, Any] = {
-        "pool_size": 1, "max_overflow": 0, "pool_pre_ping": False, "pool_recycle": 1800,
-        "pool_timeout": connect_timeout + (statement_timeout or 0.0),
-        # autocommit: nothing to roll back when the connection goes back to the pool
-        "pool_reset_on_return": None,
-    }
-    if backend == "postgresql":
-        connect_args["connect_timeout"] = max(1, math.ceil(connect_timeout))
-        connect_args["application_name"] = "herd readiness"
-        if statement_timeout:
-            connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
-    elif backend in ("mysql", "mariadb"):
-        connect_args["connect_timeout"] = max(1, math.ceil(connect_timeout))
-        if statement_timeout:
-            connect_args["read_timeout"] = max(1, math.ceil(statement_timeout))
-    elif backend == "sqlite":
-        connect_args["timeout"] = statement_timeout or connect_timeout
-        pool = {"poolclass": NullPool}  # a file: opening it is as cheap as pooling it
-    try:
-        return sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args,
-                                **pool)
-    except (NoSuchModuleError, ModuleNotFoundError) as exc:
-        raise ConfigurationError(
-            f"database URL {display(url)!r}: cannot load its driver for the readiness probe "
-            f"({exc}); install the driver (e.g. pip install 'alembic-herd[postgresql]')"
-        ) from exc
+    return create_engine(url, application_name="herd readiness",
+                         connect_timeout=connect_timeout, statement_timeout=statement_timeout,
+                         pool={"pool_size": 1, "max_overflow": 0, "pool_pre_ping": False,
+                               "pool_recycle": 1800,
+                               "pool_timeout": connect_timeout + (statement_timeout or 0.0),
+                               # autocommit: nothing to roll back on the way back to the pool
+                               "pool_reset_on_return": None})
 
 
 async def run_in_thread(fn: Callable[[], Any]) -> Any:

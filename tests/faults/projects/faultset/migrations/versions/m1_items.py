@@ -3,11 +3,9 @@
 Revision ID: m1
 Revises:
 """
-import os
-import time
-
 import sqlalchemy as sa
 from alembic import op
+from faultset_marks import begin, end, pause
 
 revision = "m1"
 down_revision = None
@@ -15,21 +13,8 @@ branch_labels = None
 depends_on = None
 
 
-def mark(event: str) -> None:
-    """A row in fault_marks, in this revision's transaction: only committed work counts."""
-    bind = op.get_bind()
-    now = "clock_timestamp()" if bind.dialect.name == "postgresql" else "NOW(6)"
-    bind.execute(sa.text(f"INSERT INTO fault_marks (pid, revision, event, at) "
-                         f"VALUES (:pid, :rev, :event, {now})"),
-                 {"pid": os.getpid(), "rev": revision, "event": event})
-
-
-def pause() -> None:
-    time.sleep(float(os.environ.get("HERD_FAULT_STEP", "0")))
-
-
 def upgrade() -> None:
-    mark("start")
+    begin(revision)
     items = op.create_table(
         "items",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -37,7 +22,7 @@ def upgrade() -> None:
     )
     pause()
     op.bulk_insert(items, [{"name": "seeded"}])
-    mark("end")
+    end(revision)
 
 
 def downgrade() -> None:

@@ -3,11 +3,8 @@
 Revision ID: m4
 Revises: m3
 """
-import os
-import time
-
-import sqlalchemy as sa
 from alembic import op
+from faultset_marks import begin, end, pause
 
 revision = "m4"
 down_revision = "m3"
@@ -15,24 +12,11 @@ branch_labels = None
 depends_on = None
 
 
-def mark(event: str) -> None:
-    """A row in fault_marks, in this revision's transaction: only committed work counts."""
-    bind = op.get_bind()
-    now = "clock_timestamp()" if bind.dialect.name == "postgresql" else "NOW(6)"
-    bind.execute(sa.text(f"INSERT INTO fault_marks (pid, revision, event, at) "
-                         f"VALUES (:pid, :rev, :event, {now})"),
-                 {"pid": os.getpid(), "rev": revision, "event": event})
-
-
-def pause() -> None:
-    time.sleep(float(os.environ.get("HERD_FAULT_STEP", "0")))
-
-
 def upgrade() -> None:
-    mark("start")
+    begin(revision)
     pause()
     op.create_index("ix_items_name", "items", ["name"])
-    mark("end")
+    end(revision)
 
 
 def downgrade() -> None:
