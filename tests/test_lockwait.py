@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from sqlalchemy.engine import URL
 import lockwait_trial as lw
 from alembic_herd import _defaults as defaults
 from alembic_herd._history import Attempt
-from alembic_herd._lockwait import Policy, Retries, concurrent_index, note, retrying
+from alembic_herd._lockwait import Policy, Retries, note, retrying
 from conftest import PROJECTS, make_database, render
 
 SAFETY = 120.0  # seconds: a bound on waiting for what must happen, never a measurement
@@ -201,7 +202,7 @@ def test_an_index_left_invalid_by_create_index_concurrently_is_dropped_and_built
     engine.dispose()
     _, err = leader.communicate(timeout=SAFETY)
     assert leader.returncode == 0, err
-    assert "dropped INVALID index ix_events_kind" in err
+    assert "dropped INVALID index ix_events_kind, left by a CREATE INDEX CONCURRENTLY" in err
     assert rows(pg, invalid) == [(0,)]
     assert rows(pg, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_events_kind'"
                 ) == [(1,)]
@@ -223,16 +224,6 @@ def test_the_schedule_grows_to_its_ceiling_and_stops_at_the_attempts_or_the_budg
     assert Retries(Policy(budget=0.5)).next() is None  # the first pause is past the budget
 
 
-def test_the_index_a_concurrent_build_creates_is_read_from_its_statement() -> None:
-    """Names quoted or not, UNIQUE, IF NOT EXISTS, a schema on the table; other statements
-    name none."""
-    assert concurrent_index("CREATE INDEX CONCURRENTLY ix_a ON events (kind)") == ("ix_a", None)
-    assert concurrent_index('CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "Ix B" ON '
-                            'app.events (kind)') == ("Ix B", "app")
-    assert concurrent_index("CREATE INDEX ix_a ON events (kind)") is None
-    assert concurrent_index(None) is None
-
-
 def test_waiters_read_the_retry_back_from_the_attempt_log() -> None:
     """A rolled-back lock wait, alone or under the next attempt's running row, reads as
     'leader retrying'; anything else does not."""
@@ -247,3 +238,48 @@ def test_waiters_read_the_retry_back_from_the_attempt_log() -> None:
     assert retrying([now]) is None
     assert retrying([Attempt(revision="l2", status="applied", started=now.started, host="h",
                              pid=1), waited]) is None
+
+
+PLAIN_UPGRADE = """
+import sys
+from alembic import command
+from alembic.config import Config
+cfg = Config(sys.argv[1])
+cfg.set_main_option("sqlalchemy.url", sys.argv[2].replace("%", "%%"))
+command.upgrade(cfg, "head")
+"""
+
+
+@pytest.mark.herd
+def test_the_next_leader_drops_the_invalid_index_of_a_leader_killed_mid_build(pg: URL) -> None:
+    """A leader SIGKILLed (its session ended) while its CREATE INDEX CONCURRENTLY waits
+    leaves an INVALID index (checked); plain Alembic then fails on it ('already exists',
+    the control), and the next herd leader drops it, says so and builds it."""
+    first = subprocess.run([lw.HERD, "migrate", "-c", CONCURRENTLY, "--url", render(pg),
+                            "--target", "c1"], capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    invalid = ("SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+               "WHERE c.relname = 'ix_events_kind' AND NOT i.indisvalid")
+    engine = sa.create_engine(pg)
+    with engine.connect() as blocker:
+        blocker.execute(sa.text("INSERT INTO events (kind) VALUES ('open')"))
+        leader = herd("migrate", "--lock-wait-timeout", "off", url=pg, config=CONCURRENTLY)
+        eventually(lambda: rows(pg, invalid)[0][0], "an INVALID index")
+        leader.kill()
+        leader.communicate()
+        # a backend waiting for a lock does not notice its client is gone: end it as the
+        # server's keepalives or an operator would, before the blocker lets it finish
+        rows(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                 "'CREATE INDEX CONCURRENTLY%'")
+        blocker.rollback()
+    engine.dispose()
+    assert rows(pg, invalid) == [(1,)]
+    plain = subprocess.run([sys.executable, "-c", PLAIN_UPGRADE, CONCURRENTLY, render(pg)],
+                           capture_output=True, text=True, check=False)
+    assert plain.returncode != 0 and "already exists" in plain.stderr, plain.stderr
+    again = subprocess.run([lw.HERD, "migrate", "-c", CONCURRENTLY, "--url", render(pg)],
+                           capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "dropped INVALID index ix_events_kind" in again.stderr
+    assert rows(pg, invalid) == [(0,)]
+    assert rows(pg, "SELECT version_num FROM alembic_version") == [("c3",)]

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -94,14 +95,11 @@ class _Raced(Exception):  # an internal signal: never escapes Leader.run()
 
 
 class _LockWaited(Exception):  # an internal signal: never escapes Leader.run()
-    def __init__(self, row: Attempt, waited: float, blocker: str | None,
-                 leftover: tuple[str, str | None] | None) -> None:
+    def __init__(self, row: Attempt, waited: float, blocker: str | None) -> None:
         super().__init__(row.revision)
         self.row = row
         self.waited = waited
         self.blocker = blocker
-        self.leftover = leftover
-        """The index a failed CREATE INDEX CONCURRENTLY may have left INVALID."""
 
 
 class Leader:
@@ -163,10 +161,9 @@ class Leader:
             self._run_command(attempt, pending, self.command)
         else:
             tries = 0
-            blocked: _LockWaited | None = None  # the last lock wait timeout
             while True:
                 try:
-                    self._drop_leftover(blocked)
+                    self._drop_invalid_indexes(attempt)
                     self._run_alembic(attempt)
                     break
                 except _Raced as race:
@@ -181,8 +178,7 @@ class Leader:
                           "the other runner's transaction is over", len(left), ", ".join(left),
                           level=logging.WARNING, pending=list(left))
                     time.sleep(RACE_PAUSE)
-                except _LockWaited as timed_out:
-                    blocked = timed_out
+                except _LockWaited as blocked:
                     time.sleep(self._lock_wait_pause(blocked))
                 attempt = uuid.uuid4().hex
         took = time.monotonic() - began
@@ -404,10 +400,7 @@ class Leader:
         except SQLAlchemyError as lost:
             log.warning("could not record the lock wait in the attempt log: %s",
                         driver_message(lost, self.url))
-        statement = getattr(exc, "statement", None)
-        leftover = (_lockwait.concurrent_index(statement) if self.dialect == "postgresql"
-                    else None)
-        return _LockWaited(running, waited, blocker, leftover)
+        return _LockWaited(running, waited, blocker)
 
     def _lock_wait_pause(self, blocked: _LockWaited) -> float:
         """The pause before the next attempt; gives up (``blocked``'s row 'blocked') when
@@ -435,23 +428,36 @@ class Leader:
               pause=pause)
         return pause
 
-    def _drop_leftover(self, blocked: _LockWaited | None) -> None:
-        """Before trying a revision again, drop the INVALID index its failed
-        CREATE INDEX CONCURRENTLY left behind, so that the build starts afresh."""
-        if blocked is None or blocked.leftover is None:
+    def _drop_invalid_indexes(self, attempt: str) -> None:
+        """PostgreSQL: before running revisions whose last attempt did not apply (a retry, or
+        the leader after a failure, a kill or a signal), drop the INVALID indexes that a
+        CREATE INDEX CONCURRENTLY of theirs left behind, so that it builds afresh instead of
+        failing on 'already exists'."""
+        if self.dialect != "postgresql":
             return
-        timeout = self._retries.timeout
+        _, left = self.pending.read(self.conn)
+        t = self.history.table
+        tried = self.history.rows(where=[t.c.revision.in_(left), t.c.status.in_(
+            ("failed", "interrupted", "rolled back", "blocked"))]) if left else []
+        if not tried:
+            return
+        scripts = {self.env.script.get_revision(r.revision) for r in tried} - {None}
+        sources = [Path(script.path).read_text(errors="replace") for script in scripts
+                   if script is not None]
+        timeout = self._retries.timeout if self.lock_wait.on else 0.0
         try:
-            dropped = _lockwait.drop_invalid_index(self.conn, blocked.leftover, timeout)
+            dropped = _lockwait.drop_invalid_indexes(self.conn, sources, timeout)
         except DBAPIError as exc:
             if not _lockwait.is_lock_timeout(exc):
                 raise
-            raise _LockWaited(blocked.row, timeout, None, blocked.leftover) from exc
-        blocked.leftover = None
-        if dropped:
-            event("invalid_index", "dropped INVALID index %s left by the failed CREATE INDEX "
-                  "CONCURRENTLY; building it again", dropped, level=logging.WARNING,
-                  index=dropped)
+            row = self.history.start(attempt, tried[0].revision)
+            note = _lockwait.note(self._retries.attempt, self.lock_wait.attempts, timeout, None)
+            self.history.finish(row, "rolled back", f"{note} (dropping its INVALID index)")
+            raise _LockWaited(row, timeout, None) from exc
+        for index in dropped:
+            event("invalid_index", "dropped INVALID index %s, left by a CREATE INDEX "
+                  "CONCURRENTLY of an attempt that did not apply; building it again", index,
+                  level=logging.WARNING, index=index)
 
     def _applied(self, row: Attempt) -> None:
         self.history.finish(row, "applied")

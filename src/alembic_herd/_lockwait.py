@@ -46,11 +46,6 @@ ER_LOCK_WAIT_TIMEOUT (row locks and metadata locks alike)."""
 _READS = re.compile(r"\s*(SELECT|SHOW|SET|EXPLAIN|DESCRIBE|DESC|PRAGMA)\b", re.IGNORECASE)
 """Statements that change nothing a rollback would have to undo."""
 
-_CONCURRENT_INDEX = re.compile(
-    r"\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"(\"(?:[^\"]|\"\")+\"|[\w$]+)\s+ON\s+(?:ONLY\s+)?(?:(\"(?:[^\"]|\"\")+\"|[\w$]+)\.)?",
-    re.IGNORECASE)
-
 _NOTE = re.compile(r"lock wait timeout \(attempt (\d+) of (\d+)[^)]*\): (.*)$")
 
 
@@ -309,41 +304,29 @@ class _Watch:
 
 # -- CREATE INDEX CONCURRENTLY -----------------------------------------------------------
 
-_INVALID_INDEX = sa.text(
-    "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
-    " AND c.relname = :name AND (n.nspname = :schema"
-    " OR (CAST(:schema AS text) IS NULL AND pg_table_is_visible(c.oid)))")
+_INVALID_INDEXES = sa.text(
+    "SELECT c.relname, c.oid::regclass::text FROM pg_index i"
+    " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    " AND n.nspname NOT LIKE 'pg_toast%'")
 
 
-def concurrent_index(statement: str | None) -> tuple[str, str | None] | None:
-    """The index (name, schema) a ``CREATE INDEX CONCURRENTLY`` statement builds."""
-    found = _CONCURRENT_INDEX.match(statement or "")
-    if not found:
-        return None
-
-    def unquote(name: str | None) -> str | None:
-        if name and name.startswith('"'):
-            return name[1:-1].replace('""', '"')
-        return name.lower() if name else None
-
-    name = unquote(found[1])
-    assert name is not None
-    return name, unquote(found[2])
-
-
-def drop_invalid_index(conn: Connection, index: tuple[str, str | None],
-                       timeout: float) -> str | None:
-    """Drop the INVALID index a failed ``CREATE INDEX CONCURRENTLY`` left behind (on herd's
-    autocommit connection, waiting at most ``timeout`` for its locks); return its name, or
-    ``None`` when there is none. A lock wait timeout propagates."""
-    name, schema = index
-    found = conn.execute(_INVALID_INDEX, {"name": name, "schema": schema}).scalar()
-    if found is None:
-        return None
-    conn.execute(sa.text(f"SET lock_timeout = '{math.ceil(timeout * 1000)}ms'"))
-    try:
-        conn.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {found}"))
-    finally:
-        conn.execute(sa.text("RESET lock_timeout"))
-    return str(found)
+def drop_invalid_indexes(conn: Connection, sources: Sequence[str], timeout: float) -> list[str]:
+    """Drop the INVALID indexes (PostgreSQL) whose name one of ``sources`` (the revision
+    files of attempts that did not apply) spells: what a ``CREATE INDEX CONCURRENTLY`` that
+    failed or was cut off left behind, which would make building it again fail ('already
+    exists'). Run on herd's autocommit connection, under the migration lock (no herd
+    migration builds one meanwhile), waiting at most ``timeout`` for locks; a lock wait
+    timeout propagates. Returns the dropped names."""
+    dropped = []
+    for name, qualified in conn.execute(_INVALID_INDEXES).all():
+        spelt = re.compile(rf"(?<![\w$]){re.escape(str(name))}(?![\w$])")
+        if not any(spelt.search(source) for source in sources):
+            continue
+        conn.execute(sa.text(f"SET lock_timeout = '{math.ceil(timeout * 1000)}ms'"))
+        try:
+            conn.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
+        finally:
+            conn.execute(sa.text("RESET lock_timeout"))
+        dropped.append(str(qualified))
+    return dropped
