@@ -231,6 +231,12 @@ def unlock(
                 return f"{the_lock.describe()} is free; nothing to do"
         except LockTimeoutError as busy:
             holder = busy.holder
+        rival = the_lock.rival_holder()
+        if rival is not None and rival[1] == holder:  # its own lock is free
+            raise LockHeldError(
+                f"{rival[0].describe()} is held by {rival[1].describe()}, a replica configured "
+                f"with lock kind {rival[0].kind!r}; this unlock clears {the_lock.describe()} "
+                f"only - run 'herd unlock --lock {rival[0].kind}'", holder=rival[1])
         who = holder.describe() if holder else "another replica"
         if isinstance(the_lock, LeaseLock):
             dead_here = (holder is not None and holder.host == HOST and holder.pid is not None

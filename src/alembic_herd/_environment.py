@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +65,12 @@ class Captured:
     """The connection was already inside a transaction, which Alembic then leaves open."""
 
 
-def capturing_context(config: Config, script: ScriptDirectory,
+def capturing_context(config: Config, script: ScriptDirectory, *,
+                      on_version_apply: Callable[..., None] | None = None,
                       **kw: Any) -> tuple[EnvironmentContext, Captured]:
-    """An EnvironmentContext whose ``configure()`` also records the URL or connection.
+    """An EnvironmentContext whose ``configure()`` also records the URL or connection, and
+    adds ``on_version_apply`` after env.py's own callbacks (herd's fencing check, run inside
+    each revision's transaction).
 
     The wrapper is set on the instance: Alembic installs the instance's bound methods as
     the ``alembic.context`` module proxy, so env.py calls it transparently.
@@ -81,6 +84,10 @@ def capturing_context(config: Config, script: ScriptDirectory,
         captured.url = url
         captured.connection = connection
         captured.in_transaction = connection is not None and connection.in_transaction()
+        if on_version_apply is not None:
+            own = options.get("on_version_apply") or ()
+            own = tuple(own) if isinstance(own, (list, tuple)) else (own,)
+            options["on_version_apply"] = (*own, on_version_apply)
         original(connection=connection, url=url, **options)
 
     ctx.configure = configure  # type: ignore[method-assign,assignment]

@@ -60,6 +60,7 @@ from .errors import (
     Holder,
     IncompleteRevisionError,
     LeaderFailedError,
+    LockLostError,
     LockWaitError,
     MigrationError,
 )
@@ -260,6 +261,23 @@ class Leader:
         per_step = True  # each revision commits on its own (else one transaction for all)
         herds_own: list[BaseException] = []  # what herd's own code raised, not a migration
         inside = [False]  # a revision's own code (or its commit) is running right now
+        landed: set[str] = set()  # revisions whose own transaction committed (per step)
+        last: list[str] = []  # the plan's last revision (one transaction: fenced holding)
+
+        def fence(ctx: MigrationContext, step: Any, **_: Any) -> None:
+            """Alembic's on_version_apply: the revision ran and the version table is updated,
+            its transaction not yet committed. The lock's token is checked in it (one
+            transaction: the row is held from the last revision on only, so that the
+            lease's heartbeat is not kept waiting for the whole run)."""
+            assert ctx.connection is not None
+            try:
+                lock.fence(ctx.connection,
+                           hold=per_step or [step.up_revision_id] == last)
+            except LockLostError:
+                raise
+            except Exception as exc:  # herd's own check failed: not the migration's fault
+                herds_own.append(exc)
+                raise
 
         def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             """The revisions for Alembic to run, with herd's bookkeeping between them. The
@@ -283,6 +301,7 @@ class Leader:
                                    and not context.opts.get("transaction_per_migration"))
             start_heads, per_step = tuple(heads), not one_transaction
             plan = list(env.script._upgrade_revs(target, heads))  # type: ignore[arg-type]
+            last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             for step in plan:
                 script: Script = step.revision
@@ -302,6 +321,8 @@ class Leader:
                 guard.revision_starts(own_transaction=per_step)
                 inside[0] = True
                 yield step
+                if per_step:  # Alembic committed the step before asking for the next
+                    landed.add(script.revision)
                 done = row
             inside[0] = False
             if done is None:
@@ -314,7 +335,8 @@ class Leader:
                     self._applied(done)
 
         ctx, self._captured = capturing_context(env.config, env.script, fn=steps,
-                                                as_sql=False, destination_rev=target)
+                                                as_sql=False, destination_rev=target,
+                                                on_version_apply=fence)
         guard = _lockwait.Guard(self.lock_wait, self._retries.timeout, self.conn.engine,
                                 self.url)
         try:
@@ -323,6 +345,10 @@ class Leader:
                     env.script.run_env()
                 finally:
                     guard.close()
+        except LockLostError:
+            with shielded():
+                self._record_lost(rows, landed)
+            raise
         except HerdError:
             self._record_failure(rows, "stopped by herd")
             raise
@@ -335,6 +361,11 @@ class Leader:
                 raise self._lock_waited(exc, rows, guard) from exc
             if isinstance(exc, DBAPIError) and is_transient(exc):
                 raise self._connection_lost(exc, rows) from exc
+            lost = self._lost_lock()
+            if lost is not None:  # e.g. the version table moved under a paused leader
+                with shielded():
+                    self._record_lost(rows, landed)
+                raise lost from exc
             if any(exc is own for own in herds_own):  # herd's bug: not the migration's fault
                 self._record_interrupted(
                     rows, f"herd internal error: {describe_error(exc, self.url)}")
@@ -553,6 +584,42 @@ class Leader:
             log.warning("could not record the failure in the attempt log: %s",
                         driver_message(exc, self.url))
         return failed
+
+    def _lost_lock(self) -> LockLostError | None:
+        """After a migration error: the lock lost meanwhile, if it was (then the error is
+        the new leader's work colliding with this one's, not the migration's failure)."""
+        try:
+            self.lock.verify()
+        except LockLostError as lost:
+            return lost
+        except SQLAlchemyError:
+            return None
+        return None
+
+    def _record_lost(self, rows: list[Attempt], landed: set[str]) -> None:
+        """The lock was lost: a revision whose transaction committed (``landed``) is
+        'applied', the one in progress 'interrupted' (its transaction rolled back, or on a
+        database without transactional DDL stopped at the fence), one that only waited for
+        a shared commit 'rolled back'. Never 'failed': the waiters are not told a migration
+        failed, one of them takes over."""
+        history = self.history
+        note = "the lock was lost (expired or taken over); its transaction rolled back"
+        try:
+            for row in rows:
+                if row.status == "running":
+                    if row.revision in landed:
+                        history.finish(row, "applied")
+                    else:
+                        history.finish(row, "interrupted", note)
+                elif row.status == "applied" and row.revision not in landed:
+                    history.restate(row, "rolled back", note)
+            history.flush()
+        except SQLAlchemyError as exc:
+            log.warning("could not record the lost lock in the attempt log: %s",
+                        driver_message(exc, self.url))
+        event("lock_lost", "lost %s while migrating; stopped, another replica carries on",
+              self.lock.describe(), level=logging.ERROR,
+              revision=rows[-1].revision if rows else None)
 
     def _record_env_py(self, attempt: str, error: str) -> None:
         """env.py failed before any revision ran: one ``failed`` row for env.py, so that the

@@ -23,6 +23,24 @@ How to add a backend
    :data:`AUTO`.
 3. Add it to ``BACKENDS`` in ``tests/test_lock_contract.py`` (and its ways of losing the
    lock to ``LOSSES_OF``): every backend passes that suite.
+
+One lock namespace
+------------------
+Replicas configured with different lock kinds (one deployment on the advisory lock, another
+with ``--lock table``) must still exclude each other. :func:`create_lock` gives every lock
+its *rivals*: the other kinds on the same database under the same key. :meth:`Lock.acquire`
+takes its own lock, then asks each rival for a holder (``pg_locks``, ``IS_USED_LOCK``, a
+live lease row: plain queries) and, when one is held, releases its own and keeps waiting.
+Take-own-then-check-other on one server is safe when both start at once: each one's check
+comes after its own take, so at least one of them sees the other; both backing off is
+retried with the usual jittered backoff.
+
+Fencing by the database
+-----------------------
+:meth:`Lock.fence` runs inside each revision's transaction, on the migration connection,
+just before it commits. A session lock needs nothing there (:meth:`Lock.verify` before each
+revision); the lease checks its token in that transaction and locks its row
+(:mod:`.lease`).
 """
 
 from __future__ import annotations
@@ -71,6 +89,10 @@ class Lock(ABC):
 
     key: LockKey
 
+    rivals: tuple[Lock, ...] = ()
+    """The other lock kinds on this database under the same key (see "One lock namespace");
+    set by :func:`create_lock`."""
+
     @abstractmethod
     def describe(self) -> str:
         """e.g. ``lock 'herd:app.alembic_version' (postgresql advisory)``."""
@@ -91,6 +113,21 @@ class Lock(ABC):
     def holder(self) -> Holder | None:
         """Who holds the lock now, or ``None`` when it is free or unknown."""
 
+    def fence(self, conn: Connection, *, hold: bool) -> None:  # noqa: B027 - a hook
+        """Inside the transaction of a revision about to commit, on the migration connection
+        ``conn``: raise ``LockLostError`` (rolling that transaction back) if this process no
+        longer holds the lock; with ``hold``, keep a take-over waiting until that transaction
+        ends. The default does nothing: a session lock ends only with its session, which
+        :meth:`verify` checks before every revision. The lease overrides it."""
+
+    def rival_holder(self) -> tuple[Lock, Holder] | None:
+        """A rival kind held by someone (that lock and its holder), or ``None``."""
+        for rival in self.rivals:
+            holder = rival._own_holder()
+            if holder is not None:
+                return rival, holder
+        return None
+
     @contextmanager
     def acquire(self, deadline: Deadline, *, hint: str | Callable[[], str] = "",
                 poll_cap: float = defaults.POLL_INTERVAL,
@@ -107,13 +144,25 @@ class Lock(ABC):
         the error that may be on its way out.
         """
         tried = False
+        backed_off = False
 
         def attempt() -> bool | None:
-            nonlocal tried
+            nonlocal tried, backed_off
             if tried and while_waiting is not None and while_waiting():
                 return False
             tried = True
-            return True if self.try_acquire() else None
+            if not self.try_acquire():
+                return None
+            rival = self.rival_holder()
+            if rival is None:
+                return True
+            self._release_quietly()  # the other kind is held: one namespace, keep waiting
+            if not backed_off:
+                log.warning("%s is free but %s is held by %s (a replica configured with "
+                            "another lock kind); waiting for it", self.describe(),
+                            rival[0].describe(), rival[1].describe())
+                backed_off = True
+            return None
 
         held = poll(attempt, deadline, max(poll_cap, 0.01))
         if held is None:
@@ -130,9 +179,17 @@ class Lock(ABC):
                 self._release_quietly()
 
     def safe_holder(self) -> Holder | None:
-        """:meth:`holder`, or ``None`` when its statement fails: naming the holder is best
-        effort. A lost connection is not swallowed: the next statement on it would raise
-        PendingRollbackError instead, which is no connection failure to reconnect from."""
+        """:meth:`holder` (or a rival kind's holder), or ``None`` when its statement fails:
+        naming the holder is best effort. A lost connection is not swallowed: the next
+        statement on it would raise PendingRollbackError instead, which is no connection
+        failure to reconnect from."""
+        own = self._own_holder()
+        if own is not None:
+            return own
+        rival = self.rival_holder()
+        return rival[1] if rival else None
+
+    def _own_holder(self) -> Holder | None:
         try:
             return self.holder()
         except DBAPIError as exc:
@@ -206,11 +263,26 @@ def choose(kind: str, dialect: str) -> str:
     return kind
 
 
-def create_lock(kind: str, conn: Connection, key: LockKey, **options: object) -> Lock:
-    """Build the lock for ``kind`` (already resolved by :func:`choose`) on ``conn``."""
+def _build(kind: str, conn: Connection, key: LockKey, **options: object) -> Lock:
     if kind == GENERIC:
         return _lease(conn, key, **options)
     return BACKENDS[(kind, conn.dialect.name)](conn, key, **options)
+
+
+def create_lock(kind: str, conn: Connection, key: LockKey, **options: object) -> Lock:
+    """Build the lock for ``kind`` (already resolved by :func:`choose`) on ``conn``, with
+    the other kinds of its dialect as its rivals (one lock namespace)."""
+    lock = _build(kind, conn, key, **options)
+    others = sorted(({k for (k, d) in BACKENDS if d == conn.dialect.name} | {GENERIC})
+                    - {kind})
+    rivals = []
+    for other in others:
+        try:
+            rivals.append(_build(other, conn, key))
+        except ConfigurationError:  # e.g. no file lock for an in-memory SQLite database
+            continue
+    lock.rivals = tuple(rivals)
+    return lock
 
 
 __all__ = ["AUTO", "BACKENDS", "KINDS", "Lock", "LockKey", "choose", "create_lock"]

@@ -6,7 +6,20 @@ conditional ``UPDATE`` (free or expired) or one ``INSERT`` (first use); both are
 statements, so they work through PgBouncer in transaction pooling mode. A heartbeat thread
 on its own connection extends the lease every ``ttl / 3``; a holder that dies stops
 renewing and its lease expires after at most ``ttl``. A holder that fails to renew marks
-the lease lost, and :meth:`verify` stops the runner before its next revision (fencing).
+the lease lost, and :meth:`verify` stops the runner before its next revision.
+
+Fencing by the database (:meth:`LeaseLock.fence`): the owner column is the lease's token.
+Before each revision's transaction commits, the leader runs, *inside that transaction on
+the migration connection*, ``SELECT ... FROM herd_lock WHERE name = :key AND owner = :token
+AND expires >= <server now> FOR UPDATE``. No row: the lease expired or was taken over, and
+:class:`~alembic_herd.errors.LockLostError` rolls the transaction back (the revision's
+writes and its version-table update with it). A row: it stays locked until the commit, so a
+competitor's take-over (an ``UPDATE`` of that row) and ``herd unlock`` (a ``DELETE``) wait
+for the commit: a take-over can never interleave with it. A leader paused past its lease
+(SIGSTOP, a throttled container, a VM migration) therefore commits nothing when it resumes.
+SQLite has no ``FOR UPDATE`` and needs none: it has one writer, and the migration
+transaction has already written (the version table) when the check runs, so a competitor's
+take-over cannot get the write lock before this transaction ends.
 """
 
 from __future__ import annotations
@@ -50,18 +63,21 @@ def lease_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Tabl
     )
 
 
+_NOW = {  # seconds since the epoch by the server's clock; clock_timestamp(), not now():
+    # inside a transaction now() is the time it began
+    "postgresql": "extract(epoch from clock_timestamp())",
+    "mysql": "UNIX_TIMESTAMP(NOW(6))",
+    "mariadb": "UNIX_TIMESTAMP(NOW(6))",
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+}
+
+
 def db_now(conn: Connection) -> float:
     """Seconds since the epoch by the database server's clock."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        expr = "SELECT extract(epoch from clock_timestamp())"
-    elif dialect in ("mysql", "mariadb"):
-        expr = "SELECT UNIX_TIMESTAMP(NOW(6))"
-    elif dialect == "sqlite":
-        expr = "SELECT (julianday('now') - 2440587.5) * 86400.0"
-    else:  # pragma: no cover - other dialects fall back to this host's clock
+    expr = _NOW.get(conn.dialect.name)
+    if expr is None:  # pragma: no cover - other dialects fall back to this host's clock
         return datetime.now(UTC).timestamp()
-    return float(conn.scalar(sa.text(expr)))
+    return float(conn.scalar(sa.text(f"SELECT {expr}")))
 
 
 class LeaseLock(Lock):
@@ -168,6 +184,25 @@ class LeaseLock(Lock):
             "stopped before the next revision - run herd again"
         )
 
+    def fence(self, conn: Connection, *, hold: bool) -> None:
+        """Inside the migration's transaction on ``conn``: raise ``LockLostError`` (which
+        rolls it back) unless the lease is still this process's and live by the server's
+        clock; with ``hold``, lock the lease row until that transaction ends (see the module
+        docstring)."""
+        t = self.table
+        now = _NOW.get(conn.dialect.name)
+        live = t.c.expires >= (sa.literal_column(now, sa.Double) if now else db_now(conn))
+        query = sa.select(t.c.owner).where(t.c.name == self.key.name, t.c.owner == self.owner,
+                                           live)
+        if hold and conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        if conn.execute(query).first() is None:
+            self._lost.set()
+            raise LockLostError(
+                f"{self.describe()} expired or was taken over while this process migrated "
+                "(paused past the lease?); the database refused the revision's commit and "
+                "rolled it back - another replica carries on")
+
     def break_lease(self) -> None:
         """Delete the lease row whoever holds it (``herd unlock``). A live holder is fenced:
         its next :meth:`verify` fails before it starts another revision."""
@@ -175,6 +210,11 @@ class LeaseLock(Lock):
 
     def holder(self) -> Holder | None:
         t = self.table
+        if not self._ready:  # asked first, so that a database that never had a lease (an
+            # advisory lock's rival check) logs no "table does not exist" error
+            if not sa.inspect(self.conn).has_table(t.name, schema=t.schema):
+                return None
+            self._ready = True
         query = sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(
             t.c.name == self.key.name)
         row = read_if_exists(self.conn, t, lambda: self.conn.execute(query).first(), None,
