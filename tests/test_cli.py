@@ -541,3 +541,179 @@ def test_the_console_script_leaves_fast_but_keeps_output_code_and_atexit(
     assert result.returncode == code, result.stderr
     assert needle in result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("atexit ran")
+
+
+# -- Alembic's habits ---------------------------------------------------------------------------
+
+NEWCOMER = str(PROJECTS / "newcomer" / "alembic.ini")
+SRC = Path(__file__).parent.parent / "src" / "alembic_herd"
+
+
+def sqlite_tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_a_positional_target_works_as_in_alembic(tmp_path: Path) -> None:
+    """`herd migrate b2` migrates to b2 like `alembic upgrade b2`; `herd check b2` is then
+    current, `herd check` (head) is not, and REVISION with an equal --target is accepted."""
+    url = sqlite_url(tmp_path)
+    proc = herd("migrate", "-c", CONFIG, "b2", "--url", url)
+    assert proc.returncode == 0, proc.stderr
+    assert version_heads(url) == ["b2"]
+    assert herd("check", "-c", CONFIG, "b2", "--target", "b2", "--url", url).returncode == 0
+    assert herd("check", "-c", CONFIG, "--url", url).returncode == 1
+    assert herd("wait", "-c", CONFIG, "b2", "--timeout", "1s", "--url", url).returncode == 0
+
+
+def test_x_name_and_script_location_reach_env_py(tmp_path: Path) -> None:
+    """-x key=value reaches env.py's context.get_x_argument(), -n picks the config's section
+    and -d replaces script_location, as with Alembic; herd watches the version table env.py
+    then writes (x_arguments= in the library)."""
+    import alembic_herd
+
+    with_x = sqlite_url(tmp_path / "x")
+    (tmp_path / "x").mkdir()
+    proc = herd("migrate", "-c", NEWCOMER, "-x", "version_table=xv", "--url", with_x)
+    assert proc.returncode == 0, proc.stderr
+    check = herd("check", "-c", NEWCOMER, "-x", "version_table=xv", "--url", with_x)
+    assert check.stdout == "current: xv at n1\n", check.stderr
+    assert {"xv", "notes"} <= sqlite_tables(with_x)
+
+    section = f"sqlite:///{tmp_path / 'n.db'}"
+    assert herd("migrate", "-c", NEWCOMER, "-n", "tenant", "--url", section).returncode == 0
+    assert "tenant_version" in sqlite_tables(section)
+
+    moved = f"sqlite:///{tmp_path / 'd.db'}"
+    proc = herd("migrate", "-c", CONFIG, "-d", str(PROJECTS / "newcomer" / "migrations"),
+                "--url", moved)
+    assert proc.stdout.startswith("migrated 1 revision(s) to n1"), proc.stderr
+    assert version_heads(moved) == ["n1"]
+
+    library = f"sqlite:///{tmp_path / 'lib.db'}"
+    outcome = alembic_herd.upgrade(NEWCOMER, url=library, x_arguments={"version_table": "lv"})
+    assert outcome.action == "migrated"
+    assert "lv" in sqlite_tables(library)
+
+
+def test_sql_prints_the_upgrade_without_touching_a_database(tmp_path: Path) -> None:
+    """`herd migrate --sql` prints Alembic's offline SQL like `alembic upgrade --sql`: it
+    needs no reachable server, creates no database file and takes no lock."""
+    offline = herd("migrate", "-c", CONFIG, "--sql", "--url", UNREACHABLE)
+    assert offline.returncode == 0, offline.stderr
+    assert "CREATE TABLE accounts" in offline.stdout
+    assert "INSERT INTO alembic_version (version_num) VALUES ('a1')" in offline.stdout
+    assert PASSWORD not in offline.stdout + offline.stderr
+    sqlite = herd("migrate", "-c", CONFIG, "c3", "--sql", "--url", sqlite_url(tmp_path))
+    assert sqlite.returncode == 0, sqlite.stderr
+    assert "UPDATE alembic_version SET version_num='c3'" in sqlite.stdout
+    assert list(tmp_path.iterdir()) == []  # no database file, no lock file
+
+
+def test_quiet_also_silences_alembics_info_lines(tmp_path: Path) -> None:
+    """env.py's fileConfig() turns Alembic's INFO lines on; -q silences them with herd's own,
+    leaving only the result line."""
+    loud = herd("migrate", "-c", NEWCOMER, "--url", f"sqlite:///{tmp_path / 'a.db'}")
+    assert "Running upgrade  -> n1" in loud.stderr, loud.stderr
+    quiet = herd("migrate", "-q", "-c", NEWCOMER, "--url", f"sqlite:///{tmp_path / 'b.db'}")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    assert quiet.stdout.startswith("migrated 1 revision(s) to n1")
+
+
+FOREIGN_FLAGS = {
+    "--auth-host": "initdb's (_embedded.py)", "--auth-local": "initdb's",
+    "--encoding": "initdb's", "--no-sync": "initdb's",
+    "--purge": "alembic stamp's",
+    "--events": "the demo's replica program (demo/replica.py)", "--lease-ttl": "the same",
+}
+"""Flags that herd's source names but that belong to another program."""
+
+
+def test_every_flag_a_message_names_exists() -> None:
+    """Every --flag named in a string literal of herd's source is an option of the herd
+    command line (or belongs, listed, to another program): a hint never names a flag that
+    does not exist."""
+    import ast
+
+    named: dict[str, str] = {}
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", node.value):
+                    named.setdefault(flag, str(path.relative_to(SRC)))
+    options = {opt for command in cli.commands.values() for param in command.params
+               for opt in param.opts if opt.startswith("--")} | {"--help", "--version"}
+    unknown = {flag: where for flag, where in named.items()
+               if flag not in options and flag not in FOREIGN_FLAGS}
+    assert unknown == {}
+    assert set(FOREIGN_FLAGS) <= set(named)  # the list holds no stale entry
+    assert {"--version-table", "--version-table-schema", "--lock-url"} <= set(named)
+
+
+# -- what a waiter and status report ------------------------------------------------------
+
+
+def test_a_waiter_reports_a_failed_attempt_from_before_its_start(pg: URL) -> None:
+    """A `herd wait` started after a migration failed, while nobody holds the lock, exits 9
+    at once with that failure instead of waiting out its timeout; while a replica holds the
+    lock (a retry) it waits, and after 'herd resolve' it waits for a new attempt."""
+    from alembic_herd.locks import LockKey
+
+    failing = str(PROJECTS / "bad-raise" / "alembic.ini")
+    url = render(pg)
+    assert herd("migrate", "-q", "-c", failing, "--url", url).returncode == 8
+    reported = herd("wait", "-q", "-c", failing, "--url", url, "--timeout", "10m", timeout=60)
+    line = assert_one_error_line(reported, 9)
+    assert "failed on revision x2" in line and "boom: x2 fails on purpose" in line
+
+    key = LockKey.for_version_table("alembic_version", None, None).as_int64()
+    engine = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as holder:  # a replica retrying: the waiter waits for it
+            assert holder.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            retried = herd("wait", "-q", "-c", failing, "--url", url, "--timeout", "2s")
+    finally:
+        engine.dispose()
+    assert "is a replica migrating?" in assert_one_error_line(retried, 7)
+
+    assert herd("resolve", "-q", "-c", failing, "x2", "--url", url).returncode == 0
+    after = herd("wait", "-q", "-c", failing, "--url", url, "--timeout", "1s")
+    assert_one_error_line(after, 7)
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_status_names_only_the_holder_of_this_databases_lock(
+        server: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Two databases on one server: `herd status` on one does not name the holder of the
+    other's lock (MySQL's GET_LOCK names are server-wide: herd's key includes the
+    database), and does name its own."""
+    from alembic_herd.locks import LockKey
+    from alembic_herd.locks.mysql import lock_name
+    from conftest import make_database
+
+    makers = [make_database(server, request, tmp_path) for _ in range(2)]
+    mine, other = (next(maker) for maker in makers)
+    engine = sa.create_engine(other, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as holder:
+            if server == "mysql":
+                key = LockKey.for_version_table("alembic_version", None, other.database)
+                taken = holder.scalar(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": lock_name(key)})
+            else:
+                key = LockKey.for_version_table("alembic_version", None, None)
+                taken = holder.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                      {"k": key.as_int64()})
+            assert taken
+            looks = {url.database: json.loads(herd("status", "-c", CONFIG, "--json", "--url",
+                                                   render(url)).stdout)["holder"]
+                     for url in (mine, other)}
+    finally:
+        engine.dispose()
+        for maker in makers:
+            next(maker, None)
+    assert looks[mine.database] is None
+    assert looks[other.database] is not None

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from alembic import command as alembic_command
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
@@ -35,6 +36,7 @@ def upgrade(
     lock_key: str | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     command: Sequence[str] | None = None,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
@@ -53,9 +55,13 @@ def upgrade(
     when given, is run while holding the lock instead of Alembic's upgrade (for apps whose
     migration entry point is their own CLI); the scripts' heads still decide whether
     anything is pending. ``lock_url`` is a direct connection for herd's lock and reads when
-    ``url`` goes through a transaction pooler. ``allow_ahead`` treats a database at
+    ``url`` goes through a transaction pooler. ``x_arguments`` (``["key=value"]`` or a
+    mapping) are what env.py reads with ``context.get_x_argument()`` (Alembic's ``-x``), in
+    every function here. ``allow_ahead`` treats a database at
     revisions this code does not know (a rollback, a rolling deploy) as current instead of
-    raising :class:`~alembic_herd.errors.DatabaseAheadError`. ``lock_wait_timeout`` is how
+    raising :class:`~alembic_herd.errors.DatabaseAheadError`. ``poll_interval`` caps the
+    backoff between two looks where the database cannot notify (a waiter that LISTENs on
+    PostgreSQL polls every ``LISTEN_POLL_INTERVAL``, 5 s). ``lock_wait_timeout`` is how
     long one statement of the migration may wait for a table lock (the application's queries
     queue behind it meanwhile; 0 leaves the database's setting): a revision that times out
     is rolled back and tried again with a longer wait, up to ``lock_wait_attempts`` times
@@ -67,7 +73,7 @@ def upgrade(
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
@@ -89,6 +95,7 @@ def wait_until_current(
     timeout: Duration | str = defaults.WAIT_TIMEOUT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lock_url: str | URL | None = None,
@@ -104,7 +111,7 @@ def wait_until_current(
     deadline = Deadline(to_seconds(timeout, name="timeout"))
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
         lock_url=lock_url, allow_ahead=allow_ahead,
     )
@@ -120,6 +127,7 @@ def status(
     lock_key: str | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     recent: int = defaults.STATUS_RECENT,
     lock_url: str | URL | None = None,
@@ -131,7 +139,7 @@ def status(
     hang on a host that does not answer)."""
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table,
         lock_url=lock_url, allow_ahead=allow_ahead,
         connect_timeout=to_seconds(connect_timeout, name="connect timeout"),
@@ -146,6 +154,7 @@ def history(
     limit: int = defaults.HISTORY_LIMIT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     lock_url: str | URL | None = None,
     connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
@@ -154,7 +163,7 @@ def history(
     seconds = to_seconds(connect_timeout, name="connect timeout")
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         history_table=history_table, lock_url=lock_url, connect_timeout=seconds,
     )
     with runner.session(Deadline(seconds)) as conn:
@@ -171,6 +180,7 @@ def resolve(
     lock_timeout: Duration | str = defaults.RESOLVE_LOCK_TIMEOUT,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
     lock_url: str | URL | None = None,
 ) -> int:
@@ -179,7 +189,7 @@ def resolve(
     Returns how many attempts were resolved."""
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table, lock_url=lock_url,
     )
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
@@ -209,6 +219,7 @@ def unlock(
     force: bool = False,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
 ) -> str:
     """Clear a stale migration lock, refusing while its holder is alive.
 
@@ -221,7 +232,7 @@ def unlock(
     """
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
-                         version_table_schema=version_table_schema),
+                         version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
     )
     with runner.session(Deadline(defaults.UNLOCK_TIMEOUT)) as conn:
@@ -265,3 +276,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def offline_sql(
+    config: Config | str | os.PathLike[str],
+    *,
+    url: str | URL | None = None,
+    target: str = "head",
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
+) -> None:
+    """Write the SQL of an upgrade to ``target`` to stdout, as ``alembic upgrade --sql``
+    does (env.py's offline mode): no lock, no database connection."""
+    env = load_environment(config, url=url, x_arguments=x_arguments)
+    try:
+        alembic_command.upgrade(env.config, target, sql=True)
+    except Exception as exc:  # env.py's offline branch, or a target Alembic refuses
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise ConfigurationError(
+            f"offline SQL (--sql) for target {target!r} failed in env.py's offline mode "
+            f"({detail}); check the target, or make env.py's run_migrations_offline() work"
+        ) from exc

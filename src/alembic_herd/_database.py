@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -50,11 +52,17 @@ _SYNC_DRIVERS = {
 
 
 def parse_url(url: str | URL) -> URL:
-    """Parse ``url``, refusing malformed ones with a message that never shows the password."""
+    """Parse ``url``, refusing malformed ones with a message that never shows the password.
+
+    A password with an un-encoded ``@`` (``app:p@ss@db/app``) is read up to the *last*
+    ``@`` before the host, where SQLAlchemy would cut it at the first and take the rest
+    for the host. Every password parsed here is remembered for :func:`mask_text`."""
     if isinstance(url, URL):
+        remember_secrets(url)
         return url
+    remember_secrets(url)
     try:
-        parsed = make_url(url)
+        parsed = make_url(encode_userinfo(url))
         if parsed.drivername.startswith("postgres+") or parsed.drivername == "postgres":
             # Heroku-style DATABASE_URL; SQLAlchemy only knows "postgresql"
             parsed = parsed.set(drivername="postgresql" + parsed.drivername[len("postgres"):])
@@ -64,7 +72,83 @@ def parse_url(url: str | URL) -> URL:
             "dialect+driver://user@host:port/database (':password' after the user), e.g. "
             "postgresql+psycopg://app@db:5432/app"
         ) from exc
+    remember_secrets(parsed)
     return parsed
+
+
+# -- secrets ------------------------------------------------------------------------------
+# One function masks every text herd prints (mask_text); display() renders a URL through it.
+
+_SCHEME = re.compile(r"[A-Za-z][\w+.-]*://")
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)(?P<info>[^\s'\"]*)@")
+"""``scheme://userinfo@`` in free text; the greedy ``info`` ends at the token's last ``@``."""
+_BARE_USERINFO = re.compile(r"""(^|[\s'"=(])(/{0,2}[^\s'"=(:/@]*:)(?!//)[^\s'"]*@""")
+"""``user:password@`` at the start of a token without a scheme (``app:pw@db/app``)."""
+_SECRETS: set[str] = set()
+
+
+def _split_userinfo(url: str) -> tuple[str, str, str, str] | None:
+    """``(scheme://, user, password, rest after the last '@')`` of a URL with a password."""
+    scheme = _SCHEME.match(url.strip())
+    if scheme is None:
+        return None
+    rest = url.strip()[scheme.end():]
+    at = rest.rfind("@")
+    user, colon, password = rest[:max(at, 0)].partition(":")
+    if at < 0 or not colon:
+        return None
+    return scheme.group(0), user, password, rest[at + 1:]
+
+
+def encode_userinfo(url: str) -> str:
+    """``url`` with user and password percent-encoded when they contain an ``@`` (which
+    SQLAlchemy's parser would take for the end of the password)."""
+    parts = _split_userinfo(url)
+    if parts is None or "@" not in parts[1] + parts[2]:
+        return url
+    scheme, user, password, rest = parts
+    return f"{scheme}{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+
+
+def remember_secrets(url: URL | str | None) -> None:
+    """Note the password of ``url`` (as written, decoded and encoded) for :func:`mask_text`."""
+    if isinstance(url, URL):
+        password = url.password
+    else:
+        parts = _split_userinfo(url) if url else None
+        password = parts[2] if parts else None
+    if not password:
+        return
+    password = str(password)
+    for form in (password, unquote(password), quote(password, safe=""), quote_plus(password),
+                 re.sub(r"[:@/]", lambda m: f"%{ord(m.group(0)):X}", password)):
+        _SECRETS.add(form)
+
+
+def mask_text(text: str, *urls: URL | str | None) -> str:
+    """``text`` without secrets: every password herd has parsed (and those of ``urls``), and
+    whatever sits between ``://`` and the last ``@`` of a URL-like token (``user:***@``), so
+    that a password with ``@`` or ``:`` in it leaks no fragment either. Every line herd
+    prints passes through here."""
+    for url in urls:
+        remember_secrets(url)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        # whole tokens only: a password like 'postgres' must not garble 'postgresql'
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    text = _URL_USERINFO.sub(_hide_userinfo, text)
+    return _BARE_USERINFO.sub(r"\1\2***@", text)
+
+
+def _hide_userinfo(match: re.Match[str]) -> str:
+    user, colon, _ = match["info"].partition(":")
+    if not colon:  # a user name alone
+        return match.group(0)
+    return f"{match['scheme']}{user}:***@"
+
+
+def display(url: URL) -> str:
+    """The URL with its password masked, safe for any log line or message."""
+    return mask_text(url.render_as_string(hide_password=False), url)
 
 
 def sync_url(url: URL) -> URL:
@@ -86,26 +170,6 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
-
-
-def display(url: URL) -> str:
-    """The URL with its password masked, safe for any log line or message."""
-    return url.render_as_string(hide_password=True)
-
-
-def mask_text(text: str, url: URL | str | None = None) -> str:
-    """Remove a password from free text (driver messages, malformed URLs)."""
-    import re
-
-    if isinstance(url, URL) and url.password:
-        # whole tokens only: a password like 'postgres' must not garble 'postgresql'
-        secret = re.escape(str(url.password))
-        text = re.sub(rf"(?<![A-Za-z0-9]){secret}(?![A-Za-z0-9])", "***", text)
-    # user:password@ in anything that looks like a URL
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    # ... and in one without a scheme ('app:pw@db/app', '//app:pw@db/app'): a token that
-    # starts with user:password@ (a password with '/' is left to the rule above)
-    return re.sub(r"""(^|[\s'"=(])(/{0,2}[^\s'"=(:/@]*:)[^@\s'"/]*@""", r"\1\2***@", text)
 
 
 def create_engine(url: URL, *, application_name: str | None = None,

@@ -29,6 +29,13 @@ CONNECT_TIMEOUT = 10.0
 POLL_INTERVAL = 0.5
 """The cap of the jittered exponential backoff between two looks at the lock or the heads."""
 
+LISTEN_POLL_INTERVAL = 5.0
+"""The backoff cap of a waiter that LISTENs for the leader's notifications (PostgreSQL with
+psycopg 3): a notification wakes it at once, so it polls only to cover a lost one."""
+
+NOTIFY_EVERY = 1.0
+"""A leader notifies the waiters after a commit at most this often (and always at its end)."""
+
 REPORT_EVERY = 5.0
 """How often a waiting replica logs whom it waits for."""
 

@@ -8,12 +8,13 @@ mode (no connection, no DDL), so that probing cannot itself race with another re
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import io
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from alembic.script.revision import MultipleHeads, ResolutionError, RevisionErro
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 
-from ._database import parse_url
+from ._database import encode_userinfo, parse_url
 from .errors import ConfigurationError, DatabaseAheadError, RevisionNotFoundError
 
 log = logging.getLogger("alembic_herd")
@@ -34,26 +35,60 @@ log = logging.getLogger("alembic_herd")
 DEFAULT_VERSION_TABLE = "alembic_version"
 
 
-def load_config(config: Config | str | os.PathLike[str]) -> Config:
-    """An Alembic ``Config`` from a ``Config`` or the path of an alembic.ini."""
+def load_config(config: Config | str | os.PathLike[str], *, ini_section: str | None = None,
+                script_location: str | None = None,
+                x_arguments: Sequence[str] | Mapping[str, str] | None = None) -> Config:
+    """An Alembic ``Config`` from a ``Config`` or the path of an alembic.ini.
+
+    ``ini_section`` is the file's section for this project (Alembic's ``-n``, default
+    ``alembic``), ``script_location`` overrides the file's (``-d``), and ``x_arguments``
+    (``["key=value", ...]`` or a mapping) are what env.py reads with
+    ``context.get_x_argument()`` (Alembic's ``-x``)."""
     if isinstance(config, Config):
-        return config
-    path = Path(config)
-    if not path.is_file():
-        raise ConfigurationError(
-            f"Alembic config {str(path)!r} not found; pass -c/--config with the path of your "
-            "alembic.ini (or set ALEMBIC_CONFIG)"
-        )
-    cfg = Config(str(path))
-    try:
-        cfg.file_config  # noqa: B018 - parse now: a malformed file is a configuration error
-    except configparser.Error as exc:
-        detail = str(exc).splitlines()[0]
-        raise ConfigurationError(
-            f"Alembic config {str(path)!r} is not a valid ini file ({detail}); fix it or pass "
-            "-c/--config with the path of your alembic.ini"
-        ) from exc
+        cfg = config
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigurationError(
+                f"Alembic config {str(path)!r} not found; pass -c/--config with the path of "
+                "your alembic.ini (or set ALEMBIC_CONFIG)"
+            )
+        cfg = Config(str(path), ini_section=ini_section or "alembic")
+        try:
+            cfg.file_config  # noqa: B018 - parse now: a malformed file is a configuration error
+        except configparser.Error as exc:
+            detail = str(exc).splitlines()[0]
+            raise ConfigurationError(
+                f"Alembic config {str(path)!r} is not a valid ini file ({detail}); fix it or "
+                "pass -c/--config with the path of your alembic.ini"
+            ) from exc
+    if ini_section is not None:
+        cfg.config_ini_section = ini_section
+    _require_section(cfg)
+    if script_location is not None:
+        cfg.set_main_option("script_location", script_location.replace("%", "%%"))
+    if x_arguments:
+        pairs = ([f"{k}={v}" for k, v in x_arguments.items()]
+                 if isinstance(x_arguments, Mapping) else list(x_arguments))
+        if cfg.cmd_opts is None:
+            cfg.cmd_opts = argparse.Namespace(x=pairs)
+        else:
+            cfg.cmd_opts.x = pairs
     return cfg
+
+
+def _require_section(cfg: Config) -> None:
+    """The config file has the section herd reads (``[alembic]``, or ``-n``'s)."""
+    name = cfg.config_ini_section
+    if cfg.config_file_name is None or cfg.file_config.has_section(name):
+        return
+    sections = [s for s in cfg.file_config.sections()
+                if cfg.file_config.has_option(s, "script_location")]
+    choices = (f"sections with a script_location: {', '.join(sections)}; pass -n/--name with "
+               "one of them" if sections else f"add [{name}] with 'script_location = "
+               "migrations' (the folder with env.py)")
+    raise ConfigurationError(
+        f"Alembic config {cfg.config_file_name!r} has no [{name}] section; {choices}")
 
 
 class Captured:
@@ -121,6 +156,12 @@ class Environment:
 
     def target_revisions(self, target: str) -> tuple[str, ...]:
         """The revision ids ``target`` names (``head``, ``heads``, ``branch@head``, an id)."""
+        if not self.script_heads():  # an image without its revision files, a wrong -d
+            raise ConfigurationError(
+                f"the migrations folder {self.script.dir!r} has no revisions (its versions "
+                "folder has no revision file); point script_location "
+                "(or -d/--script-location) at the folder that has them, or add one with "
+                "'alembic revision'")
         try:
             revs = self.script.get_revisions(target)
         except (ResolutionError, RevisionError, CommandError) as exc:
@@ -156,8 +197,10 @@ class Environment:
             return tuple(r.revision for r in reversed(list(revs)) if r is not None)
         except RevisionError as exc:
             raise RevisionNotFoundError(
-                f"cannot upgrade from {', '.join(db_heads) or 'an empty database'} to "
-                f"{target!r}: {exc}"
+                f"cannot upgrade {self.qualified_version_table!r} from "
+                f"{', '.join(db_heads) or 'an empty database'} to {target!r} ({exc}); it "
+                "should hold one row per branch head - fix its rows (e.g. 'alembic stamp "
+                "--purge REVISION') and retry"
             ) from exc
 
     def applied(self, db_heads: tuple[str, ...]) -> set[str]:
@@ -191,6 +234,7 @@ def load_environment(
     url: str | URL | None = None,
     version_table: str | None = None,
     version_table_schema: str | None = None,
+    x_arguments: Sequence[str] | Mapping[str, str] | None = None,
 ) -> Environment:
     """Resolve the Alembic project and the database URL herd will coordinate on.
 
@@ -200,7 +244,7 @@ def load_environment(
     written to the config's ``sqlalchemy.url`` so that a standard env.py migrates the same
     database.
     """
-    cfg = load_config(config)
+    cfg = load_config(config, x_arguments=x_arguments)
     where = cfg.get_main_option("script_location")
     if not where:
         raise ConfigurationError(
@@ -212,7 +256,8 @@ def load_environment(
     except CommandError as exc:
         raise ConfigurationError(
             f"script_location {where!r} is not an Alembic migrations folder ({exc}); fix "
-            "script_location in the config or create it with 'alembic init'"
+            "script_location in the config (or -d/--script-location) or create it with "
+            "'alembic init'"
         ) from exc
     _require_env_py(script, where)
 
@@ -221,6 +266,12 @@ def load_environment(
         cfg.set_main_option(
             "sqlalchemy.url", explicit.render_as_string(hide_password=False).replace("%", "%%")
         )
+
+    elif (ini_url := _ini_url(cfg)) and encode_userinfo(ini_url) != ini_url:
+        # a password with '@' in alembic.ini: SQLAlchemy would end it at the first '@' and
+        # take the rest for the host when env.py (its offline probe too) reads the URL
+        cfg.set_main_option("sqlalchemy.url", parse_url(ini_url).render_as_string(
+            hide_password=False).replace("%", "%%"))
 
     env = Environment(config=cfg, script=script, url=explicit)
     probe = _probe(env)
@@ -237,7 +288,7 @@ def load_environment(
     if env.url is None and probe.get("url"):
         env.url = parse_url(probe["url"])
     if env.url is None:
-        ini_url = cfg.get_main_option("sqlalchemy.url")
+        ini_url = _ini_url(cfg)
         if ini_url:
             env.url = parse_url(ini_url)
     if env.url is None:
@@ -246,6 +297,17 @@ def load_environment(
             "sqlalchemy.url in alembic.ini"
         )
     return env
+
+
+def _ini_url(cfg: Config) -> str | None:
+    try:
+        return cfg.get_main_option("sqlalchemy.url")
+    except configparser.InterpolationError as exc:
+        raise ConfigurationError(
+            f"sqlalchemy.url in {cfg.config_file_name!r} has a '%' that the ini format reads "
+            f"as a substitution ({type(exc).__name__}); write '%%' for each '%' in the URL "
+            "(a percent-encoded password: %%40 for '@'), or pass --url"
+        ) from None
 
 
 def _require_env_py(script: ScriptDirectory, where: str) -> None:

@@ -25,8 +25,8 @@ from typing import NoReturn
 
 import click
 
+from ._database import mask_text
 from ._log import event
-from ._logformat import mask
 from ._signals import Interrupted
 from .errors import EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, SUCCESS, ConfigurationError, HerdError
 
@@ -38,7 +38,7 @@ Urls = tuple[str | None, ...]
 def become(command: list[str], executable: str, *, done: str, urls: Urls) -> NoReturn:
     """End ``herd run`` by replacing this process with ``command`` (``execv``): it keeps
     herd's pid, receives the container's signals, and its exit code is the container's."""
-    event("exec", "%s; starting %s", done, mask(" ".join(command), *urls), command=command[0])
+    event("exec", "%s; starting %s", done, mask_text(" ".join(command), *urls), command=command[0])
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -91,13 +91,13 @@ def fail(exc: BaseException, *, urls: Urls, show_traceback: bool) -> NoReturn:
     """Report ``exc`` as one line on stderr (after the traceback, when asked) and exit."""
     if show_traceback:
         trace = "".join(traceback.format_exception(exc))
-        click.echo(mask(trace, *urls).rstrip(), err=True)
+        click.echo(mask_text(trace, *urls).rstrip(), err=True)
     if isinstance(exc, HerdError):
-        click.echo(f"herd: error: {mask(one_line(str(exc)), *urls)}", err=True)
+        click.echo(f"herd: error: {mask_text(one_line(str(exc)), *urls)}", err=True)
         _exit(exc.exit_code)
     if isinstance(exc, Interrupted):
         detail = f" {exc.detail}" if exc.detail else ""
-        click.echo(mask(f"herd: error: stopped by {exc.name}{detail}", *urls), err=True)
+        click.echo(mask_text(f"herd: error: stopped by {exc.name}{detail}", *urls), err=True)
         _exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.echo("herd: interrupted", err=True)
@@ -105,7 +105,7 @@ def fail(exc: BaseException, *, urls: Urls, show_traceback: bool) -> NoReturn:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     detail = lines[0] if lines else ""
     hint = "" if show_traceback else " (run with --traceback for details)"
-    click.echo(mask(f"herd: internal error: {type(exc).__name__}: {detail}{hint}", *urls),
+    click.echo(mask_text(f"herd: internal error: {type(exc).__name__}: {detail}{hint}", *urls),
                err=True)
     _exit(INTERNAL_ERROR)
 
@@ -131,13 +131,13 @@ def exit_after(run: Callable[[], object]) -> NoReturn:
         sys.exit(USAGE_ERROR)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"herd: error: {mask(one_line(exc.format_message()))}{hint}", err=True)
+        click.echo(f"herd: error: {mask_text(one_line(exc.format_message()))}{hint}", err=True)
         sys.exit(USAGE_ERROR)
     except click.ClickException as exc:
-        click.echo(f"herd: error: {mask(one_line(exc.format_message()))}", err=True)
+        click.echo(f"herd: error: {mask_text(one_line(exc.format_message()))}", err=True)
         sys.exit(USAGE_ERROR)
     except HerdError as exc:  # [tool.herd] unreadable
-        click.echo(f"herd: error: {mask(one_line(str(exc)))}", err=True)
+        click.echo(f"herd: error: {mask_text(one_line(str(exc)))}", err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("herd: interrupted", err=True)

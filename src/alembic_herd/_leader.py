@@ -44,7 +44,7 @@ from ._database import (
     sync_url,
     unavailable,
 )
-from ._defaults import RACE_GRACE, RACE_PAUSE, RACE_RETRIES
+from ._defaults import NOTIFY_EVERY, RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserved_logging
 from ._heads import Pending, read_heads
@@ -52,6 +52,7 @@ from ._history import Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
 from ._signals import Interrupted, shielded
+from ._wakeup import notify
 from .errors import (
     CommandFailedError,
     ConfigurationError,
@@ -127,6 +128,7 @@ class Leader:
         self.committed: list[str] = []
         """Revisions this replica committed (after a collision, only these are its own)."""
         self._captured: Captured | None = None
+        self._next_wake = 0.0
         self.lock_wait = lock_wait or _lockwait.Policy()
         self._retries = _lockwait.Retries(self.lock_wait)
 
@@ -187,8 +189,8 @@ class Leader:
         if left:
             raise MigrationError(
                 f"the upgrade finished but {self.env.qualified_version_table!r} is still "
-                f"behind by {', '.join(left)}; env.py may write another version table - set "
-                "version_table/version_table_schema for herd", revision=left[0])
+                f"behind by {', '.join(left)}; env.py may write another version table - pass "
+                "--version-table/--version-table-schema", revision=left[0])
         applied = self.env.applied(heads_after) - self.env.applied(heads)
         if raced:  # only what this replica committed; the other runner did the rest
             applied &= set(self.committed)
@@ -314,6 +316,8 @@ class Leader:
                     row = history.advance(done, attempt, script.revision)
                     if done is not None:
                         self._note_applied(done)
+                        if per_step:
+                            self._wake()
                     rows.append(row)
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
@@ -382,6 +386,8 @@ class Leader:
                 self._record_env_py(attempt, error)
             where = f"revision {failed}" if failed else "env.py (before any revision ran)"
             first = _headline(error) or type(exc).__name__
+            if isinstance(exc, SyntaxError):  # its headline is the source excerpt's place
+                first = f"SyntaxError in {exc.filename} line {exc.lineno}: {exc.msg}"
             if failed and not self._transactional():
                 advice = (f"{self.dialect} DDL is not transactional, so {failed} may be partly "
                           "applied: inspect the schema, undo the partial change, then 'herd "
@@ -389,6 +395,10 @@ class Leader:
             elif failed:
                 advice = ("nothing after it was applied - fix the migration and redeploy "
                           "('herd history' has the details)")
+            elif "outside of application context" in error.lower():  # Flask-Migrate
+                advice = ("nothing was applied - this env.py needs the Flask application: "
+                          "run its own command under herd's lock ('herd migrate -- flask db "
+                          "upgrade'), or call alembic_herd.upgrade() inside app.app_context()")
             else:
                 advice = ("nothing was applied - fix env.py (or what it imports and reads) "
                           "and redeploy ('herd history' has the details)")
@@ -493,6 +503,14 @@ class Leader:
     def _applied(self, row: Attempt) -> None:
         self.history.finish(row, "applied")
         self._note_applied(row)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Notify the waiters that a revision committed, at most every NOTIFY_EVERY s (the
+        runner notifies again once the lock is free)."""
+        if time.monotonic() >= self._next_wake:
+            notify(self.conn, self.lock.key)
+            self._next_wake = time.monotonic() + NOTIFY_EVERY
 
     def _note_applied(self, row: Attempt) -> None:
         self.committed.append(row.revision)
@@ -709,7 +727,15 @@ class Leader:
             raise ConfigurationError(
                 f"env.py migrates {display(conn.engine.url)!r} but herd locks "
                 f"{display(self.url)!r}; give herd the same URL (--url / DATABASE_URL)")
-        if conn is not None and not _same_server(conn.engine.url, self.url):
+        if conn is None:
+            return
+        theirs, ours = _server_identity(conn), _server_identity(self.conn)
+        if theirs is not None and ours is not None and theirs != ours:
+            raise ConfigurationError(
+                f"env.py migrates {display(conn.engine.url)!r} but herd's lock and reads are "
+                f"on another server ({display(self.conn.engine.url)!r}); point --lock-url at "
+                "the server --url reaches (a direct connection past the pooler), or drop it")
+        if theirs is None and not _same_server(conn.engine.url, self.url):
             log.warning("env.py connects to %s, herd to %s: make sure both name one server",
                         display(conn.engine.url), display(self.url))
 
@@ -803,6 +829,19 @@ def _same_database(a: URL, b: URL) -> bool:
     if a.get_backend_name() == "sqlite":
         return os.path.realpath(a.database or "") == os.path.realpath(b.database or "")
     return a.database == b.database
+
+
+def _server_identity(conn: Connection) -> tuple[object, ...] | None:
+    """What tells two database servers apart, while two sessions on one server (one through
+    a pooler) agree on it: PostgreSQL's start time and port, MySQL's host name and port."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        query = "SELECT pg_postmaster_start_time(), current_setting('port')"
+    elif name in ("mysql", "mariadb"):
+        query = "SELECT @@hostname, @@port"
+    else:
+        return None
+    return tuple(conn.execute(sa.text(query)).one())
 
 
 def _same_server(a: URL, b: URL) -> bool:

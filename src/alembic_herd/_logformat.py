@@ -4,7 +4,7 @@ Text lines read ``HH:MM:SS herd[host:pid] message`` (``warning:`` / ``error:`` b
 warnings and errors, ``[logger]`` before another library's records); JSON lines carry
 ``time``, ``level``, ``replica``, ``event`` and ``message`` plus the event's fields (see
 :func:`alembic_herd._log.event`). Every line the command line prints, log or not, passes
-through :func:`mask`.
+through :func:`~._database.mask_text`.
 """
 
 from __future__ import annotations
@@ -17,29 +17,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy.engine import URL, make_url
-
 from ._database import HOST, mask_text
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
-
-
-def _parsed(url: str | None) -> URL | None:
-    if not url:
-        return None
-    try:
-        return make_url(url)
-    except Exception:  # malformed: the regex in mask_text still hides user:password@
-        return None
-
-
-def mask(text: str, *urls: str | None) -> str:
-    """``text`` with the password of each URL in ``urls`` (and any ``user:password@``)
-    replaced by ``***``."""
-    for url in urls or (None,):
-        text = mask_text(text, _parsed(url))
-    return text
 
 
 class _Formatter(logging.Formatter):
@@ -55,7 +36,7 @@ class _Formatter(logging.Formatter):
         replica = getattr(record, "replica", None) or f"{HOST}:{record.process}"
         line = (self._json(record, message, replica) if self.log_format == "json"
                 else self._text(record, message, replica))
-        return mask(line, *self.urls)
+        return mask_text(line, *self.urls)
 
     @staticmethod
     def _json(record: logging.LogRecord, message: str, replica: str) -> str:
@@ -114,9 +95,16 @@ def logging_to_stderr(*, urls: tuple[str | None, ...], verbose: int, quiet: bool
     for lg in (herd_log, alembic_log):
         lg.addHandler(handler)
         lg.propagate = False
+    # quiet: Alembic's INFO lines go too, also those that env.py's fileConfig() sends to
+    # handlers of its own (no logger level herd sets survives fileConfig). A command's
+    # process is herd's alone, so switching INFO off process-wide is fine here.
+    disabled = logging.root.manager.disable
+    if herd_level > logging.INFO:
+        logging.disable(logging.INFO)
     try:
         yield
     finally:
+        logging.disable(disabled)
         for lg, level, propagate in saved:
             lg.removeHandler(handler)
             lg.setLevel(level)

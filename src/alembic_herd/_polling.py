@@ -1,14 +1,17 @@
 """Waiting with one deadline: connecting while the server is not ready, and polling.
 
 Both use tenacity with full-jitter exponential backoff, so a herd that starts together
-spreads out instead of retrying in lockstep."""
+spreads out instead of retrying in lockstep. Polling may pause on something better than a
+sleep: a :class:`~._wakeup.Wakeup` blocks on the database's notifications for as long as the
+pause would have lasted, and ends it early when the leader commits or finishes.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -25,10 +28,38 @@ from ._durations import Deadline, format_seconds
 from ._log import event
 
 T = TypeVar("T")
+Wait = Callable[[RetryCallState], float]
+
+FIRST_PAUSE = 0.05
+"""The backoff's first step; it doubles up to the caller's cap."""
+
+
+class Pause(Protocol):
+    """How a poller waits between two looks (a plain sleep, or a :class:`~._wakeup.Wakeup`)."""
+
+    def waits(self, cap: float) -> Wait:
+        """The backoff: how long to wait after each look (a tenacity wait strategy)."""
+
+    def __call__(self, seconds: float) -> None:
+        """Wait up to ``seconds``."""
+
+
+class Sleep:
+    """A plain sleep with full-jitter exponential backoff (50 ms doubling up to the cap)."""
+
+    def waits(self, cap: float) -> Wait:
+        return wait_random_exponential(multiplier=FIRST_PAUSE, max=cap)
+
+    def __call__(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 def stop_at(deadline: Deadline) -> Callable[[RetryCallState], bool]:
     return lambda _state: deadline.expired()
+
+
+def _within(deadline: Deadline, wait: Wait) -> Wait:
+    return lambda state: min(wait(state), deadline.remaining())
 
 
 def connect(engine: Engine, deadline: Deadline) -> Connection:
@@ -42,13 +73,13 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
         exc = state.outcome.exception() if state.outcome else None
         if not said and exc is not None:
             event("connect_retry", "waiting for database %s to accept connections (%s); "
-                   "giving up in %s", display(engine.url), driver_message(exc, engine.url),
-                   format_seconds(deadline.remaining()), level=logging.WARNING)
+                  "giving up in %s", display(engine.url), driver_message(exc, engine.url),
+                  format_seconds(deadline.remaining()), level=logging.WARNING)
             said = True
 
     retrying = Retrying(
         stop=stop_at(deadline),
-        wait=wait_random_exponential(multiplier=0.1, max=3.0),
+        wait=_within(deadline, wait_random_exponential(multiplier=0.1, max=3.0)),
         retry=retry_if_exception(is_transient),
         before_sleep=before_sleep,
         reraise=True,
@@ -60,16 +91,16 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
                           tried=time.monotonic() - began if is_transient(exc) else None) from exc
 
 
-def poll(step: Callable[[], T | None], deadline: Deadline, cap: float) -> T | None:
-    """Call ``step`` until it returns a value or ``deadline`` passes (then ``None``).
-
-    Sleeps are full-jitter exponential (50 ms doubling, capped at ``cap``), so a herd
-    that starts together spreads out instead of polling in lockstep.
-    """
+def poll(step: Callable[[], T | None], deadline: Deadline, cap: float,
+         pause: Pause | None = None) -> T | None:
+    """Call ``step`` until it returns a value or ``deadline`` passes (then ``None``); between
+    two calls wait as ``pause`` says (default: a jittered sleep capped at ``cap``)."""
+    pause = pause or Sleep()
     retrying = Retrying(
         stop=stop_at(deadline),
-        wait=wait_random_exponential(multiplier=0.05, max=cap),
+        wait=_within(deadline, pause.waits(cap)),
         retry=retry_if_result(lambda result: result is None),
         retry_error_callback=lambda _state: None,
+        sleep=pause,
     )
     return retrying(step)

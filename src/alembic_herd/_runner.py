@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import _defaults as defaults
 from . import _lockwait
@@ -39,11 +39,12 @@ from ._database import (
 from ._durations import Deadline, format_seconds
 from ._environment import Environment
 from ._heads import Pending
-from ._history import History
+from ._history import Attempt, History
 from ._leader import Leader, leader_failed
 from ._log import event, replica
 from ._outcome import Action, Outcome, Status
 from ._polling import connect, poll
+from ._wakeup import Wakeup, notify
 from .errors import (
     DatabaseUnavailableError,
     Holder,
@@ -138,19 +139,28 @@ class Runner:
             event("pending", "%d revision(s) pending (%s -> %s); taking %s",
                   len(pending), ", ".join(heads) or "base", call.pending.target,
                   lock.describe(), pending=list(pending))
-            waiter = _Waiter(conn, lock, call, pending, history)
-            with lock.acquire(call.deadline, poll_cap=self.poll_cap, hint=waiter.hint,
-                              while_waiting=waiter.look) as held:
-                if not held:
-                    return waiter.outcome()
-                leader = Leader(self.env, conn, lock, history, call.pending, baseline=baseline,
-                                waited=waiter.waited(), command=command,
-                                lock_wait=self.lock_wait)
-                began = time.monotonic()
-                try:
-                    outcome = leader.run()
-                finally:
-                    call.leading_seconds = time.monotonic() - began
+            wakeup = Wakeup(conn, self.key)
+            waiter = _Waiter(conn, lock, call, pending, wakeup, history=history)
+            led = False
+            try:
+                with lock.acquire(call.deadline, poll_cap=self.poll_cap, hint=waiter.hint,
+                                  while_waiting=waiter.look, pause=wakeup) as held:
+                    if not held:
+                        return waiter.outcome()
+                    led = True
+                    leader = Leader(self.env, conn, lock, history, call.pending,
+                                    baseline=baseline, waited=waiter.waited(), command=command,
+                                    lock_wait=self.lock_wait)
+                    began = time.monotonic()
+                    try:
+                        outcome = leader.run()
+                    finally:
+                        call.leading_seconds = time.monotonic() - began
+            finally:
+                if led and not conn.invalidated:  # the lock is free: wake the waiters (they
+                    # re-read the heads or take it); never mask the error on its way out
+                    with suppress(SQLAlchemyError):
+                        notify(conn, self.key)
             if outcome.action == "waited" and outcome.leader is None and waiter.holder:
                 outcome = replace(outcome, leader=waiter.holder)
             return outcome
@@ -182,6 +192,8 @@ class Runner:
                           heads=list(heads), waited=waited)
                     return Outcome(action=action, heads=heads, waited_seconds=waited)
                 failure = history.failure_after(baseline)
+                if failure is None and deadline.elapsed() >= next_report:
+                    failure = _abandoned_failure(history, self.lock(conn))
                 if failure is not None:
                     raise leader_failed(failure)
                 if deadline.elapsed() >= next_report:
@@ -195,7 +207,7 @@ class Runner:
                 call.saw_pending = True
                 return None
 
-            result = poll(look, deadline, self.poll_cap)
+            result = poll(look, deadline, self.poll_cap, Wakeup(conn, self.key))
             if result is not None:
                 return result
             raise WaitTimeoutError(
@@ -281,11 +293,12 @@ class _Waiter:
     heads, and every few seconds logs whom it waits for."""
 
     def __init__(self, conn: Connection, lock: Lock, call: _Call,
-                 pending: tuple[str, ...], history: History) -> None:
+                 pending: tuple[str, ...], wakeup: Wakeup, *, history: History) -> None:
         self.conn = conn
         self.history = history
         self.lock = lock
         self.call = call
+        self.wakeup = wakeup
         self.began = time.monotonic()
         self.looked = False
         self.heads: tuple[str, ...] = ()
@@ -295,7 +308,10 @@ class _Waiter:
 
     def look(self) -> bool:
         """Whether the database became current (then the wait is over, without the lock).
-        Whom it waits for is asked first, so that the outcome can name who migrated."""
+        Whom it waits for is asked first, so that the outcome can name who migrated.
+        After a silent pause on a connection that LISTENs the heads are not re-read: only
+        the leader moves them, and it notifies; a notification lost on the way still ends
+        in the lock coming free, and the replica that takes it re-checks the heads."""
         self.looked = True
         now = time.monotonic()
         if now >= self.next_report:
@@ -309,6 +325,8 @@ class _Waiter:
                   holder=self.holder.describe() if self.holder else None,
                   holder_pid=self.holder.pid if self.holder else None, retrying=retrying)
             self.next_report = now + defaults.REPORT_EVERY
+        if self.wakeup.listening and not self.wakeup.notified:
+            return False
         self.heads, self.pending = self.call.pending.read(self.conn)
         return not self.pending
 
@@ -327,6 +345,16 @@ class _Waiter:
               format_seconds(waited), heads=list(self.heads), waited=waited)
         return Outcome(action="waited", heads=self.heads, waited_seconds=waited,
                        leader=self.holder, lock=self.lock.describe())
+
+
+def _abandoned_failure(history: History, lock: Lock) -> Attempt | None:
+    """The latest attempt, when it failed and nobody holds the lock to try again: a waiter
+    that starts after a failed migration reports it instead of waiting out its timeout for
+    a migration nobody runs."""
+    latest = history.rows(limit=1)
+    if latest and latest[0].status == "failed" and lock.safe_holder() is None:
+        return latest[0]
+    return None
 
 
 def _connection_failure(exc: BaseException) -> BaseException | None:

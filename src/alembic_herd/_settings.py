@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from alembic.config import Config
 
 from . import _defaults as defaults
 from ._durations import spell, to_seconds
+from ._environment import load_config
 from ._logformat import LOG_FORMATS, LogFormat
 from .errors import ConfigurationError
 
@@ -44,6 +46,9 @@ class Options:
     """The options every verb takes."""
 
     config: str
+    name: str | None
+    script_location: str | None
+    x_argument: tuple[str, ...]
     url: str | None
     lock_url: str | None
     version_table: str | None
@@ -57,6 +62,12 @@ class Options:
     @property
     def urls(self) -> tuple[str | None, ...]:
         return (self.url, self.lock_url)
+
+    def alembic_config(self) -> Config:
+        """The Alembic ``Config``: the file, its ``-n`` section, ``-d`` and the ``-x``
+        arguments (``context.get_x_argument()`` in env.py reads them)."""
+        return load_config(self.config, ini_section=self.name,
+                           script_location=self.script_location, x_arguments=self.x_argument)
 
     def project(self) -> dict[str, Any]:
         """Keyword arguments naming the project and database, for every library call."""
@@ -74,6 +85,15 @@ COMMON_OPTIONS: list[Callable[[F], F]] = [
     click.option("-c", "--config", default=defaults.CONFIG_FILE, show_default=True,
                  envvar=CONFIG_ENVVAR, show_envvar=True, metavar="PATH",
                  help="The Alembic config file (alembic.ini)."),
+    click.option("-n", "--name", metavar="SECTION",
+                 help="The config file's section for this project, as in Alembic (default: "
+                      "alembic)."),
+    click.option("-d", "--script-location", metavar="PATH",
+                 help="The migrations folder (with env.py), instead of the config's "
+                      "script_location."),
+    click.option("-x", "--x-argument", multiple=True, metavar="KEY=VALUE",
+                 help="An argument for env.py (context.get_x_argument()), as in Alembic; "
+                      "repeatable."),
     click.option("--url", envvar=URL_ENVVARS, show_envvar=True, metavar="URL",
                  help="Database URL; overrides sqlalchemy.url in the config and is also "
                       "given to env.py. The password is never printed."),
@@ -101,9 +121,25 @@ COMMON_OPTIONS: list[Callable[[F], F]] = [
 
 
 def target(fn: F) -> F:
+    """``[REVISION]`` or ``--target REVISION`` (Alembic's habit is the positional one); the
+    verb receives one ``target``."""
+    fn = click.argument("revision", required=False, metavar="[REVISION]")(fn)
     return click.option("--target", default="head", show_default=True, metavar="REVISION",
                         help="Revision to bring the database to (head, heads, branch@head, "
-                             "an id).")(fn)
+                             "an id); also the positional REVISION.")(fn)
+
+
+def chosen_target(revision: str | None, target: str) -> str:
+    """The target of a verb given ``[REVISION]`` and ``--target``: the positional one, unless
+    ``--target`` was given on the command line too and names another revision."""
+    if revision is None:
+        return target
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("target") == click.core.ParameterSource.COMMANDLINE
+    if given and target != revision:
+        raise ConfigurationError(
+            f"two targets: REVISION {revision!r} and --target {target!r}; give one of them")
+    return revision
 
 
 def allow_ahead(fn: F) -> F:
@@ -212,7 +248,14 @@ def lint_options(fn: F) -> F:
 
 class WrappingCommand(click.Command):
     """Keeps everything after the first ``--`` aside as the command to run (see
-    :func:`command_after_dashes`)."""
+    :func:`command_after_dashes`); ``after_dashes`` ends the usage line."""
+
+    def __init__(self, *args: Any, after_dashes: str = "[-- COMMAND...]", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after_dashes = after_dashes
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), self.after_dashes]
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:

@@ -21,8 +21,10 @@ import click
 from . import __version__, history, lint, resolve, status, unlock, upgrade, wait_until_current
 from . import _defaults as defaults
 from . import _settings as option
+from ._api import offline_sql
+from ._database import mask_text
 from ._exits import become, exit_after, exit_code_table, guarded, leave
-from ._logformat import logging_to_stderr, mask
+from ._logformat import logging_to_stderr
 from ._render import heads_text, history_text, status_text
 from ._settings import F, Options
 from ._signals import handling_signals
@@ -90,33 +92,45 @@ def cli() -> None:
 # -- verbs --------------------------------------------------------------------------------
 
 
-@cli.command(cls=option.WrappingCommand, options_metavar="[OPTIONS] [-- COMMAND...]")
+@cli.command(cls=option.WrappingCommand)
 @_common()
 @option.target
 @option.lock
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
 @option.allow_ahead
+@click.option("--sql", is_flag=True,
+              help="Print the upgrade's SQL to stdout instead of running it (Alembic's offline "
+                   "mode): no lock, no database connection.")
 @option.lock_wait
-def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
-            allow_ahead: bool, **lock_wait: Any) -> None:
+def migrate(opts: Options, *, revision: str | None, target: str, lock: str,
+            lock_timeout: float, allow_ahead: bool, sql: bool, **lock_wait: Any) -> None:
     """Bring the database to the target: migrate under the lock, or wait for the replica
     that does.
 
     \b
     herd migrate -c alembic.ini
+    herd migrate -c alembic.ini ae1027a6acf
+    herd migrate -c alembic.ini --sql > upgrade.sql
     herd migrate -c alembic.ini -- mytool db upgrade
 
     Everything after '--' is a command run instead of Alembic's upgrade while the lock is
     held (the scripts' heads still decide whether anything is pending).
     """
+    target = option.chosen_target(revision, target)
     command = option.command_after_dashes()
     if command is not None and not command:
         raise ConfigurationError(
             "'--' must be followed by the migration command to run, e.g. "
             "'herd migrate -c alembic.ini -- mytool db upgrade'")
-    outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
+    if sql:
+        if command is not None:
+            raise ConfigurationError(
+                "--sql prints Alembic's SQL and cannot run the command after '--'; drop one")
+        offline_sql(opts.alembic_config(), target=target, url=opts.url)
+        return
+    outcome = upgrade(opts.alembic_config(), target=target, lock=lock, lock_timeout=lock_timeout,
                       command=command, allow_ahead=allow_ahead, **lock_wait, **opts.project())
-    click.echo(mask(outcome.describe(), opts.url))
+    click.echo(mask_text(outcome.describe(), opts.url))
 
 
 @cli.command()
@@ -124,12 +138,14 @@ def migrate(opts: Options, target: str, lock: str, lock_timeout: float,
 @option.target
 @option.timeout
 @option.allow_ahead
-def wait(opts: Options, target: str, timeout: float, allow_ahead: bool) -> None:
+def wait(opts: Options, *, revision: str | None, target: str, timeout: float,
+         allow_ahead: bool) -> None:
     """Wait until the database is at the target. Never migrates, never takes the lock:
     for workers and schedulers."""
-    outcome = wait_until_current(opts.config, target=target, timeout=timeout,
+    outcome = wait_until_current(opts.alembic_config(),
+                                 target=option.chosen_target(revision, target), timeout=timeout,
                                  allow_ahead=allow_ahead, **opts.project())
-    click.echo(mask(outcome.describe(), opts.url))
+    click.echo(mask_text(outcome.describe(), opts.url))
 
 
 @cli.command()
@@ -138,12 +154,13 @@ def wait(opts: Options, target: str, timeout: float, allow_ahead: bool) -> None:
 @option.lock
 @option.allow_ahead
 @option.connect_timeout
-def check(opts: Options, target: str, lock: str, allow_ahead: bool,
+def check(opts: Options, *, revision: str | None, target: str, lock: str, allow_ahead: bool,
           connect_timeout: float) -> int:
     """Exit 0 when the database is at the target, 1 when it is not (any other code is an
     error). Prints exactly one line."""
-    st = status(opts.config, target=target, lock=lock, recent=0, allow_ahead=allow_ahead,
-                connect_timeout=connect_timeout, **opts.project())
+    st = status(opts.alembic_config(), target=option.chosen_target(revision, target),
+                lock=lock, recent=0, allow_ahead=allow_ahead, connect_timeout=connect_timeout,
+                **opts.project())
     if st.ahead:
         click.echo(f"current (ahead of this code): {st.version_table} at "
                    f"{heads_text(st.current_heads)}, unknown {', '.join(st.ahead)}")
@@ -165,12 +182,13 @@ def check(opts: Options, target: str, lock: str, allow_ahead: bool,
               help="How many recent attempts to show.")
 @option.allow_ahead
 @option.connect_timeout
-def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int,
-            allow_ahead: bool, connect_timeout: float) -> None:
+def status_(opts: Options, *, revision: str | None, target: str, lock: str, as_json: bool,
+            recent: int, allow_ahead: bool, connect_timeout: float) -> None:
     """Current and script heads, pending revisions, the lock holder, recent attempts."""
-    st = status(opts.config, target=target, lock=lock, recent=recent, allow_ahead=allow_ahead,
+    st = status(opts.alembic_config(), target=option.chosen_target(revision, target),
+                lock=lock, recent=recent, allow_ahead=allow_ahead,
                 connect_timeout=connect_timeout, **opts.project())
-    click.echo(mask(status_text(st) if not as_json else json.dumps(st.as_dict(), indent=2),
+    click.echo(mask_text(status_text(st) if not as_json else json.dumps(st.as_dict(), indent=2),
                      *opts.urls))
 
 
@@ -183,11 +201,11 @@ def status_(opts: Options, *, target: str, lock: str, as_json: bool, recent: int
 @option.connect_timeout
 def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -> None:
     """The attempt log: one row per revision per attempt, newest first."""
-    rows = history(opts.config, limit=limit, connect_timeout=connect_timeout,
+    rows = history(opts.alembic_config(), limit=limit, connect_timeout=connect_timeout,
                    **opts.project())
     text = (json.dumps([row.as_dict() for row in rows], indent=2) if as_json
             else history_text(rows))
-    click.echo(mask(text, *opts.urls))
+    click.echo(mask_text(text, *opts.urls))
 
 
 @cli.command("resolve")
@@ -198,9 +216,9 @@ def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -
 def resolve_(opts: Options, revision: str, lock: str, lock_timeout: float) -> None:
     """Mark REVISION's unfinished attempts resolved, after repairing a half-applied revision
     by hand (takes the lock, so it cannot race a running migration)."""
-    count = resolve(opts.config, revision, lock=lock, lock_timeout=lock_timeout,
+    count = resolve(opts.alembic_config(), revision, lock=lock, lock_timeout=lock_timeout,
                     **opts.project())
-    click.echo(f"resolved {count} attempt(s) of {revision}")
+    click.echo(mask_text(f"resolved {count} attempt(s) of {revision}", *opts.urls))
 
 
 @cli.command("unlock")
@@ -213,10 +231,11 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
     """Clear a stale migration lock. Refuses, naming the holder, while the holder is alive."""
     project = opts.project()
     del project["history_table"]  # unlock touches the lock only
-    click.echo(mask(unlock(opts.config, lock=lock, force=force, **project), *opts.urls))
+    done = unlock(opts.alembic_config(), lock=lock, force=force, **project)
+    click.echo(mask_text(done, *opts.urls))
 
 
-@cli.command(cls=option.WrappingCommand, options_metavar="[OPTIONS] -- COMMAND [ARGS]...")
+@cli.command(cls=option.WrappingCommand, after_dashes="-- COMMAND [ARGS]...")
 @_common()
 @click.option("--mode", type=click.Choice(["auto", "migrate", "wait"]), default="auto",
               show_default=True, envvar="HERD_MODE", show_envvar=True,
@@ -228,8 +247,8 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
 @option.timeout
 @option.allow_ahead
 @option.lock_wait
-def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float,
-        timeout: float, allow_ahead: bool, **lock_wait: Any) -> None:
+def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: str,
+        lock_timeout: float, timeout: float, allow_ahead: bool, **lock_wait: Any) -> None:
     """The container entrypoint: wait for the database, bring it current (or wait for it),
     then replace this process with COMMAND, so that signals and the exit code are COMMAND's.
 
@@ -239,6 +258,7 @@ def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float
 
     A failure exits with the code in 'herd --help' and COMMAND is not started.
     """
+    target = option.chosen_target(revision, target)
     command = option.command_after_dashes()
     if not command:
         raise ConfigurationError(
@@ -250,11 +270,12 @@ def run(opts: Options, *, mode: str, target: str, lock: str, lock_timeout: float
             f"command {command[0]!r} not found on PATH; check the command after '--' (nothing "
             "was migrated)")
     if mode == "wait":
-        outcome = wait_until_current(opts.config, target=target, timeout=timeout,
+        outcome = wait_until_current(opts.alembic_config(), target=target, timeout=timeout,
                                      allow_ahead=allow_ahead, **opts.project())
     else:
-        outcome = upgrade(opts.config, target=target, lock=lock, lock_timeout=lock_timeout,
-                          allow_ahead=allow_ahead, **lock_wait, **opts.project())
+        outcome = upgrade(opts.alembic_config(), target=target, lock=lock,
+                          lock_timeout=lock_timeout, allow_ahead=allow_ahead, **lock_wait,
+                          **opts.project())
     become(command, executable, done=outcome.describe(), urls=opts.urls)
 
 
@@ -273,8 +294,9 @@ def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, diale
     if pending and (revisions or since):
         raise ConfigurationError("herd lint: --pending cannot be combined with REVISION or "
                                  "--since; give one way of choosing the revisions")
-    chosen = status(opts.config, **opts.project()).pending if pending else revisions or None
-    report = lint(opts.config, dialect=dialect, server_version=server_version,
+    config = opts.alembic_config()
+    chosen = status(config, **opts.project()).pending if pending else revisions or None
+    report = lint(config, dialect=dialect, server_version=server_version,
                   revisions=chosen, since=since)
     if as_json:
         click.echo(report.to_json())

@@ -57,7 +57,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from .. import _defaults as defaults
 from .._durations import Deadline, format_seconds
 from .._log import log
-from .._polling import poll
+from .._polling import Pause, poll
 from .._tables import key_int64
 from ..errors import ConfigurationError, Holder, LockTimeoutError, UnsupportedDialectError
 
@@ -131,7 +131,8 @@ class Lock(ABC):
     @contextmanager
     def acquire(self, deadline: Deadline, *, hint: str | Callable[[], str] = "",
                 poll_cap: float = defaults.POLL_INTERVAL,
-                while_waiting: Callable[[], bool] | None = None) -> Iterator[bool]:
+                while_waiting: Callable[[], bool] | None = None,
+                pause: Pause | None = None) -> Iterator[bool]:
         """Hold the lock for the ``with`` block; yields ``True``.
 
         Tries at once, then again with jittered exponential backoff (capped at
@@ -140,6 +141,8 @@ class Lock(ABC):
         up and the block runs without the lock (yields ``False``). At the deadline it raises
         :class:`~alembic_herd.errors.LockTimeoutError` naming the lock, the time waited and
         the holder, then ``hint`` (what to do next; a callable is asked at that moment).
+        ``pause`` waits between two tries (default: a jittered sleep; a
+        :class:`~alembic_herd._wakeup.Wakeup` also ends early on the leader's notification).
         Leaving the block releases the lock; a failed release is logged, never raised over
         the error that may be on its way out.
         """
@@ -164,7 +167,7 @@ class Lock(ABC):
                 backed_off = True
             return None
 
-        held = poll(attempt, deadline, max(poll_cap, 0.01))
+        held = poll(attempt, deadline, max(poll_cap, 0.01), pause)
         if held is None:
             holder = self.safe_holder()
             then = hint if isinstance(hint, str) else hint()

@@ -21,6 +21,8 @@ def run_migrations_online() -> None:
     time.sleep(float(os.environ.get("HERD_TEST_ENV_DELAY", "0")))  # every replica waits by then
     if FAILS == "raise":
         raise RuntimeError("settings.DATABASE_POOL is not configured")
+    if FAILS == "flask":  # Flask-Migrate's env.py reads current_app outside the app
+        raise RuntimeError("Working outside of application context.")
     if FAILS == "import":
         importlib.import_module("app_settings_that_do_not_exist")
     connectable = engine_from_config(config.get_section(config.config_ini_section, {}),

@@ -1,0 +1,100 @@
+"""Waking waiters when the leader commits: PostgreSQL's LISTEN/NOTIFY over polling.
+
+On PostgreSQL with psycopg 3, a waiting replica LISTENs on a channel named after the lock
+key, and between two looks it blocks on the connection's notifications instead of
+sleeping; the leader NOTIFYs (on herd's own autocommit connection) after a revision is
+committed, at most every :data:`~._defaults.NOTIFY_EVERY` seconds, and once more when it
+has released the lock. A notification ends the pause at once, so a waiter sees the new
+heads within a round trip of the leader's end; without one the pause lasts its backoff,
+capped at :data:`~._defaults.LISTEN_POLL_INTERVAL` (a few seconds: the load of a long
+migration stays low).
+
+Notification only accelerates: a NOTIFY that never arrives (a pooler in transaction mode
+drops LISTEN, a reconnect, a leader killed before it could notify) leaves the waiter on
+its polling backoff, which still sees the heads move or the lock come free. Other
+backends, and other PostgreSQL drivers, just poll.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from tenacity import wait_exponential
+
+from . import _defaults as defaults
+from ._polling import FIRST_PAUSE, Sleep, Wait
+from .locks import LockKey
+
+_NOTIFY = sa.text("SELECT pg_notify(:c, '')")
+
+
+def channel(key: LockKey) -> str:
+    """The channel of ``key``: an identifier that needs no quoting (``herd_`` + 16 hex)."""
+    return f"herd_{key.as_int64() & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _notifying_driver(conn: Connection) -> Any | None:
+    """psycopg 3's connection under ``conn`` when it can block on notifications with a
+    timeout (``notifies(timeout=, stop_after=)``, psycopg 3.2+); otherwise ``None``."""
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        return None
+    raw = conn.connection.driver_connection
+    notifies = getattr(raw, "notifies", None)
+    if notifies is None or "timeout" not in inspect.signature(notifies).parameters:
+        return None
+    return raw
+
+
+class Wakeup(Sleep):
+    """A waiter's pause between two looks: on a connection that LISTENs, until a
+    notification or the backoff's end; elsewhere a plain jittered sleep.
+
+    :attr:`notified` says whether the last pause ended on a notification: the look after
+    a silent pause may skip what only a notification could have changed."""
+
+    def __init__(self, conn: Connection, key: LockKey) -> None:
+        self.notified = False
+        self._raw = _notifying_driver(conn)
+        if self._raw is not None:
+            conn.execute(sa.text(f"LISTEN {channel(key)}"))
+
+    @property
+    def listening(self) -> bool:
+        return self._raw is not None
+
+    def waits(self, cap: float) -> Wait:
+        if not self.listening:
+            return super().waits(cap)
+        # a notification ends the pause early: the pause itself need not be short, and
+        # a jitter of [3/4, 1] keeps the herd's fallback polls apart without short ones
+        step = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.LISTEN_POLL_INTERVAL)
+        return lambda state: float(step(state) * random.uniform(0.75, 1.0))
+
+    def __call__(self, seconds: float) -> None:
+        self.notified = False
+        if self._raw is None:
+            time.sleep(seconds)
+            return
+        import psycopg
+
+        try:
+            # queued notifications (received during another statement) come first
+            self.notified = any(True for _ in self._raw.notifies(timeout=seconds, stop_after=1))
+        except psycopg.Error:  # the connection broke: the next statement says so
+            self._raw = None
+            return
+        if self.notified:  # drain a burst, so that it wakes this waiter only once
+            for _ in self._raw.notifies(timeout=0):
+                pass
+
+
+def notify(conn: Connection, key: LockKey) -> None:
+    """Wake the waiters on ``key`` (PostgreSQL; nothing elsewhere): one autocommit
+    statement, delivered at once."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY, {"c": channel(key)})
