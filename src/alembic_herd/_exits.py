@@ -1,5 +1,6 @@
-"""How a ``herd`` command ends: an exit code from :data:`~alembic_herd.errors.EXIT_CODES`
-and, when it failed, one line on stderr saying why.
+"""How a ``herd`` verb runs (:func:`verb`: its log on stderr, signals handled) and how it
+ends: an exit code from :data:`~alembic_herd.errors.EXIT_CODES` and, when it failed, one line
+on stderr saying why.
 
 * a :class:`~alembic_herd.errors.HerdError`: ``herd: error: <its message>``, its exit code;
 * bad usage (an unknown option, a bad value): ``herd: error: ...``, exit 3 like any other
@@ -16,18 +17,21 @@ command's URLs.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import click
 
 from ._database import mask_text
 from ._log import event
-from ._signals import Interrupted
+from ._logformat import logging_to_stderr
+from ._settings import COMMON_OPTIONS, F, Options, project_defaults
+from ._signals import Interrupted, handling_signals
 from .errors import EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, SUCCESS, ConfigurationError, HerdError
 
 USAGE_ERROR = ConfigurationError.exit_code
@@ -143,3 +147,42 @@ def exit_after(run: Callable[[], object]) -> NoReturn:
         click.echo("herd: interrupted", err=True)
         sys.exit(INTERRUPTED)
     sys.exit(result if isinstance(result, int) else SUCCESS)
+
+
+# -- how a verb runs ------------------------------------------------------------------------
+
+
+def verb(*, quiet_by_default: bool = False) -> Callable[[F], F]:
+    """Add the common options; the verb receives them as one :class:`Options`, runs with
+    herd's log on stderr, and its result or exception becomes the exit code."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> None:
+            opts = Options.take(kwargs)
+            with logging_to_stderr(urls=opts.urls, verbose=opts.verbose, quiet=opts.quiet,
+                                   log_format=opts.log_format,
+                                   quiet_by_default=quiet_by_default), handling_signals():
+                guarded(opts.urls, opts.traceback, lambda: fn(opts, **kwargs))
+
+        for add_option in reversed(COMMON_OPTIONS):
+            wrapper = add_option(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class HerdGroup(click.Group):
+    """Runs click non-standalone, so that every error (usage errors too) is one line with
+    its exit code; ``[tool.herd]`` supplies the defaults."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> NoReturn:
+        def run() -> Any:
+            extra.setdefault("default_map", project_defaults(self.commands))
+            return super(HerdGroup, self).main(
+                args=args, prog_name=prog_name or "herd", complete_var=complete_var,
+                standalone_mode=False, **extra)
+
+        exit_after(run)

@@ -9,6 +9,7 @@ exactly the option names the verbs declare here.
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -269,6 +270,22 @@ def command_after_dashes() -> list[str] | None:
     """The words after ``--`` on the current command line; ``None`` without a ``--``."""
     command: list[str] | None = click.get_current_context().meta.get(_COMMAND_KEY)
     return command
+
+
+def command_to_start() -> tuple[list[str], str]:
+    """``herd run``'s command after ``--`` and its executable, checked before anything is
+    migrated."""
+    command = command_after_dashes()
+    if not command:
+        raise ConfigurationError(
+            "herd run needs the command to start after '--', e.g. "
+            "'herd run -c alembic.ini -- uvicorn app.main:app'")
+    executable = shutil.which(command[0])
+    if executable is None:
+        raise ConfigurationError(
+            f"command {command[0]!r} not found on PATH; check the command after '--' (nothing "
+            "was migrated)")
+    return command, executable
 
 
 # -- [tool.herd] ----------------------------------------------------------------------------

@@ -9,12 +9,10 @@ behaviour lives in the library. Log lines go to stderr as text or JSON
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
-import shutil
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -23,51 +21,13 @@ from . import _defaults as defaults
 from . import _settings as option
 from ._api import offline_sql
 from ._database import mask_text
-from ._exits import become, exit_after, exit_code_table, guarded, leave
-from ._logformat import logging_to_stderr
+from ._exits import HerdGroup, become, exit_code_table, guarded, leave, verb
 from ._render import heads_text, history_text, status_text
-from ._settings import F, Options
-from ._signals import handling_signals
+from ._settings import Options
 from .errors import NOT_CURRENT, SUCCESS, ConfigurationError
 
 
-def _common(*, quiet_by_default: bool = False) -> Callable[[F], F]:
-    """Add the common options; the verb receives them as one :class:`Options`, runs with
-    herd's log on stderr, and its result or exception becomes the exit code."""
-
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(**kwargs: Any) -> None:
-            opts = Options.take(kwargs)
-            with logging_to_stderr(urls=opts.urls, verbose=opts.verbose, quiet=opts.quiet,
-                                   log_format=opts.log_format,
-                                   quiet_by_default=quiet_by_default), handling_signals():
-                guarded(opts.urls, opts.traceback, lambda: fn(opts, **kwargs))
-
-        for add_option in reversed(option.COMMON_OPTIONS):
-            wrapper = add_option(wrapper)
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-class _HerdGroup(click.Group):
-    """Runs click non-standalone, so that every error (usage errors too) is one line with
-    its exit code; ``[tool.herd]`` supplies the defaults."""
-
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> NoReturn:
-        def run() -> Any:
-            extra.setdefault("default_map", option.project_defaults(self.commands))
-            return super(_HerdGroup, self).main(
-                args=args, prog_name=prog_name or "herd", complete_var=complete_var,
-                standalone_mode=False, **extra)
-
-        exit_after(run)
-
-
-@click.group(cls=_HerdGroup, epilog=exit_code_table(),
+@click.group(cls=HerdGroup, epilog=exit_code_table(),
              context_settings={"help_option_names": ["-h", "--help"],
                                "max_content_width": 100})
 @click.version_option(__version__, prog_name="herd")
@@ -93,7 +53,7 @@ def cli() -> None:
 
 
 @cli.command(cls=option.WrappingCommand)
-@_common()
+@verb()
 @option.target
 @option.lock
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
@@ -134,7 +94,7 @@ def migrate(opts: Options, *, revision: str | None, target: str, lock: str,
 
 
 @cli.command()
-@_common()
+@verb()
 @option.target
 @option.timeout
 @option.allow_ahead
@@ -149,7 +109,7 @@ def wait(opts: Options, *, revision: str | None, target: str, timeout: float,
 
 
 @cli.command()
-@_common(quiet_by_default=True)
+@verb(quiet_by_default=True)
 @option.target
 @option.lock
 @option.allow_ahead
@@ -173,7 +133,7 @@ def check(opts: Options, *, revision: str | None, target: str, lock: str, allow_
 
 
 @cli.command("status")
-@_common()
+@verb()
 @option.target
 @option.lock
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -193,7 +153,7 @@ def status_(opts: Options, *, revision: str | None, target: str, lock: str, as_j
 
 
 @cli.command("history")
-@_common()
+@verb()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.option("--limit", type=click.IntRange(min=1), default=defaults.HISTORY_LIMIT,
               show_default=True,
@@ -209,7 +169,7 @@ def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -
 
 
 @cli.command("resolve")
-@_common()
+@verb()
 @click.argument("revision")
 @option.lock
 @option.lock_timeout(defaults.RESOLVE_LOCK_TIMEOUT)
@@ -222,7 +182,7 @@ def resolve_(opts: Options, revision: str, lock: str, lock_timeout: float) -> No
 
 
 @cli.command("unlock")
-@_common()
+@verb()
 @option.lock
 @click.option("--force", is_flag=True,
               help="Break a lease even though its holder renews it (the holder stops before "
@@ -236,7 +196,7 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
 
 
 @cli.command(cls=option.WrappingCommand, after_dashes="-- COMMAND [ARGS]...")
-@_common()
+@verb()
 @click.option("--mode", type=click.Choice(["auto", "migrate", "wait"]), default="auto",
               show_default=True, envvar="HERD_MODE", show_envvar=True,
               help="auto/migrate: migrate, or wait for the replica that does; wait: never "
@@ -259,16 +219,7 @@ def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: st
     A failure exits with the code in 'herd --help' and COMMAND is not started.
     """
     target = option.chosen_target(revision, target)
-    command = option.command_after_dashes()
-    if not command:
-        raise ConfigurationError(
-            "herd run needs the command to start after '--', e.g. "
-            "'herd run -c alembic.ini -- uvicorn app.main:app'")
-    executable = shutil.which(command[0])
-    if executable is None:
-        raise ConfigurationError(
-            f"command {command[0]!r} not found on PATH; check the command after '--' (nothing "
-            "was migrated)")
+    command, executable = option.command_to_start()
     if mode == "wait":
         outcome = wait_until_current(opts.alembic_config(), target=target, timeout=timeout,
                                      allow_ahead=allow_ahead, **opts.project())
@@ -280,7 +231,7 @@ def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: st
 
 
 @cli.command("lint")
-@_common()
+@verb()
 @option.lint_options
 def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, dialect: str,
           server_version: str | None, pending: bool, as_json: bool) -> int:
@@ -298,11 +249,9 @@ def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, diale
     chosen = status(config, **opts.project()).pending if pending else revisions or None
     report = lint(config, dialect=dialect, server_version=server_version,
                   revisions=chosen, since=since)
-    if as_json:
-        click.echo(report.to_json())
-    else:
-        for finding in report.findings:
-            click.echo(finding.line())
+    for line in [report.to_json()] if as_json else [f.line() for f in report.findings]:
+        click.echo(line)
+    if not as_json:
         click.echo(f"herd: {report.summary()}", err=True)
     return report.exit_code
 
