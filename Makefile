@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv demo demo-stack test lint typecheck unit herd bench faults clean
+.PHONY: help venv demo demo-stack test lint typecheck unit herd bench faults lockwait clean
 
 help:
 	@echo "make demo   - start an embedded PostgreSQL and a herd of 8 replicas on it"
@@ -14,6 +14,7 @@ help:
 	@echo "make test   - lint, type-check and run every test (real databases)"
 	@echo "make bench  - benchmarks vs plain Alembic and yoyo -> docs/benchmarks.md (~10 min)"
 	@echo "make faults - fault injection, every scenario at full trials -> docs/faults.md (~30 min)"
+	@echo "make lockwait - an ALTER under live traffic, herd's lock waits vs none -> docs/faults.md (~2 min)"
 	@echo "make clean  - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml
@@ -58,6 +59,14 @@ faults: $(STAMP)
 	HERD_FAULTS_RESULTS=tests/faults/results $(BIN)/pytest tests/faults -m faults; \
 	status=$$?; $(BIN)/python tests/faults/report.py tests/faults/results docs/faults.md; \
 	exit $$status
+
+# an application querying every 20 ms, a transaction blocking the table for 15 s, a migration
+# altering it: with herd's lock-wait policy and without (the control), on PostgreSQL and
+# MariaDB -> its own section of docs/faults.md (tests/lockwait_trial.py)
+lockwait: $(STAMP)
+	$(BIN)/python tests/lockwait_trial.py --blocker 15 --write docs/faults.md \
+	  "$${HERD_TEST_POSTGRES_URL:?set HERD_TEST_POSTGRES_URL to a PostgreSQL server}" \
+	  "$${HERD_TEST_MYSQL_URL:?set HERD_TEST_MYSQL_URL to a MariaDB or MySQL server}"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from ._database import HOST
 from ._durations import Deadline, Duration, to_seconds
 from ._environment import load_environment
 from ._history import Attempt
+from ._lockwait import Policy
 from ._log import event
 from ._outcome import Outcome, Status
 from ._phases import Phase
@@ -45,6 +46,10 @@ def upgrade(
     allow_ahead: bool = False,
     expand_only: bool = False,
     unmarked_phase: Phase = defaults.UNMARKED_PHASE,
+    lock_wait_timeout: Duration | str = defaults.LOCK_WAIT_TIMEOUT,
+    lock_wait_attempts: int = defaults.LOCK_WAIT_ATTEMPTS,
+    lock_wait_budget: Duration | str = defaults.LOCK_WAIT_BUDGET,
+    statement_timeout: Duration | str = defaults.STATEMENT_TIMEOUT,
 ) -> Outcome:
     """Bring the database to ``target``: migrate under the lock, or wait for whoever does.
 
@@ -62,7 +67,13 @@ def upgrade(
     (:attr:`Outcome.left` lists what is left); ``unmarked_phase`` is what a revision without
     ``herd_phase`` counts as. ``poll_interval`` caps the backoff between two looks where the
     database cannot notify (a waiter that LISTENs on PostgreSQL polls every
-    ``LISTEN_POLL_INTERVAL``, 5 s). Returns an :class:`Outcome`; raises a
+    ``LISTEN_POLL_INTERVAL``, 5 s). ``lock_wait_timeout`` is how long one statement of the
+    migration may wait for a table lock (the application's queries
+    queue behind it meanwhile; 0 leaves the database's setting): a revision that times out
+    is rolled back and tried again with a longer wait, up to ``lock_wait_attempts`` times
+    within ``lock_wait_budget``, then :class:`~alembic_herd.errors.LockWaitError`.
+    ``statement_timeout`` (0: off) caps any one statement. Returns an :class:`Outcome`;
+    raises a
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
@@ -74,6 +85,11 @@ def upgrade(
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
         lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
         unmarked_phase=unmarked_phase,
+        lock_wait=Policy(
+            timeout=to_seconds(lock_wait_timeout, name="lock wait timeout"),
+            attempts=max(1, lock_wait_attempts),
+            budget=to_seconds(lock_wait_budget, name="lock wait budget"),
+            statement_timeout=to_seconds(statement_timeout, name="statement timeout")),
     )
     return runner.upgrade(target, deadline, command)
 

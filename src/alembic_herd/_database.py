@@ -239,12 +239,12 @@ def error_code(exc: BaseException) -> str | int | None:
     PostgreSQL's SQLSTATE (a ``str``, psycopg 3 or psycopg2), MySQL/MariaDB's error number
     (an ``int``), or ``None`` (SQLite, or not a driver error)."""
     orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):  # first: PyMySQL 1.2+ also sets a sqlstate (HY000)
+        return args[0]
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate:
         return str(sqlstate)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0]
     return None
 
 

@@ -71,6 +71,44 @@ RACE_GRACE = 5.0
 """How long a leader that hit a collision error waits for the version table to show another
 runner's work before it believes its own migration failed."""
 
+# -- lock waits of the migration's own statements (see _lockwait.py) ---------------------
+
+LOCK_WAIT_TIMEOUT = 3.0
+"""How long one statement of a migration may wait for a table lock on its first attempt
+(PostgreSQL ``lock_timeout``; MySQL/MariaDB ``lock_wait_timeout`` and
+``innodb_lock_wait_timeout``, whole seconds). While an ``ALTER TABLE`` waits, every
+application query on that table queues behind it: this bounds that stall. 0 turns the
+policy (settings and retries) off."""
+
+LOCK_WAIT_ATTEMPTS = 10
+"""How many times a revision whose statement timed out waiting for a lock is tried in all,
+before the leader gives up."""
+
+LOCK_WAIT_BUDGET = 600.0
+"""The time all attempts of one leader may take together; no attempt starts after it."""
+
+LOCK_WAIT_GROWTH = 1.5
+"""Each retry waits this many times longer for its locks than the one before ..."""
+
+LOCK_WAIT_CEILING = 3.0
+"""... up to this multiple of the first attempt's timeout (the application's worst stall)."""
+
+LOCK_WAIT_PAUSE = 1.0
+"""The pause before the first retry; it doubles for each retry after it ..."""
+
+LOCK_WAIT_PAUSE_CAP = 30.0
+"""... up to this (jittered by up to a quarter, so that it never falls into step with a
+periodic job)."""
+
+STATEMENT_TIMEOUT = 0.0
+"""A cap on any one statement of a migration (PostgreSQL ``statement_timeout``, MariaDB
+``max_statement_time``); 0 is off. Not retried: a statement that runs too long fails the
+revision."""
+
+BLOCKER_POLL = 0.25
+"""While a migration runs, how often herd looks at who blocks its session (the blocker is
+named when a lock wait times out: once the wait is over, the server no longer says)."""
+
 # -- names --------------------------------------------------------------------------------
 
 HISTORY_TABLE = "herd_history"

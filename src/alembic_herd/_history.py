@@ -7,10 +7,12 @@ migration has finished (``deferred``).
 
 Row states (``status``): ``running`` (started, not finished: the leader is migrating, or
 died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was applied inside a
-transaction that did not commit), ``interrupted`` (the leader died; the database rolled the
-revision back), ``resolved`` (an operator cleared a half-applied revision). ``herd downgrade``
-writes ``reverting`` (undoing the revision) and then ``reverted`` (undone), ``failed``,
-``rolled back`` or ``interrupted``.
+transaction that did not commit, or, with an error starting 'lock wait timeout', timed out
+waiting for a lock and is tried again), ``blocked`` (the leader gave up after its lock waits
+kept timing out; nothing of it applied), ``interrupted`` (the leader died; the database
+rolled the revision back), ``resolved`` (an operator cleared a half-applied revision).
+``herd downgrade`` writes ``reverting`` (undoing the revision) and then ``reverted``
+(undone), ``failed``, ``rolled back`` or ``interrupted``.
 """
 
 from __future__ import annotations
@@ -266,9 +268,10 @@ class History:
         return read_if_exists(self.conn, t, read, None, **_ROLE) or 0
 
     def failure_after(self, last_id: int) -> Attempt | None:
-        """The first failed attempt written after row ``last_id``."""
+        """The first failed (or blocked) attempt written after row ``last_id``."""
         t = self.table
-        rows = self.rows(where=[t.c.id > last_id, t.c.status == "failed"], limit=1,
+        rows = self.rows(where=[t.c.id > last_id, t.c.status.in_(("failed", "blocked"))],
+                         limit=1,
                          newest_first=False)
         return rows[0] if rows else None
 

@@ -23,6 +23,8 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +33,7 @@ from alembic.script.base import Script
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import _command
+from . import _command, _lockwait
 from ._database import (
     SERVER_KEEPALIVES,
     display,
@@ -61,6 +63,7 @@ from .errors import (
     IncompleteRevisionError,
     LeaderFailedError,
     LockLostError,
+    LockWaitError,
     MigrationError,
 )
 from .locks import Lock
@@ -94,6 +97,14 @@ class _Raced(Exception):  # an internal signal: never escapes Leader.run()
         self.error = error
 
 
+class _LockWaited(Exception):  # an internal signal: never escapes Leader.run()
+    def __init__(self, row: Attempt, waited: float, blocker: str | None) -> None:
+        super().__init__(row.revision)
+        self.row = row
+        self.waited = waited
+        self.blocker = blocker
+
+
 class Leader:
     """This replica holds the lock: it re-checks the heads, accounts for earlier attempts,
     runs the migration with fencing and records every revision. One per lock taken; the
@@ -101,7 +112,8 @@ class Leader:
 
     def __init__(self, env: Environment, conn: Connection, lock: Lock, history: History,
                  pending: Pending, *, baseline: int, waited: float,
-                 command: Sequence[str] | None) -> None:
+                 command: Sequence[str] | None,
+                 lock_wait: _lockwait.Policy | None = None) -> None:
         assert env.url is not None
         self.env = env
         self.url: URL = env.url
@@ -118,6 +130,8 @@ class Leader:
         """Revisions this replica committed (after a collision, only these are its own)."""
         self._captured: Captured | None = None
         self._next_wake = 0.0
+        self.lock_wait = lock_wait or _lockwait.Policy()
+        self._retries = _lockwait.Retries(self.lock_wait)
 
     def run(self) -> Outcome:
         """Bring the database to the target; the runner adds the call's duration."""
@@ -154,8 +168,10 @@ class Leader:
         if self.command:
             self._run_command(attempt, pending, self.command)
         else:
-            for tries in range(RACE_RETRIES + 1):
+            tries = 0
+            while True:
                 try:
+                    self._drop_invalid_indexes(attempt)
                     self._run_alembic(attempt)
                     break
                 except _Raced as race:
@@ -165,11 +181,14 @@ class Leader:
                         break
                     if tries == RACE_RETRIES:
                         raise race.error from race.__cause__
+                    tries += 1
                     event("race_retry", "%d revision(s) still pending (%s); running them once "
                           "the other runner's transaction is over", len(left), ", ".join(left),
                           level=logging.WARNING, pending=list(left))
                     time.sleep(RACE_PAUSE)
-                    attempt = uuid.uuid4().hex
+                except _LockWaited as blocked:
+                    time.sleep(self._lock_wait_pause(blocked))
+                attempt = uuid.uuid4().hex
         took = time.monotonic() - began
         heads_after, left = self.pending.read(conn)
         if left:
@@ -282,6 +301,7 @@ class Leader:
             nonlocal start_heads, per_step
             self._check_same_target(context)
             _server_keepalives(context)
+            guard.attach(context)
             # one transaction around every revision: nothing is committed until env.py's
             # transaction ends, so the last revision is logged 'applied' after that
             one_transaction = bool(context.impl.transactional_ddl
@@ -307,6 +327,7 @@ class Leader:
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
                        revision=script.revision)
+                guard.revision_starts(own_transaction=per_step)
                 inside[0] = True
                 yield step
                 if per_step:  # Alembic committed the step before asking for the next
@@ -325,9 +346,14 @@ class Leader:
         ctx, self._captured = capturing_context(env.config, env.script, fn=steps,
                                                 as_sql=False, destination_rev=target,
                                                 on_version_apply=fence)
+        guard = _lockwait.Guard(self.lock_wait, self._retries.timeout, self.conn.engine,
+                                self.url)
         try:
             with preserved_logging(), ctx:
-                env.script.run_env()
+                try:
+                    env.script.run_env()
+                finally:
+                    guard.close()
         except LockLostError:
             with shielded():
                 self._record_lost(rows, landed)
@@ -340,6 +366,8 @@ class Leader:
                 self._record_stop(rows, stop, mid_revision=inside[0])
             raise
         except Exception as exc:
+            if self.lock_wait.on and _lockwait.is_lock_timeout(exc) and rows:
+                raise self._lock_waited(exc, rows, guard) from exc
             if isinstance(exc, DBAPIError) and is_transient(exc):
                 raise self._connection_lost(exc, rows) from exc
             lost = self._lost_lock()
@@ -383,6 +411,99 @@ class Leader:
         for row in after_commit:  # env.py's transaction has committed
             self._applied(row)
         history.flush()
+
+    def _lock_waited(self, exc: Exception, rows: list[Attempt], guard: _lockwait.Guard
+                     ) -> Exception:
+        """A statement of the revision in progress timed out waiting for a lock. When all
+        of the revision's work rolled back, record it 'rolled back' (naming the blocker) and
+        let :meth:`run` try again; when part of it committed (an autocommit block, DDL
+        without transactions), the revision failed: never retried blindly."""
+        retries, blocker = self._retries, guard.blocker()
+        waited = retries.timeout
+        running = next((r for r in rows if r.status == "running"), rows[-1])
+        if guard.committed:
+            error = describe_error(exc, self.url)
+            failed = self._record_failure(
+                rows, f"{error}\n{_lockwait.blocked_by(blocker)}; part of the revision had "
+                "committed, so it was not retried")
+            done = " ".join(guard.committed.split())[:100]
+            revision = failed or running.revision
+            then = "" if guard.transactional else f", then 'herd resolve {revision}'"
+            return MigrationError(
+                f"revision {revision} timed out waiting for a lock "
+                f"({_lockwait.blocked_by(blocker)}) after part of it had committed "
+                f"({mask_text(done, self.url)!r}), so herd does not retry it: inspect the "
+                f"schema and undo or complete that part{then}, and redeploy",
+                revision=revision)
+        note = _lockwait.note(retries.attempt, self.lock_wait.attempts, waited, blocker)
+        try:
+            applied = self.env.applied(read_heads(self.conn, self.env))
+            for row in rows:
+                if row.status == "running":
+                    self.history.finish(row, "rolled back", note)
+            self._roll_back(rows, applied, f"its transaction rolled back: {note}")
+            self.committed = [r for r in self.committed if r in applied]
+        except SQLAlchemyError as lost:
+            log.warning("could not record the lock wait in the attempt log: %s",
+                        driver_message(lost, self.url))
+        return _LockWaited(running, waited, blocker)
+
+    def _lock_wait_pause(self, blocked: _LockWaited) -> float:
+        """The pause before the next attempt; gives up (``blocked``'s row 'blocked') when
+        the attempts or the budget are spent."""
+        retries, row = self._retries, blocked.row
+        revision = row.revision
+        attempt = retries.attempt
+        pause = retries.next()
+        who = _lockwait.blocked_by(blocked.blocker)
+        if pause is None:
+            spent = format_seconds(retries.spent())
+            with suppress(SQLAlchemyError):
+                self.history.restate(row, "blocked", f"gave up after {attempt} lock wait "
+                                     f"timeout(s) in {spent}: {who}")
+            raise LockWaitError(
+                f"revision {revision} timed out waiting for a lock {attempt} time(s) in "
+                f"{spent} ({who}); nothing of it was applied - end the blocking transaction "
+                "and redeploy, or raise --lock-wait-attempts / --lock-wait-budget",
+                revision=revision)
+        event("lock_wait", "revision %s waited %s for a lock (attempt %d of %d), %s; rolled "
+              "back, trying again in %s with %s", revision, format_seconds(blocked.waited),
+              attempt, self.lock_wait.attempts, who, format_seconds(pause),
+              format_seconds(retries.timeout), level=logging.WARNING, revision=revision,
+              attempt=attempt, attempts=self.lock_wait.attempts, blocker=blocked.blocker,
+              pause=pause)
+        return pause
+
+    def _drop_invalid_indexes(self, attempt: str) -> None:
+        """PostgreSQL: before running revisions whose last attempt did not apply (a retry, or
+        the leader after a failure, a kill or a signal), drop the INVALID indexes that a
+        CREATE INDEX CONCURRENTLY of theirs left behind, so that it builds afresh instead of
+        failing on 'already exists'."""
+        if self.dialect != "postgresql":
+            return
+        _, left = self.pending.read(self.conn)
+        t = self.history.table
+        tried = self.history.rows(where=[t.c.revision.in_(left), t.c.status.in_(
+            ("failed", "interrupted", "rolled back", "blocked"))]) if left else []
+        if not tried:
+            return
+        scripts = {self.env.script.get_revision(r.revision) for r in tried} - {None}
+        sources = [Path(script.path).read_text(errors="replace") for script in scripts
+                   if script is not None]
+        timeout = self._retries.timeout if self.lock_wait.on else 0.0
+        try:
+            dropped = _lockwait.drop_invalid_indexes(self.conn, sources, timeout)
+        except DBAPIError as exc:
+            if not _lockwait.is_lock_timeout(exc):
+                raise
+            row = self.history.start(attempt, tried[0].revision)
+            note = _lockwait.note(self._retries.attempt, self.lock_wait.attempts, timeout, None)
+            self.history.finish(row, "rolled back", f"{note} (dropping its INVALID index)")
+            raise _LockWaited(row, timeout, None) from exc
+        for index in dropped:
+            event("invalid_index", "dropped INVALID index %s, left by a CREATE INDEX "
+                  "CONCURRENTLY of an attempt that did not apply; building it again", index,
+                  level=logging.WARNING, index=index)
 
     def _applied(self, row: Attempt) -> None:
         self.history.finish(row, "applied")
@@ -689,6 +810,12 @@ def _headline(error: str | None) -> str:
 def leader_failed(row: Attempt) -> LeaderFailedError:
     """The error a replica reports when the leader it waited for failed on ``row``."""
     first = _headline(row.error) or "no error recorded"
+    if row.status == "blocked":
+        return LeaderFailedError(
+            f"the replica that migrated (pid {row.pid} on host {row.host}) gave up on revision "
+            f"{row.revision} at {(row.finished or row.started).isoformat(timespec='seconds')}: "
+            f"{first}; nothing of it was applied - end the blocking transaction and redeploy",
+            revision=row.revision, host=row.host, pid=row.pid, at=row.finished, error=row.error)
     where = ("in env.py before any revision ran" if row.revision == ENV_PY
              else f"on revision {row.revision}")
     return LeaderFailedError(

@@ -88,6 +88,9 @@ class Status:
     recent: tuple[Attempt, ...] = field(default=())
     ahead: tuple[str, ...] = ()
     ahead_expand: bool = False
+    retrying: str | None = None
+    """'leader retrying: attempt k of n, blocked by ...' while the lock's holder retries a
+    revision whose lock wait timed out."""
 
     @property
     def is_current(self) -> bool:
@@ -106,6 +109,7 @@ class Status:
             "recent": [a.as_dict() for a in self.recent],
             "ahead": list(self.ahead),
             "ahead_expand": self.ahead_expand,
+            "retrying": self.retrying,
         }
 
 

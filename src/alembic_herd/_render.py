@@ -25,6 +25,8 @@ def status_text(st: Status) -> str:
         f"script heads:   {', '.join(st.script_heads) or 'none'}",
         f"pending:        {pending}",
     ]
+    if st.retrying:
+        lines.append(f"leader:         {st.retrying}")
     if st.ahead:
         how = "all expand: this release can run on it" if st.ahead_expand else "--allow-ahead"
         lines.append(f"ahead:          {', '.join(st.ahead)} ({how})")

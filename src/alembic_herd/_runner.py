@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import _defaults as defaults
+from . import _lockwait
 from ._database import (
     create_engine,
     display,
@@ -59,6 +60,9 @@ __all__ = ["Runner"]
 
 T = TypeVar("T")
 
+_RECENT = 3
+"""How many of the newest attempt-log rows tell whether the leader is retrying."""
+
 
 class Runner:
     """herd's side of one Alembic project: its own engine, the lock and the attempt log,
@@ -71,7 +75,8 @@ class Runner:
                  lock_url: str | URL | None = None, allow_ahead: bool = False,
                  connect_timeout: float = defaults.CONNECT_TIMEOUT,
                  expand_only: bool = False,
-                 unmarked_phase: Phase = defaults.UNMARKED_PHASE) -> None:
+                 unmarked_phase: Phase = defaults.UNMARKED_PHASE,
+                 lock_wait: _lockwait.Policy | None = None) -> None:
         assert env.url is not None
         self.env = env
         self.url: URL = env.url
@@ -91,6 +96,7 @@ class Runner:
         self.history_table = history_table
         self.poll_cap = max(poll_cap, 0.01)
         self.lease_ttl = lease_ttl
+        self.lock_wait = lock_wait or _lockwait.Policy()
 
     # -- herd's connection, its lock and its attempt log -------------------------------------
 
@@ -151,7 +157,7 @@ class Runner:
                   len(pending), ", ".join(heads) or "base", call.pending.target,
                   lock.describe(), pending=list(pending))
             wakeup = Wakeup(conn, self.key)
-            waiter = _Waiter(conn, lock, call, pending, wakeup)
+            waiter = _Waiter(conn, lock, call, pending, wakeup, history=history)
             led = False
             try:
                 with lock.acquire(call.deadline, poll_cap=self.poll_cap, hint=waiter.hint,
@@ -160,7 +166,8 @@ class Runner:
                         return waiter.outcome()
                     led = True
                     leader = Leader(self.env, conn, lock, history, call.pending,
-                                    baseline=baseline, waited=waiter.waited(), command=command)
+                                    baseline=baseline, waited=waiter.waited(), command=command,
+                                    lock_wait=self.lock_wait)
                     began = time.monotonic()
                     try:
                         outcome = leader.run()
@@ -220,9 +227,12 @@ class Runner:
                 if failure is not None:
                     raise leader_failed(failure)
                 if deadline.elapsed() >= next_report:
+                    retrying = _lockwait.retrying(history.rows(limit=_RECENT))
                     event("waiting", "waiting for the database to reach %s: %d revision(s) "
-                          "pending, %s so far", target, len(pending),
-                          format_seconds(deadline.elapsed()), pending=list(pending))
+                          "pending, %s so far%s", target, len(pending),
+                          format_seconds(deadline.elapsed()),
+                          f"; {retrying}" if retrying else "", pending=list(pending),
+                          retrying=retrying)
                     next_report = deadline.elapsed() + defaults.REPORT_EVERY
                 call.saw_pending = True
                 return None
@@ -245,11 +255,14 @@ class Runner:
             lock = self.lock(conn)
             holder = lock.safe_holder()
             rows = tuple(self.history(conn).rows(limit=recent))
+            retrying = (_lockwait.retrying(self.history(conn).rows(limit=_RECENT)) if holder
+                        else None)
             return Status(
                 url=display(self.url), version_table=self.env.qualified_version_table,
                 current_heads=heads, script_heads=self.env.script_heads(), pending=pending,
                 lock=lock.describe(), holder=holder, recent=rows, ahead=reader.ahead,
-                ahead_expand=reader.ahead_expand)
+                ahead_expand=reader.ahead_expand,
+                retrying=retrying)
 
     # -- reconnecting ----------------------------------------------------------------------
 
@@ -312,8 +325,9 @@ class _Waiter:
     heads, and every few seconds logs whom it waits for."""
 
     def __init__(self, conn: Connection, lock: Lock, call: _Call,
-                 pending: tuple[str, ...], wakeup: Wakeup) -> None:
+                 pending: tuple[str, ...], wakeup: Wakeup, *, history: History) -> None:
         self.conn = conn
+        self.history = history
         self.lock = lock
         self.call = call
         self.wakeup = wakeup
@@ -335,11 +349,13 @@ class _Waiter:
         if now >= self.next_report:
             self.holder = self.lock.safe_holder() or self.holder
             who = self.holder.describe() if self.holder else "another replica"
-            event("waiting", "waiting for %s held by %s; %s so far, giving up in %s",
+            retrying = _lockwait.retrying(self.history.rows(limit=_RECENT))
+            event("waiting", "waiting for %s held by %s; %s so far, giving up in %s%s",
                   self.lock.describe(), who, format_seconds(now - self.began),
                   format_seconds(self.call.deadline.remaining()),
+                  f"; {retrying}" if retrying else "",
                   holder=self.holder.describe() if self.holder else None,
-                  holder_pid=self.holder.pid if self.holder else None)
+                  holder_pid=self.holder.pid if self.holder else None, retrying=retrying)
             self.next_report = now + defaults.REPORT_EVERY
         if self.wakeup.listening and not self.wakeup.notified:
             return False

@@ -199,6 +199,46 @@ def lock_timeout(default: float) -> Callable[[F], F]:
                              "90s, 5m, 1h.")
 
 
+def _duration_or_off(ctx: click.Context, param: click.Parameter, value: Any) -> float:
+    """Option callback: a duration, or 'off' (0)."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "0"):
+        return 0.0
+    return _duration(ctx, param, value)
+
+
+def _spell_or_off(seconds: float) -> str:
+    return spell(seconds) if seconds > 0 else "off"
+
+
+def lock_wait(fn: F) -> F:
+    """The options of the migration session's lock-wait policy (:mod:`._lockwait`)."""
+    for add in reversed([
+        click.option("--lock-wait-timeout", callback=_duration_or_off, metavar="DURATION",
+                     default=_spell_or_off(defaults.LOCK_WAIT_TIMEOUT), show_default=True,
+                     envvar="HERD_LOCK_WAIT_TIMEOUT", show_envvar=True,
+                     help="How long one statement of a migration may wait for a table lock "
+                          "(the application's queries queue behind it meanwhile) before its "
+                          "revision is rolled back and tried again with a longer wait; 'off' "
+                          "leaves the database's own setting and never retries."),
+        click.option("--lock-wait-attempts", type=click.IntRange(min=1),
+                     default=str(defaults.LOCK_WAIT_ATTEMPTS), show_default=True,
+                     envvar="HERD_LOCK_WAIT_ATTEMPTS", show_envvar=True,
+                     help="How many times a revision whose lock wait timed out is tried in "
+                          "all."),
+        click.option("--lock-wait-budget", callback=_duration, metavar="DURATION",
+                     default=spell(defaults.LOCK_WAIT_BUDGET), show_default=True,
+                     envvar="HERD_LOCK_WAIT_BUDGET", show_envvar=True,
+                     help="The time all those attempts may take together."),
+        click.option("--statement-timeout", callback=_duration_or_off, metavar="DURATION",
+                     default=_spell_or_off(defaults.STATEMENT_TIMEOUT), show_default=True,
+                     envvar="HERD_STATEMENT_TIMEOUT", show_envvar=True,
+                     help="A cap on any one statement of a migration (PostgreSQL, MariaDB); "
+                          "a statement that runs longer fails its revision."),
+    ]):
+        fn = add(fn)
+    return fn
+
+
 def lint_options(fn: F) -> F:
     """The options of ``herd lint``: which revisions, for which database, in which format."""
     from ._lint import DIALECTS

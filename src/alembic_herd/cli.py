@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -73,11 +73,12 @@ def cli() -> None:
 @click.option("--sql", is_flag=True,
               help="Print the upgrade's SQL to stdout instead of running it (Alembic's offline "
                    "mode): no lock, no database connection.")
+@option.lock_wait
 @option.expand_only
 @option.unmarked_phase
 def migrate(opts: Options, *, revision: str | None, target: str, lock: str,
             lock_timeout: float, allow_ahead: bool, sql: bool, expand_only: bool,
-            unmarked_phase: Phase) -> None:
+            unmarked_phase: Phase, **lock_wait: Any) -> None:
     """Bring the database to the target: migrate under the lock, or wait for the replica
     that does.
 
@@ -105,7 +106,7 @@ def migrate(opts: Options, *, revision: str | None, target: str, lock: str,
         return
     outcome = upgrade(opts.alembic_config(), target=target, lock=lock, lock_timeout=lock_timeout,
                       command=command, allow_ahead=allow_ahead, expand_only=expand_only,
-                      unmarked_phase=unmarked_phase, **opts.project())
+                      unmarked_phase=unmarked_phase, **lock_wait, **opts.project())
     click.echo(mask_text(outcome.describe(), opts.url))
 
 
@@ -255,11 +256,12 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
 @option.lock_timeout(defaults.LOCK_TIMEOUT)
 @option.timeout
 @option.allow_ahead
+@option.lock_wait
 @option.expand_only
 @option.unmarked_phase
 def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: str,
         lock_timeout: float, timeout: float, allow_ahead: bool, expand_only: bool,
-        unmarked_phase: Phase) -> None:
+        unmarked_phase: Phase, **lock_wait: Any) -> None:
     """The container entrypoint: wait for the database, bring it current (or wait for it),
     then replace this process with COMMAND, so that signals and the exit code are COMMAND's.
 
@@ -277,7 +279,7 @@ def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: st
                                      unmarked_phase=unmarked_phase, **opts.project())
     else:
         outcome = upgrade(opts.alembic_config(), target=target, lock=lock,
-                          lock_timeout=lock_timeout, allow_ahead=allow_ahead,
+                          lock_timeout=lock_timeout, allow_ahead=allow_ahead, **lock_wait,
                           expand_only=expand_only, unmarked_phase=unmarked_phase,
                           **opts.project())
     become(command, executable, done=outcome.describe(), urls=opts.urls)

@@ -12,6 +12,7 @@
     ├── LockHeldError               'herd unlock' refused: the holder is alive      (exit 6)
     ├── WaitTimeoutError            schema not current before the deadline          (exit 7)
     ├── MigrationError              a migration raised while this process led       (exit 8)
+    │   └── LockWaitError           its lock waits kept timing out; nothing applied (exit 8)
     ├── LeaderFailedError           another replica's migration failed              (exit 9)
     ├── IncompleteRevisionError     half-applied revision on non-transactional DDL  (exit 10)
     ├── LockLostError               the lock was lost while migrating (fencing)     (exit 11)
@@ -167,6 +168,11 @@ class MigrationError(HerdError):
     def __init__(self, message: str, *, revision: str | None = None) -> None:
         super().__init__(message)
         self.revision = revision
+
+
+class LockWaitError(MigrationError):
+    """A revision's statements kept timing out waiting for locks (another transaction held
+    them) until the attempts or their budget were spent; nothing of it was applied."""
 
 
 class LeaderFailedError(HerdError):

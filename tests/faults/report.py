@@ -221,7 +221,20 @@ def main(folder: Path, output: Path) -> None:
     missing = [title for name, title, _ in SCENARIOS if not pick(results, name)]
     if missing:
         out += ["### Not run", "", *[f"* {m}" for m in missing], ""]
-    output.write_text("\n".join(out).rstrip() + "\n")
+    output.write_text("\n".join(out).rstrip() + "\n" + kept_block(output))
+
+
+KEPT = ("<!-- make lockwait: begin -->", "<!-- make lockwait: end -->")
+"""The markers of a block another report writes into docs/faults.md (``make lockwait``,
+tests/lockwait_trial.py); this report keeps it as it is."""
+
+
+def kept_block(output: Path) -> str:
+    begin, end = KEPT
+    text = output.read_text() if output.exists() else ""
+    if begin not in text or end not in text:
+        return ""
+    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
 
 
 if __name__ == "__main__":
