@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._history import Attempt
+from ._lint import LintReport
 from ._outcome import Status
 
 
@@ -54,3 +55,21 @@ def history_text(rows: Sequence[Attempt], indent: str = "") -> str:
         (indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True))).rstrip()
         for r in table
     )
+
+
+def check_line(st: Status) -> tuple[str, bool]:
+    """``herd check``'s one line, and whether the database counts as current."""
+    at = f"{st.version_table} at {heads_text(st.current_heads)}"
+    if st.ahead_expand:
+        return (f"current: {at}, ahead by {', '.join(st.ahead)} (all expand); this release "
+                "can run on it"), True
+    if st.ahead:
+        return f"current (ahead of this code): {at}, unknown {', '.join(st.ahead)}", True
+    if st.is_current:
+        return f"current: {at}", True
+    return f"not current: {len(st.pending)} revision(s) pending ({', '.join(st.pending)})", False
+
+
+def lint_text(report: LintReport) -> str:
+    """``herd lint``'s findings, one line each."""
+    return "".join(f"{finding.line()}\n" for finding in report.findings)

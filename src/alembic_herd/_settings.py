@@ -32,6 +32,25 @@ _COMMAND_KEY = "alembic_herd.command"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+HELP = """Safe Alembic migrations when many replicas start at once: one replica migrates
+under a database lock, the others wait until the schema is current.
+
+\b
+Environment (each verb's --help lists the ones it reads):
+  ALEMBIC_CONFIG      path of alembic.ini (-c/--config)
+  HERD_DATABASE_URL   database URL (--url); DATABASE_URL is used when it is unset
+  HERD_LOCK_URL       direct connection for the lock (--lock-url)
+  HERD_LOCK, HERD_LOCK_TIMEOUT, HERD_TIMEOUT, HERD_MODE, HERD_ALLOW_AHEAD,
+  HERD_EXPAND_ONLY, HERD_UNMARKED_PHASE,
+  HERD_LOG_FORMAT     the options of the same names
+
+\b
+Configuration: command line > environment > [tool.herd] in the nearest
+pyproject.toml (keys are option names; [tool.herd.<verb>] for one verb) > defaults.
+"""
+"""``herd --help``: what herd is, the environment it reads, and the precedence."""
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
     """Option callback: a duration with a unit ('90s', '5m'), in seconds."""
     if isinstance(value, int | float):
@@ -285,6 +304,46 @@ def command_after_dashes() -> list[str] | None:
     """The words after ``--`` on the current command line; ``None`` without a ``--``."""
     command: list[str] | None = click.get_current_context().meta.get(_COMMAND_KEY)
     return command
+
+
+def migration_command(*, sql: bool) -> list[str] | None:
+    """``herd migrate``'s command after ``--``, if any (not with ``--sql``)."""
+    command = command_after_dashes()
+    if command is not None and not command:
+        raise ConfigurationError(
+            "'--' must be followed by the migration command to run, e.g. "
+            "'herd migrate -c alembic.ini -- mytool db upgrade'")
+    if sql and command is not None:
+        raise ConfigurationError(
+            "--sql prints Alembic's SQL and cannot run the command after '--'; drop one")
+    return command
+
+
+def lint_pending(pending: bool, revisions: tuple[str, ...], since: str | None) -> bool:
+    """Whether ``herd lint`` checks the database's pending revisions (one way of choosing)."""
+    if pending and (revisions or since):
+        raise ConfigurationError("herd lint: --pending cannot be combined with REVISION or "
+                                 "--since; give one way of choosing the revisions")
+    return pending
+
+
+def json_output(help_text: str) -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def count(name: str, default: int, help_text: str, *, least: int = 1,
+          metavar: str | None = None) -> Callable[[F], F]:
+    """A whole-number option (how many of something) with its default shown."""
+    return click.option(name, type=click.IntRange(min=least), default=default,
+                        show_default=True, metavar=metavar, help=help_text)
+
+
+def upgrading(fn: F) -> F:
+    """The options of every verb that may migrate (migrate, run)."""
+    for add in reversed([target, lock, lock_timeout(defaults.LOCK_TIMEOUT), allow_ahead,
+                         lock_wait, expand_only, unmarked_phase]):
+        fn = add(fn)
+    return fn
 
 
 def command_to_start() -> tuple[list[str], str]:

@@ -33,49 +33,25 @@ from ._api import offline_sql
 from ._database import mask_text
 from ._exits import HerdGroup, become, exit_code_table, guarded, leave, verb
 from ._phases import Phase
-from ._render import heads_text, history_text, status_text
+from ._render import check_line, history_text, lint_text, status_text
 from ._settings import Options
 from .errors import NOT_CURRENT, SUCCESS, ConfigurationError
 
 
-@click.group(cls=HerdGroup, epilog=exit_code_table(),
+@click.group(cls=HerdGroup, help=option.HELP, epilog=exit_code_table(),
              context_settings={"help_option_names": ["-h", "--help"],
                                "max_content_width": 100})
 @click.version_option(__version__, prog_name="herd")
 def cli() -> None:
-    """Safe Alembic migrations when many replicas start at once: one replica migrates
-    under a database lock, the others wait until the schema is current.
-
-    \b
-    Environment (each verb's --help lists the ones it reads):
-      ALEMBIC_CONFIG      path of alembic.ini (-c/--config)
-      HERD_DATABASE_URL   database URL (--url); DATABASE_URL is used when it is unset
-      HERD_LOCK_URL       direct connection for the lock (--lock-url)
-      HERD_LOCK, HERD_LOCK_TIMEOUT, HERD_TIMEOUT, HERD_MODE, HERD_ALLOW_AHEAD,
-      HERD_EXPAND_ONLY, HERD_UNMARKED_PHASE,
-      HERD_LOG_FORMAT     the options of the same names
-
-    \b
-    Configuration: command line > environment > [tool.herd] in the nearest
-    pyproject.toml (keys are option names; [tool.herd.<verb>] for one verb) > defaults.
-    """
-
-
-# -- verbs --------------------------------------------------------------------------------
+    """The ``herd`` group; its help is :data:`._settings.HELP`."""
 
 
 @cli.command(cls=option.WrappingCommand)
 @verb()
-@option.target
-@option.lock
-@option.lock_timeout(defaults.LOCK_TIMEOUT)
-@option.allow_ahead
+@option.upgrading
 @click.option("--sql", is_flag=True,
               help="Print the upgrade's SQL to stdout instead of running it (Alembic's offline "
                    "mode): no lock, no database connection.")
-@option.lock_wait
-@option.expand_only
-@option.unmarked_phase
 def migrate(opts: Options, *, revision: str | None, target: str, lock: str,
             lock_timeout: float, allow_ahead: bool, sql: bool, expand_only: bool,
             unmarked_phase: Phase, **lock_wait: Any) -> None:
@@ -93,15 +69,8 @@ def migrate(opts: Options, *, revision: str | None, target: str, lock: str,
     held (the scripts' heads still decide whether anything is pending).
     """
     target = option.chosen_target(revision, target)
-    command = option.command_after_dashes()
-    if command is not None and not command:
-        raise ConfigurationError(
-            "'--' must be followed by the migration command to run, e.g. "
-            "'herd migrate -c alembic.ini -- mytool db upgrade'")
+    command = option.migration_command(sql=sql)
     if sql:
-        if command is not None:
-            raise ConfigurationError(
-                "--sql prints Alembic's SQL and cannot run the command after '--'; drop one")
         offline_sql(opts.alembic_config(), target=target, url=opts.url)
         return
     outcome = upgrade(opts.alembic_config(), target=target, lock=lock, lock_timeout=lock_timeout,
@@ -142,29 +111,17 @@ def check(opts: Options, *, revision: str | None, target: str, lock: str, allow_
     st = status(opts.alembic_config(), target=option.chosen_target(revision, target),
                 lock=lock, recent=0, allow_ahead=allow_ahead, connect_timeout=connect_timeout,
                 unmarked_phase=unmarked_phase, **opts.project())
-    if st.ahead_expand:
-        click.echo(f"current: {st.version_table} at {heads_text(st.current_heads)}, ahead by "
-                   f"{', '.join(st.ahead)} (all expand); this release can run on it")
-        return SUCCESS
-    if st.ahead:
-        click.echo(f"current (ahead of this code): {st.version_table} at "
-                   f"{heads_text(st.current_heads)}, unknown {', '.join(st.ahead)}")
-        return SUCCESS
-    if st.is_current:
-        click.echo(f"current: {st.version_table} at {heads_text(st.current_heads)}")
-        return SUCCESS
-    click.echo(f"not current: {len(st.pending)} revision(s) pending ({', '.join(st.pending)})")
-    return NOT_CURRENT
+    line, current = check_line(st)
+    click.echo(line)
+    return SUCCESS if current else NOT_CURRENT
 
 
 @cli.command("status")
 @verb()
 @option.target
 @option.lock
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--recent", type=click.IntRange(min=0), default=defaults.STATUS_RECENT,
-              show_default=True,
-              help="How many recent attempts to show.")
+@option.json_output("Print one JSON object.")
+@option.count("--recent", defaults.STATUS_RECENT, "How many recent attempts to show.", least=0)
 @option.allow_ahead
 @option.connect_timeout
 @option.unmarked_phase
@@ -182,10 +139,8 @@ def status_(opts: Options, *, revision: str | None, target: str, lock: str, as_j
 
 @cli.command("history")
 @verb()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.option("--limit", type=click.IntRange(min=1), default=defaults.HISTORY_LIMIT,
-              show_default=True,
-              help="How many attempts to show, newest first.")
+@option.json_output("Print a JSON list.")
+@option.count("--limit", defaults.HISTORY_LIMIT, "How many attempts to show, newest first.")
 @option.connect_timeout
 def history_(opts: Options, as_json: bool, limit: int, connect_timeout: float) -> None:
     """The attempt log: one row per revision per attempt, newest first."""
@@ -251,14 +206,8 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
               show_default=True, envvar="HERD_MODE", show_envvar=True,
               help="auto/migrate: migrate, or wait for the replica that does; wait: never "
                    "migrate (workers, beat).")
-@option.target
-@option.lock
-@option.lock_timeout(defaults.LOCK_TIMEOUT)
+@option.upgrading
 @option.timeout
-@option.allow_ahead
-@option.lock_wait
-@option.expand_only
-@option.unmarked_phase
 def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: str,
         lock_timeout: float, timeout: float, allow_ahead: bool, expand_only: bool,
         unmarked_phase: Phase, **lock_wait: Any) -> None:
@@ -297,24 +246,22 @@ def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, diale
     herd lint --dialect postgresql --since a81b07
     herd lint --json 3f2a9c c4d5e6
     """
-    if pending and (revisions or since):
-        raise ConfigurationError("herd lint: --pending cannot be combined with REVISION or "
-                                 "--since; give one way of choosing the revisions")
     config = opts.alembic_config()
-    chosen = status(config, **opts.project()).pending if pending else revisions or None
+    chosen = (status(config, **opts.project()).pending if option.lint_pending(pending, revisions,
+              since) else revisions or None)
     report = lint(config, dialect=dialect, server_version=server_version,
                   revisions=chosen, since=since)
-    for line in [report.to_json()] if as_json else [f.line() for f in report.findings]:
-        click.echo(line)
-    if not as_json:
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        click.echo(lint_text(report), nl=False)
         click.echo(f"herd: {report.summary()}", err=True)
     return report.exit_code
 
 
 @cli.command()
-@click.option("--replicas", type=click.IntRange(min=1), default=defaults.DEMO_REPLICAS,
-              show_default=True,
-              metavar="N", help="How many replicas to start at the same moment.")
+@option.count("--replicas", defaults.DEMO_REPLICAS, "How many replicas to start at the same "
+              "moment.", metavar="N")
 @click.option("--url", metavar="URL",
               help="A scratch database for the demo (it creates tables there); default: "
                    "a new embedded PostgreSQL.")
@@ -331,8 +278,7 @@ def demo(replicas: int, url: str | None, keep: bool, traceback: bool) -> None:
             raise ConfigurationError(
                 f"the demo is not available ({exc}); install it with "
                 "pip install 'alembic-herd[demo]'") from exc
-        extra = {"keep": True} if keep else {}
-        result = module.main(replicas=replicas, url=url, **extra)
+        result = module.main(replicas=replicas, url=url, keep=keep)
         return result if isinstance(result, int) else 0
 
     guarded((url,), traceback, run)
