@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import _defaults as defaults
-from ._database import error_code, mask_text
+from ._database import SERVER_KEEPALIVES, error_code, mask_text
 from ._durations import format_seconds
 from ._history import Attempt
 
@@ -293,6 +293,8 @@ class _Watch:
             return
         try:
             with self.engine.connect() as conn:
+                if dialect == "postgresql":  # like the lock and migration sessions: the server
+                    conn.execute(_SERVER_KEEPALIVES)  # drops it when the leader is cut off
                 while not self._stop.is_set():
                     seen = read_blockers(conn, dialect, pid, self.url)
                     if seen:
@@ -300,6 +302,9 @@ class _Watch:
                     self._stop.wait(defaults.BLOCKER_POLL)
         except SQLAlchemyError as exc:  # a view this user may not read: degrade, never fail
             log.debug("cannot read who blocks the migration session: %s", exc)
+
+
+_SERVER_KEEPALIVES = sa.text(f"SELECT {SERVER_KEEPALIVES}")
 
 
 # -- CREATE INDEX CONCURRENTLY -----------------------------------------------------------
