@@ -126,6 +126,31 @@ def blocking(url: URL) -> Iterator[tuple[int, sa.Connection]]:
     engine.dispose()
 
 
+_WAITING = {
+    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                  " AND query ILIKE 'ALTER TABLE%'",
+    "mysql": "SELECT count(*) FROM information_schema.processlist"
+             " WHERE state LIKE 'Waiting for table metadata lock%' AND info LIKE 'ALTER TABLE%'",
+}
+
+
+def alter_waits(url: URL, proc: subprocess.Popen[str], bound: float = 120.0) -> None:
+    """Return once the migration's ALTER waits behind the blocker (the blocker's time is
+    counted from then), or fail if it never does within ``bound`` seconds."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    sql = sa.text(_WAITING[url.get_backend_name()])
+    try:
+        with engine.connect() as conn:
+            until = time.monotonic() + bound
+            while not conn.execute(sql).scalar_one():
+                if proc.poll() is not None or time.monotonic() > until:
+                    raise AssertionError("the migration's ALTER never waited behind the "
+                                         f"blocker (herd exited {proc.poll()})")
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
+
+
 def attempts_of(url: URL, revision: str) -> int:
     """How many times herd started ``revision`` (one attempt-log row each)."""
     engine = sa.create_engine(url)
@@ -147,6 +172,7 @@ def trial(url: URL, *, blocker: float, lock_wait: str) -> Trial:
     with blocking(url) as (pid, _):
         began = time.monotonic()
         proc = herd("migrate", "--lock-wait-timeout", lock_wait, url=url)
+        alter_waits(url, proc)  # a loaded machine may take seconds to start herd
         time.sleep(blocker)
     _, err = proc.communicate(timeout=600)
     total = time.monotonic() - began
@@ -193,8 +219,9 @@ def section(trials: list[Trial]) -> str:
         "",
         f"Recorded {when} by `make lockwait` (tests/lockwait_trial.py). An application "
         f"queries the table every {INTERVAL * 1000:.0f} ms; a transaction updates one of its "
-        f"rows and stays open for {trials[0].blocker:g} s; meanwhile `herd migrate` runs a "
-        "revision that adds a column (`ALTER TABLE items ADD COLUMN`). `3s` is herd's default; "
+        f"rows and stays open until {trials[0].blocker:g} s after the migration's ALTER began "
+        "to wait; meanwhile `herd migrate` runs a revision that adds a column (`ALTER TABLE "
+        "items ADD COLUMN`). `3s` is herd's default; "
         "'off' is the control (`--lock-wait-timeout off`: what herd did before, and what plain "
         "Alembic does). Latency is each application query's, queueing included; attempts "
         "counts the revision's rows in the attempt log; the total runs from starting "
