@@ -625,21 +625,8 @@ class Leader:
         database without transactional DDL stopped at the fence), one that only waited for
         a shared commit 'rolled back'. Never 'failed': the waiters are not told a migration
         failed, one of them takes over."""
-        history = self.history
         note = "the lock was lost (expired or taken over); its transaction rolled back"
-        try:
-            for row in rows:
-                if row.status == "running":
-                    if row.revision in landed:
-                        history.finish(row, "applied")
-                    else:
-                        history.finish(row, "interrupted", note)
-                elif row.status == "applied" and row.revision not in landed:
-                    history.restate(row, "rolled back", note)
-            history.flush()
-        except SQLAlchemyError as exc:
-            log.warning("could not record the lost lock in the attempt log: %s",
-                        driver_message(exc, self.url))
+        self._record_interrupted(rows, note, landed=landed, why=note)
         event("lock_lost", "lost %s while migrating; stopped, another replica carries on",
               self.lock.describe(), level=logging.ERROR,
               revision=rows[-1].revision if rows else None)
@@ -680,22 +667,25 @@ class Leader:
               f" during {revision}" if revision else "", level=logging.WARNING,
               signal=stop.name, revision=revision)
 
-    def _record_interrupted(self, rows: list[Attempt], error: str) -> None:
+    def _record_interrupted(self, rows: list[Attempt], error: str, *,
+                            landed: set[str] | None = None, why: str | None = None) -> None:
         """The run stopped between two revisions or its transaction rolled back, so no
-        revision failed: one that reached the version table is 'applied', the one in
-        progress 'interrupted'."""
+        revision failed: one that committed (``landed``, else what the version table has)
+        is 'applied', the one in progress 'interrupted', one that only waited for a shared
+        commit 'rolled back' (``why``)."""
         history = self.history
         try:
-            applied = self.env.applied(read_heads(self.conn, self.env))
+            applied = (landed if landed is not None
+                       else self.env.applied(read_heads(self.conn, self.env)))
             for row in rows:
                 if row.status == "running":
                     if row.revision in applied:
                         history.finish(row, "applied")
                     else:
                         history.finish(row, "interrupted", error)
-            self._roll_back(rows, applied, f"its transaction rolled back after {error}")
+            self._roll_back(rows, applied, why or f"its transaction rolled back after {error}")
         except SQLAlchemyError as lost:
-            log.warning("could not record herd's internal error in the attempt log: %s",
+            log.warning("could not record the interruption in the attempt log: %s",
                         driver_message(lost, self.url))
 
     def _roll_back(self, rows: list[Attempt], applied: set[str], why: str) -> None:
