@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from alembic_herd._compat import SQLALCHEMY_2
 from alembic_herd._embedded import EmbeddedPostgres
 
 HERE = Path(__file__).parent
@@ -55,6 +56,8 @@ def _server_url(backend: str, request: pytest.FixtureRequest) -> URL:
     if not raw:
         unavailable(backend, f"{var} is not set")
     url = make_url(raw)
+    if url.drivername == "postgresql+psycopg" and not SQLALCHEMY_2:
+        url = url.set(drivername="postgresql+psycopg2")  # SQLAlchemy 1.4: no psycopg 3 dialect
     try:
         engine = sa.create_engine(url)
         with engine.connect():

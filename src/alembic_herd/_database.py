@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
+from . import _compat
 from ._defaults import CONNECT_TIMEOUT, KEEPALIVES
 from .errors import ConfigurationError, DatabaseUnavailableError
 
@@ -43,8 +44,8 @@ lowers a setting the session already has."""
 
 # Async drivers an env.py may use, and the sync driver herd uses for the same database.
 _SYNC_DRIVERS = {
-    "asyncpg": "psycopg",
-    "psycopg_async": "psycopg",
+    "asyncpg": _compat.PG_DRIVER,
+    "psycopg_async": _compat.PG_DRIVER,
     "aiomysql": "pymysql",
     "asyncmy": "pymysql",
     "aiosqlite": "pysqlite",
@@ -159,6 +160,8 @@ def sync_url(url: URL) -> URL:
         if sync == "psycopg" and not _importable("psycopg"):
             sync = "psycopg2"
         return url.set(drivername=f"{dialect}+{sync}")
+    if dialect == "postgresql" and driver == "psycopg" and not _compat.SQLALCHEMY_2:
+        return url.set(drivername="postgresql+psycopg2")  # no psycopg 3 dialect on 1.4
     if dialect == "postgresql" and not driver and not _importable("psycopg2"):
         return url.set(drivername="postgresql+psycopg")
     if dialect in ("mysql", "mariadb") and not driver and not _importable("MySQLdb"):
@@ -211,7 +214,7 @@ def create_engine(url: URL, *, application_name: str | None = None,
     if pool is None or backend == "sqlite":  # a file: opening it is as cheap as pooling it
         pool = {"poolclass": NullPool}
     try:
-        return sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args,
+        return _compat.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args,
                                 **pool)
     except NoSuchModuleError as exc:
         raise ConfigurationError(

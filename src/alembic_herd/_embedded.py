@@ -37,7 +37,9 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
+
+from . import _compat
 
 #: bound on initdb and on every pg_ctl call, in seconds
 COMMAND_TIMEOUT = 120.0
@@ -143,13 +145,13 @@ class EmbeddedPostgres:
     @property
     def admin(self) -> URL:
         """The superuser over the Unix socket (trusted), on the ``postgres`` database."""
-        return sa.make_url(f"postgresql+psycopg://postgres@/postgres?host={self.sock}"
+        return make_url(f"postgresql+{_compat.PG_DRIVER}://postgres@/postgres?host={self.sock}"
                            f"&port={self.port}")
 
     def create_database(self, name: str | None = None) -> URL:
         """A new, empty database (named ``name``, else ``herd_<random>``): its admin URL."""
         name = name or f"herd_{uuid.uuid4().hex[:12]}"
-        engine = sa.create_engine(self.admin, isolation_level="AUTOCOMMIT")
+        engine = _compat.create_engine(self.admin, isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

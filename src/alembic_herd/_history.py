@@ -30,6 +30,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
 from . import _defaults as defaults
+from ._compat import variant
 from ._database import HOST, mask_text
 from ._tables import ensure_table, read_if_exists
 
@@ -38,7 +39,7 @@ _ERROR_CHARS = 2000
 _ROLE = {"role": "herd's attempt log", "instead": "--history-table / history_table="}
 _ROWS_PER_INSERT = 999 // 12  # SQLite before 3.32 binds at most 999 parameters per statement
 
-_Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+_Timestamp = variant(sa.DateTime(timezone=True), mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def history_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from ._compat import create_if_not_exists
 from ._database import driver_message, error_code
 from .errors import ConfigurationError
 
@@ -48,10 +49,8 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
 def _create_under_lock(conn: Connection, table: sa.Table) -> str:
     """PostgreSQL: one statement (one transaction) that serialises on :data:`_DDL_KEY`,
     then creates ``table`` and its indexes if they do not exist."""
-    ddl: list[sa.schema.ExecutableDDLElement] = [sa.schema.CreateTable(table, if_not_exists=True)]
-    ddl += [sa.schema.CreateIndex(index, if_not_exists=True)
-            for index in sorted(table.indexes, key=lambda i: i.name or "")]
-    body = " ".join(f"{str(d.compile(dialect=conn.dialect)).strip()};" for d in ddl)
+    items: list[sa.Table | sa.Index] = [table, *sorted(table.indexes, key=lambda i: i.name or "")]
+    body = " ".join(f"{create_if_not_exists(item, conn.dialect)};" for item in items)
     return f"DO $herd$ BEGIN PERFORM pg_advisory_xact_lock({_DDL_KEY}); {body} END $herd$"
 
 

@@ -120,11 +120,11 @@ def _preload(url: str) -> None:
     """Import what the first call would import, so that the barrier is a fair start."""
     for module in ("alembic.command", "alembic.script", "alembic.runtime.migration",
                    "sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql",
-                   "sqlalchemy.dialects.sqlite", "psycopg", "pymysql"):
+                   "sqlalchemy.dialects.sqlite", "psycopg", "psycopg2", "pymysql"):
         with contextlib.suppress(ImportError):  # another driver: SQLAlchemy will say so
             importlib.import_module(module)
     with contextlib.suppress(Exception):  # a bad URL is the replica's error to report
-        sa.make_url(url).get_dialect()
+        sa.engine.make_url(url).get_dialect()
 
 
 def main(argv: Sequence[str]) -> int:

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .. import _defaults as defaults
+from .._compat import DOUBLE
 from .._database import HOST
 from .._tables import ensure_table, read_if_exists
 from ..errors import Holder, LockLostError
@@ -56,9 +57,9 @@ def lease_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Tabl
         sa.Column("pid", sa.Integer, nullable=False),
         # Double, not Float: MySQL's FLOAT is single precision, which rounds an epoch
         # timestamp to about +-64 s and lets a live lease look expired.
-        sa.Column("acquired", sa.Double, nullable=False),
-        sa.Column("expires", sa.Double, nullable=False),
-        sa.Column("heartbeat", sa.Double, nullable=False),
+        sa.Column("acquired", DOUBLE, nullable=False),
+        sa.Column("expires", DOUBLE, nullable=False),
+        sa.Column("heartbeat", DOUBLE, nullable=False),
         schema=schema,
     )
 
@@ -191,7 +192,7 @@ class LeaseLock(Lock):
         docstring)."""
         t = self.table
         now = _NOW.get(conn.dialect.name)
-        live = t.c.expires >= (sa.literal_column(now, sa.Double) if now else db_now(conn))
+        live = t.c.expires >= (sa.literal_column(now, DOUBLE) if now else db_now(conn))
         query = sa.select(t.c.owner).where(t.c.name == self.key.name, t.c.owner == self.owner,
                                            live)
         if hold and conn.dialect.name != "sqlite":
