@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
+from alembic_herd._compat import PG_DRIVER
 from alembic_herd._defaults import LEASE_TTL, REPORT_EVERY
 from alembic_herd._settings import project_defaults
 from alembic_herd.cli import cli
@@ -31,7 +32,7 @@ CONFIG = str(PROJECTS / "herdset" / "alembic.ini")
 OPERATORS = Path(__file__).parent.parent / "docs" / "operators.md"
 REVISIONS = ["a1", "b2", "c3", "d4"]
 PASSWORD = "s3cretpw"
-UNREACHABLE = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/x"
+UNREACHABLE = f"postgresql+{PG_DRIVER}://postgres:{PASSWORD}@127.0.0.1:1/x"
 # Variables herd reads; removed so that the developer's environment cannot leak in.
 HERD_VARS = ("HERD_DATABASE_URL", "DATABASE_URL", "ALEMBIC_CONFIG")
 
