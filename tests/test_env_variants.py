@@ -84,6 +84,7 @@ def asyncpg(url: URL) -> str:
     return render(url.set(drivername="postgresql+asyncpg"))
 
 
+@pytest.mark.sqla2_only  # the 1.4 run installs no asyncpg (async env.py untried on 1.4)
 def test_async_env_migrates_with_an_asyncpg_url(pg: URL) -> None:
     """The `alembic init -t async` env.py with a postgresql+asyncpg URL in the config migrates
     under herd, which coordinates on its own sync connection."""
@@ -99,6 +100,7 @@ def test_async_env_migrates_with_an_asyncpg_url(pg: URL) -> None:
     assert again.action == "current"
 
 
+@pytest.mark.sqla2_only  # the 1.4 run installs no asyncpg (async env.py untried on 1.4)
 @pytest.mark.herd
 def test_async_env_herd_of_8(pg: URL) -> None:
     """8 replicas with the async env.py and an asyncpg URL: all exit 0, one migrates, the data
@@ -255,6 +257,7 @@ def test_appschema_probe_learns_the_schema_without_touching_the_database(pg: URL
     assert scalar(pg, "SELECT count(*) FROM pg_namespace WHERE nspname = 'app'") == 0
 
 
+@pytest.mark.sqla2_only  # the project's env.py calls Connection.commit() (2.x)
 @pytest.mark.herd
 def test_appschema_herd_of_16(pg: URL, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """16 replicas of the incident's project on a fresh database: all exit 0, one migrates,
@@ -366,6 +369,7 @@ def test_renamed_version_table_is_learnt_from_env_py(db: URL) -> None:
 ONLINESCHEMA = ini("onlineschema")
 
 
+@pytest.mark.sqla2_only  # env.py calls Connection.commit() (2.x)
 def test_online_only_schema_is_refused_before_anything_is_applied(pg: URL) -> None:
     """env.py without offline mode that keeps the version table in schema 'app' online: herd
     raises ConfigurationError naming both tables, and no revision is applied."""
@@ -381,6 +385,7 @@ def test_online_only_schema_is_refused_before_anything_is_applied(pg: URL) -> No
         assert history(pg) == []
 
 
+@pytest.mark.sqla2_only  # env.py calls Connection.commit() (2.x)
 def test_online_only_schema_works_with_explicit_version_table_schema(pg: URL) -> None:
     """The same env.py migrates when version_table_schema='app' is passed to herd, and herd
     then finds the database current in app.alembic_version."""
