@@ -16,19 +16,19 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
-from . import _defaults as defaults
-from . import _settings as option
-from ._api import (
+from . import (  # through the package (lazy, PEP 562): an embedder may replace them
+    __version__,
     downgrade,
     history,
-    offline_sql,
     resolve,
     status,
     unlock,
     upgrade,
     wait_until_current,
 )
+from . import _defaults as defaults
+from . import _settings as option
+from ._api import offline_sql
 from ._database import mask_text
 from ._exits import HerdGroup, become, exit_code_table, guarded, leave, verb
 from ._phases import Phase
@@ -245,7 +245,7 @@ def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, diale
     herd lint --dialect postgresql --since a81b07
     herd lint --json 3f2a9c c4d5e6
     """
-    from ._lint import lint  # the linter (and sqlglot) only for this verb
+    from . import lint  # the linter only for this verb
 
     config = opts.alembic_config()
     chosen = (status(config, **opts.project()).pending if option.lint_pending(pending, revisions,
