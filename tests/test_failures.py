@@ -610,11 +610,11 @@ def test_an_internal_error_between_revisions_is_never_recorded_as_a_failed_revis
     original = History.advance
     calls: list[str] = []
 
-    def advance(self: History, done: Any, attempt: str, revision: str) -> Any:
+    def advance(self: History, done: Any, attempt: str, revision: str, **kw: Any) -> Any:
         calls.append(revision)
         if len(calls) == 2:
             raise RuntimeError("bug in herd's bookkeeping")
-        return original(self, done, attempt, revision)
+        return original(self, done, attempt, revision, **kw)
 
     with fresh_database(backend, request, tmp_path) as url:
         monkeypatch.setenv("HERD_TEST_TPM", "0")

@@ -10,12 +10,8 @@ nothing is applied twice, and every failure says what happened::
     print(alembic_herd.status("alembic.ini").pending)
 """
 
-from ._api import downgrade, history, resolve, status, unlock, upgrade, wait_until_current
-from ._durations import to_seconds
-from ._history import Attempt
-from ._lint import Finding, LintReport, lint
-from ._outcome import Outcome, Status
-from ._phases import Phase, PhasedRevision, phase_of, revisions_between
+from typing import TYPE_CHECKING
+
 from .errors import (
     CommandFailedError,
     ConfigurationError,
@@ -34,6 +30,43 @@ from .errors import (
     UnsupportedDialectError,
     WaitTimeoutError,
 )
+
+if TYPE_CHECKING:
+    from ._api import downgrade, history, resolve, status, unlock, upgrade, wait_until_current
+    from ._durations import to_seconds
+    from ._history import Attempt
+    from ._lint import Finding, LintReport, lint
+    from ._outcome import Outcome, Status
+    from ._phases import Phase, PhasedRevision, phase_of, revisions_between
+
+# The rest of the public API is imported on first use (PEP 562): a process that only checks
+# whether the database is current (every restart of every replica) does not pay for the
+# linter, the leader or the attempt log.
+_LAZY = {
+    **dict.fromkeys(("downgrade", "history", "resolve", "status", "unlock", "upgrade",
+                     "wait_until_current"), "._api"),
+    "to_seconds": "._durations",
+    "Attempt": "._history",
+    **dict.fromkeys(("Finding", "LintReport", "lint"), "._lint"),
+    **dict.fromkeys(("Outcome", "Status"), "._outcome"),
+    **dict.fromkeys(("Phase", "PhasedRevision", "phase_of", "revisions_between"), "._phases"),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

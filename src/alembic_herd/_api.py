@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from alembic import command as alembic_command
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
@@ -17,14 +17,17 @@ from . import _defaults as defaults
 from ._database import HOST
 from ._durations import Deadline, Duration, to_seconds
 from ._environment import load_environment
-from ._history import Attempt
-from ._lockwait import Policy
 from ._log import event
 from ._outcome import Outcome, Status
 from ._phases import Phase
 from ._runner import Runner
 from .errors import ConfigurationError, LockHeldError, LockTimeoutError
-from .locks.lease import LeaseLock
+
+if TYPE_CHECKING:
+    from ._history import Attempt
+
+# Imported where used, not here: the leader's lock-wait policy, the lease, Alembic's
+# commands. Every replica's restart at head imports this module, and those cost it CPU.
 
 
 def upgrade(
@@ -76,6 +79,8 @@ def upgrade(
     raises a
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
+    from ._lockwait import Policy
+
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
@@ -298,6 +303,8 @@ def unlock(
                 f"with lock kind {rival[0].kind!r}; this unlock clears {the_lock.describe()} "
                 f"only - run 'herd unlock --lock {rival[0].kind}'", holder=rival[1])
         who = holder.describe() if holder else "another replica"
+        from .locks.lease import LeaseLock
+
         if isinstance(the_lock, LeaseLock):
             dead_here = (holder is not None and holder.host == HOST and holder.pid is not None
                          and not _pid_alive(holder.pid))
@@ -336,6 +343,8 @@ def offline_sql(
 ) -> None:
     """Write the SQL of an upgrade to ``target`` to stdout, as ``alembic upgrade --sql``
     does (env.py's offline mode): no lock, no database connection."""
+    from alembic import command as alembic_command
+
     env = load_environment(config, url=url, x_arguments=x_arguments)
     try:
         alembic_command.upgrade(env.config, target, sql=True)

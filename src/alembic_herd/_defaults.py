@@ -146,3 +146,6 @@ herd still records the attempt and releases its lock before the kubelet's SIGKIL
 
 STDERR_TAIL = 20
 """How many of a wrapped command's last stderr lines herd keeps for the attempt log."""
+
+LINT_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
+"""The dialects ``herd lint --dialect`` renders SQL for."""

@@ -15,7 +15,6 @@ from sqlalchemy.engine import Connection
 
 from . import _defaults as defaults
 from ._environment import Environment
-from ._graph import judge
 from ._log import event
 from ._phases import Phase, check_unmarked, phase_of
 from ._tables import read_if_exists
@@ -88,6 +87,8 @@ class Pending:
                       level=logging.WARNING, unknown=list(exc.unknown))
             self.ahead = exc.unknown
             return
+        from ._graph import judge  # only for a database ahead of this code
+
         verdict = judge(conn, self.env, heads, exc.unknown, target=self.target,
                         unmarked=self.unmarked, history_table=self.history_table)
         if verdict.error is not None:

@@ -107,6 +107,11 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+SHARED_TRANSACTION = "in one transaction with the revisions before it in this attempt"
+"""The note on a ``running`` row whose revision shares one transaction with the attempt's
+earlier revisions (which stay ``running`` until that transaction commits): when it never
+commits, the next leader records them ``rolled back`` and this one ``interrupted``."""
+
 _SUCCESS = ("applied", "reverted")
 _FINISHED = ("status", "finished", "duration", "success", "error")
 
@@ -129,6 +134,17 @@ class _Writes:
         # PostgreSQL: the previous row's update and the next row's insert in one statement
         # (with a CTE, SQLAlchemy no longer fetches the new key by itself: RETURNING)
         self.advance = self.insert.add_cte(self.update.cte("done")).returning(t.c.id)
+        self._table = t
+        self._returning: dict[tuple[bool, tuple[Any, ...]], Any] = {}
+
+    def returning(self, advance: bool, probe: tuple[Any, ...]) -> Any:
+        """The insert (``advance``: with the previous row's update) returning the new id and
+        ``probe``; built once per shape."""
+        key = (advance, probe)
+        if key not in self._returning:
+            base = self.insert.add_cte(self.update.cte("done")) if advance else self.insert
+            self._returning[key] = base.returning(self._table.c.id, *probe)
+        return self._returning[key]
 
 
 class History:
@@ -151,22 +167,41 @@ class History:
         return self.advance(None, attempt, revision, status=status)
 
     def advance(self, done: Attempt | None, attempt: str, revision: str, *,
-                status: str = "running") -> Attempt:
+                status: str = "running", uncommitted: bool = False,
+                probe: tuple[Any, ...] = ()) -> Attempt:
         """The step between two revisions: record ``done`` (the previous revision's row)
         ``applied`` and start ``revision``'s row. On PostgreSQL both go in one statement,
         so one round trip and one commit per revision (a data-modifying CTE); elsewhere
-        they are two."""
-        if done is not None:
-            self._finished(done, "applied", None)
+        they are two.
+
+        ``uncommitted``: ``done`` ran but its transaction (one for all revisions) has not
+        committed, so its row stays ``running`` in the table and is ``applied`` in memory
+        only, until :meth:`write` records it after the commit; one statement per revision.
+
+        ``probe``: columns returned by the same statement (PostgreSQL; a lock's
+        :attr:`~alembic_herd.locks.Lock.probe`), in :attr:`probed`; ``None`` there when
+        they were not read (another database, deferred rows): the caller checks another way.
+        """
+        self.probed: tuple[Any, ...] | None = None
         row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
+        if done is not None:
+            self._finished(done, "applied", None)
+            if uncommitted:
+                done, row.error = None, SHARED_TRANSACTION
         if self.deferred:
             self._pending.append(row)
             return row
         writes = self._writes
-        if done is not None and self.conn.dialect.name == "postgresql":
-            row.id = self.conn.execute(writes.advance, {**self._inserted(row),
-                                                        **_finished(done)}).scalar_one()
+        if self.conn.dialect.name == "postgresql" and (done is not None or probe):
+            values = self._inserted(row)
+            if done is not None:
+                values.update(_finished(done))
+            first, *rest = self.conn.execute(writes.returning(done is not None, probe),
+                                             values).one()
+            row.id = first
+            if probe:
+                self.probed = tuple(rest)
             return row
         if done is not None:
             self._update(done)
@@ -174,10 +209,17 @@ class History:
         row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
         return row
 
-    def finish(self, row: Attempt, status: str, error: str | None = None) -> None:
+    def finish(self, row: Attempt, status: str, error: str | None = None, *,
+               write: bool = True) -> None:
         self._finished(row, status, error)
-        if not self.deferred:
+        if write and not self.deferred:
             self._update(row)
+
+    def write(self, rows: Sequence[Attempt]) -> None:
+        """Write the state ``rows`` have in memory, in one statement (executemany)."""
+        written = [_finished(row) for row in rows if row.id is not None]
+        if written and not self.deferred:
+            self.conn.execute(self._writes.update, written)
 
     @staticmethod
     def _finished(row: Attempt, status: str, error: str | None) -> None:

@@ -49,7 +49,7 @@ from ._durations import format_seconds
 from ._environment import Captured, Environment, capturing_context, preserved_logging
 from ._graph import record as record_graph
 from ._heads import Pending, read_heads
-from ._history import Attempt, History, describe_error
+from ._history import SHARED_TRANSACTION, Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
 from ._signals import Interrupted, shielded
@@ -169,9 +169,11 @@ class Leader:
             self._run_command(attempt, pending, self.command)
         else:
             tries = 0
+            left: tuple[str, ...] | None = pending  # read under the lock a moment ago
             while True:
                 try:
-                    self._drop_invalid_indexes(attempt)
+                    self._drop_invalid_indexes(attempt, left)
+                    left = None  # a retry reads them again
                     self._run_alembic(attempt)
                     break
                 except _Raced as race:
@@ -231,10 +233,18 @@ class Leader:
         unfinished = history.unfinished()
         if not unfinished:
             return
+        # the newest unfinished row of each attempt: the revision that was in progress. In
+        # one transaction for all revisions the earlier ones of the attempt stay 'running'
+        # until the commit; when it never came, they ran and were rolled back.
+        newest = {row.attempt: row for row in unfinished}  # oldest first: the last one stays
         for row in unfinished:
             if row.revision in applied:
                 history.restate(row, "applied", "leader stopped before recording the end; "
                                 "the revision is in the version table")
+            elif (transactional and newest[row.attempt] is not row
+                  and newest[row.attempt].error == SHARED_TRANSACTION):
+                history.restate(row, "rolled back", "its transaction did not commit (leader "
+                                "stopped during a later revision of the same transaction)")
             elif not transactional:
                 raise IncompleteRevisionError(
                     f"revision {row.revision} was started by pid {row.pid} on host {row.host} "
@@ -308,6 +318,9 @@ class Leader:
                                    and not context.opts.get("transaction_per_migration"))
             start_heads, per_step = tuple(heads), not one_transaction
             plan = list(env.script._upgrade_revs(target, heads))  # type: ignore[arg-type]
+            # the lock's check rides on the attempt log's write where both use one session
+            probe = (lock.probe if getattr(lock, "conn", None) is history.conn
+                     and not history.deferred else ())
             last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             for step in plan:
@@ -317,13 +330,22 @@ class Leader:
                 # back), not a failed revision
                 inside[0] = False
                 with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
-                    lock.verify()
-                    row = history.advance(done, attempt, script.revision)
+                    if not probe:
+                        lock.verify()
+                    # one transaction for all: the revision just run stays 'running' in the
+                    # table until the commit (it is 'applied' only once it is)
+                    row = history.advance(done, attempt, script.revision,
+                                          uncommitted=one_transaction, probe=probe)
+                    rows.append(row)
+                    if probe:  # the lock checked by the same statement, before the revision
+                        if history.probed is None:
+                            lock.verify()
+                        else:
+                            lock.check(history.probed)
                     if done is not None:
                         self._note_applied(done)
                         if per_step:
                             self._wake()
-                    rows.append(row)
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
                        revision=script.revision)
@@ -408,8 +430,11 @@ class Leader:
                 advice = ("nothing was applied - fix env.py (or what it imports and reads) "
                           "and redeploy ('herd history' has the details)")
             raise MigrationError(f"{where} failed: {first}; {advice}", revision=failed) from exc
-        for row in after_commit:  # env.py's transaction has committed
-            self._applied(row)
+        for row in after_commit:  # env.py's transaction has committed: now every revision
+            # of it is 'applied', in one statement (the runner notifies once the lock is free)
+            history.finish(row, "applied", write=False)
+            self._note_applied(row)
+            history.write([r for r in rows if r.status == "applied"])
         history.flush()
 
     def _lock_waited(self, exc: Exception, rows: list[Attempt], guard: _lockwait.Guard
@@ -474,14 +499,15 @@ class Leader:
               pause=pause)
         return pause
 
-    def _drop_invalid_indexes(self, attempt: str) -> None:
+    def _drop_invalid_indexes(self, attempt: str, left: tuple[str, ...] | None) -> None:
         """PostgreSQL: before running revisions whose last attempt did not apply (a retry, or
         the leader after a failure, a kill or a signal), drop the INVALID indexes that a
         CREATE INDEX CONCURRENTLY of theirs left behind, so that it builds afresh instead of
         failing on 'already exists'."""
         if self.dialect != "postgresql":
             return
-        _, left = self.pending.read(self.conn)
+        if left is None:
+            _, left = self.pending.read(self.conn)
         t = self.history.table
         tried = self.history.rows(where=[t.c.revision.in_(left), t.c.status.in_(
             ("failed", "interrupted", "rolled back", "blocked"))]) if left else []
@@ -506,9 +532,10 @@ class Leader:
                   level=logging.WARNING, index=index)
 
     def _applied(self, row: Attempt) -> None:
+        """The last revision committed on its own. No notification here: the runner
+        notifies once the lock is free, a moment later."""
         self.history.finish(row, "applied")
         self._note_applied(row)
-        self._wake()
 
     def _wake(self) -> None:
         """Notify the waiters that a revision committed, at most every NOTIFY_EVERY s (the

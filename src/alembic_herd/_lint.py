@@ -30,6 +30,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import ResolutionError, RevisionError
 from alembic.util import CommandError
 
+from . import _defaults as defaults
 from ._environment import load_config, script_error
 from ._lint_rules import RULES, Target
 from ._phases import declared_phase, revisions_between
@@ -37,7 +38,7 @@ from .errors import LINT_FINDINGS as FINDINGS_EXIT_CODE
 from .errors import ConfigurationError, RevisionNotFoundError
 
 IGNORE_VARIABLE = "herd_lint_ignore"
-DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
+DIALECTS = defaults.LINT_DIALECTS
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._history import Attempt
 from .errors import Holder
+
+if TYPE_CHECKING:
+    from ._history import Attempt
 
 Action = Literal["migrated", "waited", "current", "downgraded"]
 

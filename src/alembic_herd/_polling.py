@@ -11,24 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    retry_if_result,
-    wait_random_exponential,
-)
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 from ._database import display, driver_message, is_transient, unavailable
 from ._durations import Deadline, format_seconds
 from ._log import event
 
 T = TypeVar("T")
-Wait = Callable[[RetryCallState], float]
+Wait: TypeAlias = "Callable[[RetryCallState], float]"
 
 FIRST_PAUSE = 0.05
 """The backoff's first step; it doubles up to the caller's cap."""
@@ -48,6 +44,8 @@ class Sleep:
     """A plain sleep with full-jitter exponential backoff (50 ms doubling up to the cap)."""
 
     def waits(self, cap: float) -> Wait:
+        from tenacity import wait_random_exponential
+
         return wait_random_exponential(multiplier=FIRST_PAUSE, max=cap)
 
     def __call__(self, seconds: float) -> None:
@@ -64,9 +62,26 @@ def _within(deadline: Deadline, wait: Wait) -> Wait:
 
 def connect(engine: Engine, deadline: Deadline) -> Connection:
     """A connection, retrying transient failures (server starting, too many connections)
-    with jittered backoff until ``deadline``; credentials and unknown databases fail at once."""
-    said = False
+    with jittered backoff until ``deadline``; credentials and unknown databases fail at once.
+    The first try runs without the retry machinery (tenacity is imported only after a
+    transient failure): the common case, a server that answers, pays nothing for it."""
     began = time.monotonic()
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        if not is_transient(exc) or deadline.expired():
+            raise unavailable(exc, engine.url,
+                              tried=time.monotonic() - began if is_transient(exc) else None
+                              ) from exc
+        first: list[DBAPIError] = [exc]
+    from tenacity import Retrying, retry_if_exception, wait_random_exponential
+
+    said = False
+
+    def attempt() -> Connection:
+        if first:  # the first try's failure, through the same backoff and message
+            raise first.pop()
+        return engine.connect()
 
     def before_sleep(state: RetryCallState) -> None:
         nonlocal said
@@ -85,7 +100,7 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
         reraise=True,
     )
     try:
-        return retrying(engine.connect)
+        return retrying(attempt)
     except DBAPIError as exc:
         raise unavailable(exc, engine.url,
                           tried=time.monotonic() - began if is_transient(exc) else None) from exc
@@ -95,6 +110,8 @@ def poll(step: Callable[[], T | None], deadline: Deadline, cap: float,
          pause: Pause | None = None) -> T | None:
     """Call ``step`` until it returns a value or ``deadline`` passes (then ``None``); between
     two calls wait as ``pause`` says (default: a jittered sleep capped at ``cap``)."""
+    from tenacity import Retrying, retry_if_result
+
     pause = pause or Sleep()
     retrying = Retrying(
         stop=stop_at(deadline),

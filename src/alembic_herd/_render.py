@@ -4,10 +4,12 @@ prints the objects' ``as_dict()`` instead)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ._history import Attempt
-from ._lint import LintReport
-from ._outcome import Status
+if TYPE_CHECKING:
+    from ._history import Attempt
+    from ._lint import LintReport
+    from ._outcome import Status
 
 
 def heads_text(heads: Sequence[str]) -> str:

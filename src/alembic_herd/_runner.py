@@ -21,13 +21,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import _defaults as defaults
-from . import _lockwait
 from ._database import (
     create_engine,
     display,
@@ -36,17 +35,13 @@ from ._database import (
     parse_url,
     unavailable,
 )
-from ._downgrade import downgrade_under_lock
 from ._durations import Deadline, format_seconds
 from ._environment import Environment
 from ._heads import Pending
-from ._history import Attempt, History
-from ._leader import Leader, leader_failed
 from ._log import event, replica
 from ._outcome import Action, Outcome, Status
 from ._phases import Phase
 from ._polling import connect, poll
-from ._wakeup import Wakeup, notify
 from .errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -55,6 +50,15 @@ from .errors import (
     WaitTimeoutError,
 )
 from .locks import Lock, LockKey, choose, create_lock
+
+if TYPE_CHECKING:
+    from . import _lockwait
+    from ._history import Attempt, History
+    from ._wakeup import Wakeup
+
+# The leader, the downgrade, the attempt log, the lock-wait policy and the wake-up are
+# imported where they are first needed: a replica that finds the database current (every
+# ordinary restart) needs none of them.
 
 __all__ = ["Runner"]
 
@@ -96,7 +100,7 @@ class Runner:
         self.history_table = history_table
         self.poll_cap = max(poll_cap, 0.01)
         self.lease_ttl = lease_ttl
-        self.lock_wait = lock_wait or _lockwait.Policy()
+        self.lock_wait = lock_wait
 
     # -- herd's connection, its lock and its attempt log -------------------------------------
 
@@ -122,6 +126,8 @@ class Runner:
         return create_lock(self.lock_kind, conn, self.key, **options)
 
     def history(self, conn: Connection) -> History:
+        from ._history import History
+
         return History(conn, self.env.qualified_version_table, table=self.history_table,
                        deferred=self.dialect == "sqlite")
 
@@ -150,6 +156,9 @@ class Runner:
                 event("current", "database %s is current at %s; nothing to do",
                       display(self.url), ", ".join(heads) or "base", heads=list(heads))
                 return Outcome(action="current", heads=heads)
+            from ._leader import Leader
+            from ._wakeup import Wakeup, notify
+
             lock = self.lock(conn)
             history = self.history(conn)
             baseline = history.baseline()
@@ -186,6 +195,8 @@ class Runner:
 
     def downgrade(self, target: str, deadline: Deadline, *, yes: bool) -> Outcome:
         """Undo the revisions above ``target`` under the lock (see :mod:`._downgrade`)."""
+        from ._downgrade import downgrade_under_lock
+
         started = time.monotonic()
         with self.session(deadline) as conn:
             lock = self.lock(conn)
@@ -204,6 +215,10 @@ class Runner:
         return call.finish(self._reconnecting(call, lambda: self._wait(call)))
 
     def _wait(self, call: _Call) -> Outcome:
+        from . import _lockwait
+        from ._leader import leader_failed
+        from ._wakeup import Wakeup
+
         deadline, target = call.deadline, call.pending.target
         with self.session(deadline) as conn:
             history = self.history(conn)
@@ -254,9 +269,13 @@ class Runner:
             heads, pending = reader.read(conn)
             lock = self.lock(conn)
             holder = lock.safe_holder()
-            rows = tuple(self.history(conn).rows(limit=recent))
-            retrying = (_lockwait.retrying(self.history(conn).rows(limit=_RECENT)) if holder
-                        else None)
+            # 'herd check' asks for no rows: then the attempt log is not read at all
+            rows = tuple(self.history(conn).rows(limit=recent)) if recent > 0 else ()
+            retrying = None
+            if holder:
+                from . import _lockwait
+
+                retrying = _lockwait.retrying(self.history(conn).rows(limit=_RECENT))
             return Status(
                 url=display(self.url), version_table=self.env.qualified_version_table,
                 current_heads=heads, script_heads=self.env.script_heads(), pending=pending,
@@ -349,6 +368,8 @@ class _Waiter:
         if now >= self.next_report:
             self.holder = self.lock.safe_holder() or self.holder
             who = self.holder.describe() if self.holder else "another replica"
+            from . import _lockwait
+
             retrying = _lockwait.retrying(self.history.rows(limit=_RECENT))
             event("waiting", "waiting for %s held by %s; %s so far, giving up in %s%s",
                   self.lock.describe(), who, format_seconds(now - self.began),

@@ -260,14 +260,12 @@ def lock_wait(fn: F) -> F:
 
 def lint_options(fn: F) -> F:
     """The options of ``herd lint``: which revisions, for which database, in which format."""
-    from ._lint import DIALECTS
-
     for add in reversed([
         click.argument("revisions", nargs=-1, metavar="[REVISION]..."),
         click.option("--since", metavar="REVISION",
                      help="Check the revisions after this one, up to the heads (in CI: the "
                           "revision production runs). Default: from the base."),
-        click.option("--dialect", type=click.Choice(DIALECTS), default="postgresql",
+        click.option("--dialect", type=click.Choice(defaults.LINT_DIALECTS), default="postgresql",
                      show_default=True, help="The database the SQL is rendered for."),
         click.option("--server-version", metavar="VERSION",
                      help="The target server's version, e.g. 10 or 8.0.11 (default: a "

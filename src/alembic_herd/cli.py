@@ -16,11 +16,10 @@ from typing import Any, NoReturn
 
 import click
 
-from . import (
+from . import (  # through the package (lazy, PEP 562): an embedder may replace them
     __version__,
     downgrade,
     history,
-    lint,
     resolve,
     status,
     unlock,
@@ -246,6 +245,8 @@ def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, diale
     herd lint --dialect postgresql --since a81b07
     herd lint --json 3f2a9c c4d5e6
     """
+    from . import lint  # the linter only for this verb
+
     config = opts.alembic_config()
     chosen = (status(config, **opts.project()).pending if option.lint_pending(pending, revisions,
               since) else revisions or None)

@@ -46,10 +46,10 @@ revision); the lease checks its token in that transaction and locks its row
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -112,6 +112,16 @@ class Lock(ABC):
     @abstractmethod
     def holder(self) -> Holder | None:
         """Who holds the lock now, or ``None`` when it is free or unknown."""
+
+    probe: tuple[Any, ...] = ()
+    """Columns that :meth:`verify` reads on the lock's session, for another statement on that
+    session to return beside its own (the attempt log's write between two revisions): then
+    :meth:`check` judges their values, and the check costs no round trip of its own. Empty:
+    only :meth:`verify` can tell."""
+
+    def check(self, values: Sequence[Any]) -> None:
+        """:meth:`verify` from the :attr:`probe` values another statement read."""
+        raise NotImplementedError
 
     def fence(self, conn: Connection, *, hold: bool) -> None:  # noqa: B027 - a hook
         """Inside the transaction of a revision about to commit, on the migration connection

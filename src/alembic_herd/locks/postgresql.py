@@ -32,8 +32,10 @@ lock requests. Taking the lock still checks ``pg_locks`` once.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -131,13 +133,24 @@ class AdvisoryLock(Lock):
             raise LockLostError(f"{self.describe()} is not held by this session (released); "
                                 "stopped before the next revision - run herd again")
         try:
-            backend, name = self.conn.execute(_VERIFY).one()
+            values = self.conn.execute(_VERIFY).one()
         except DBAPIError as exc:  # session gone (terminated, server restart): so is the lock
             raise LockLostError(
                 f"{self.describe()}: its session failed ({type(exc.orig).__name__}), and a "
                 "session lock ends with its session; stopped before the next revision - run "
                 "herd again"
             ) from exc
+        self.check(values)
+
+    probe = (sa.func.pg_backend_pid(), sa.func.current_setting("application_name"))
+
+    def check(self, values: Sequence[Any]) -> None:
+        """The session lock is still this session's: same backend, and not reset (a reset
+        clears the application name herd set when it took the lock)."""
+        if self._session is None:
+            raise LockLostError(f"{self.describe()} is not held by this session (released); "
+                                "stopped before the next revision - run herd again")
+        backend, name = values
         if backend != self._session[0]:
             raise LockLostError(
                 f"{self.describe()} was taken on backend {self._session[0]}, but statements "
