@@ -39,6 +39,7 @@ def upgrade(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     command: Sequence[str] | None = None,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lease_ttl: Duration | str = defaults.LEASE_TTL,
@@ -80,7 +81,7 @@ def upgrade(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
         lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
@@ -106,6 +107,7 @@ def downgrade(
     version_table: str | None = None,
     version_table_schema: str | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lease_ttl: Duration | str = defaults.LEASE_TTL,
     lock_url: str | URL | None = None,
@@ -121,7 +123,7 @@ def downgrade(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
         lock_url=lock_url, unmarked_phase=unmarked_phase,
@@ -139,6 +141,7 @@ def wait_until_current(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
@@ -158,7 +161,8 @@ def wait_until_current(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
+        history_table=history_table, herd_schema=herd_schema,
+        poll_cap=to_seconds(poll_interval, name="poll interval"),
         lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
         unmarked_phase=unmarked_phase,
     )
@@ -176,6 +180,7 @@ def status(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     recent: int = defaults.STATUS_RECENT,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
@@ -188,7 +193,7 @@ def status(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
         lock_url=lock_url, allow_ahead=allow_ahead,
         connect_timeout=to_seconds(connect_timeout, name="connect timeout"),
         unmarked_phase=unmarked_phase,
@@ -205,6 +210,7 @@ def history(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     lock_url: str | URL | None = None,
     connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
 ) -> list[Attempt]:
@@ -213,7 +219,8 @@ def history(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        history_table=history_table, lock_url=lock_url, connect_timeout=seconds,
+        history_table=history_table, herd_schema=herd_schema, lock_url=lock_url,
+        connect_timeout=seconds,
     )
     with runner.session(Deadline(seconds)) as conn:
         return runner.history(conn).rows(limit=limit)
@@ -231,6 +238,7 @@ def resolve(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     lock_url: str | URL | None = None,
 ) -> int:
     """Mark ``revision``'s unfinished or failed attempts as resolved, after an operator
@@ -239,7 +247,8 @@ def resolve(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table, lock_url=lock_url,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
+        lock_url=lock_url,
     )
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     with runner.session(deadline) as conn, runner.lock(conn).acquire(
@@ -269,6 +278,7 @@ def unlock(
     version_table: str | None = None,
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
 ) -> str:
     """Clear a stale migration lock, refusing while its holder is alive.
 
@@ -282,7 +292,7 @@ def unlock(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
+        lock_kind=lock, lock_key=lock_key, lock_url=lock_url, herd_schema=herd_schema,
     )
     with runner.session(Deadline(defaults.UNLOCK_TIMEOUT)) as conn:
         the_lock = runner.lock(conn)
