@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PROJECTS, make_database, render
-from herd_harness import release
 from sqlalchemy.engine import URL
 
 from alembic_herd._graph import graph_table
 from alembic_herd._history import history_table
 from alembic_herd.locks.lease import lease_table
 from alembic_herd_autogen import HERDS_COLUMNS, is_herds
+from conftest import PROJECTS, make_database, render
+from herd_harness import release
 
 PROJECT = PROJECTS / "emptycheck"
 CONFIG = str(PROJECT / "alembic.ini")
@@ -52,7 +52,7 @@ def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
 
 
 def herd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "herd"), *args], capture_output=True, text=True,
+    return subprocess.run([str(BIN / "herd"), *args], check=False, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=180)
 
 
@@ -75,7 +75,7 @@ def tables(url: URL) -> set[str]:
 
 def alembic_check(url: URL, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "alembic"), *extra, "check"], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=120,
+                          check=False, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "DATABASE_URL": render(url)})
 
 
@@ -149,7 +149,8 @@ def test_wrapped_command_with_an_empty_check_under_a_herd_of_8(
         assert "accounts" not in tables(control)  # the baseline skipped it: not "empty"
 
     with database(backend, request, tmp_path) as alone:  # without herd: it passes
-        run = subprocess.run([sys.executable, UPGRADE], capture_output=True, text=True,
-                             env={**os.environ, "DATABASE_URL": render(alone)}, timeout=120)
+        run = subprocess.run([sys.executable, UPGRADE], check=False, capture_output=True,
+                             text=True, env={**os.environ, "DATABASE_URL": render(alone)},
+                             timeout=120)
         assert run.returncode == 0, run.stderr
         assert "new database" in run.stderr

@@ -223,7 +223,7 @@ def history(
         connect_timeout=seconds,
     )
     with runner.session(Deadline(seconds)) as conn:
-        return runner.history(conn).rows(limit=limit)
+        return runner.history(conn, writer=False).rows(limit=limit)
 
 
 def resolve(

@@ -187,7 +187,7 @@ def judge(conn: Connection, env: Environment, heads: tuple[str, ...], unknown: t
 
 def _applied(conn: Connection, scope: str, revision: str, history_table: str) -> str:
     """When and by whom the attempt log says ``revision`` was applied."""
-    history = History(conn, scope, table=history_table, optional=True)
+    history = History(conn, scope, table=history_table, optional=True, writer=False)
     t = history.table
     rows = history.rows(where=[t.c.revision == revision, t.c.status == "applied"], limit=1)
     if not rows:

@@ -146,16 +146,19 @@ class History:
 
     def __init__(self, conn: Connection, scope: str, *, table: str = DEFAULT_TABLE,
                  schema: str | None = None, deferred: bool = False,
-                 optional: bool = False) -> None:
+                 optional: bool = False, writer: bool = True) -> None:
         self.conn = conn
         self.scope = scope
         self.table = history_table(table, schema)
         self.deferred = deferred
         self.optional = optional
         """Reads only: a table this user may not read counts as empty (a runtime role)."""
+        self.writer = writer
+        """This process writes the log (a refusal to read it names the GRANT to write)."""
         self._pending: list[Attempt] = []
         self._late: Callable[[], None] | None = None
         self._was_deferred = deferred
+        self._unwritable = False  # creating the table failed: the rows stay in memory
 
     # -- writing (leader only, under the lock) ------------------------------------------
 
@@ -177,6 +180,8 @@ class History:
         (SQLite keeps its rows until the migration is over: one writer at a time.)"""
         if self._late is not None and not self._was_deferred:
             self._create_now()
+            if self._unwritable:
+                return
             self.deferred = False
             rows, self._pending = self._pending, []
             for row in rows:  # one by one: later updates need their ids
@@ -186,7 +191,12 @@ class History:
     def _create_now(self) -> None:
         then, self._late = self._late, None
         if then is not None:
-            then()
+            try:
+                then()
+            except BaseException:
+                self._unwritable = True  # the error says so; later writes would only mask it
+                self._pending.clear()
+                raise
 
     def start(self, attempt: str, revision: str, *, status: str = "running") -> Attempt:
         return self.advance(None, attempt, revision, status=status)
@@ -243,7 +253,7 @@ class History:
         if self._late is not None and not self._was_deferred:
             self.commit_point()
             return
-        if not self._pending:
+        if not self._pending or self._unwritable:
             return
         self._create_now()
         rows, self._pending = self._pending, []
@@ -283,7 +293,7 @@ class History:
             query = query.limit(limit)
         empty: Sequence[sa.RowMapping] = ()
         result = read_if_exists(self.conn, t, lambda: self.conn.execute(query).mappings().all(),
-                                empty, optional=self.optional, **_ROLE)
+                                empty, optional=self.optional, writer=self.writer, **_ROLE)
         return [
             Attempt(
                 id=r["id"], attempt=r["attempt"], revision=r["revision"], status=r["status"],
@@ -313,7 +323,8 @@ class History:
                 return int(first_running) - 1
             return None if last is None else int(last)
 
-        return read_if_exists(self.conn, t, read, None, optional=self.optional, **_ROLE) or 0
+        return read_if_exists(self.conn, t, read, None, optional=self.optional,
+                               writer=self.writer, **_ROLE) or 0
 
     def failure_after(self, last_id: int) -> Attempt | None:
         """The first failed (or blocked) attempt written after row ``last_id``."""

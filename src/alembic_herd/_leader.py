@@ -883,9 +883,22 @@ def _herds_tables(leader: Leader, scripts: list[Any], *,
 
 
 def _may_create(conn: Connection, schema: str | None, url: URL) -> None:
-    """PostgreSQL: refuse before migrating when herd could not create its tables in
-    ``schema`` after the first revision (they appear only then). Elsewhere the default
-    schema is the version table's, which the migrating user creates too."""
+    """Refuse before migrating when herd could not create its tables in ``schema`` after
+    the first revision (they appear only then): PostgreSQL asks the server; MySQL/MariaDB
+    checks that another database named by --herd-schema is visible to this user (the
+    default, the version table's database, is one the migrating user creates tables in)."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        if schema is None or schema == url.database:
+            return
+        visible = conn.scalar(sa.text(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s"),
+            {"s": schema})
+        if not visible:
+            raise PrivilegeError(
+                f"database {schema!r} for herd's tables does not exist or this database user "
+                f"has no privilege on it; create it and run: {grant_to_create(conn, schema)} "
+                "(or leave out --herd-schema: herd's tables then go beside the version table)")
+        return
     if conn.dialect.name != "postgresql":
         return
     where = sa.func.coalesce(sa.literal(schema) if schema else None, sa.func.current_schema())

@@ -26,6 +26,7 @@ from tenacity import (
 from ._database import display, driver_message, is_transient, unavailable
 from ._durations import Deadline, format_seconds
 from ._log import event
+from ._tables import refused_at_connect
 
 T = TypeVar("T")
 Wait = Callable[[RetryCallState], float]
@@ -87,6 +88,9 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
     try:
         return retrying(engine.connect)
     except DBAPIError as exc:
+        refused = refused_at_connect(exc, engine.url)  # no privilege on this database
+        if refused is not None:
+            raise refused from exc
         raise unavailable(exc, engine.url,
                           tried=time.monotonic() - began if is_transient(exc) else None) from exc
 

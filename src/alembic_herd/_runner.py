@@ -132,11 +132,13 @@ class Runner:
             options["ttl"] = self.lease_ttl
         return create_lock(self.lock_kind, conn, self.key, **options)
 
-    def history(self, conn: Connection, *, optional: bool = False) -> History:
+    def history(self, conn: Connection, *, optional: bool = False,
+                writer: bool = True) -> History:
         """The attempt log; ``optional`` (read-only verbs): a log this user may not read
-        counts as empty, so that a runtime role still learns what it can."""
+        counts as empty, so that a runtime role still learns what it can; ``writer=False``:
+        this verb only reads it (a refusal names the GRANT to read it)."""
         return History(conn, self.env.qualified_version_table, table=self.history_table,
-                       deferred=self.dialect == "sqlite", optional=optional)
+                       deferred=self.dialect == "sqlite", optional=optional, writer=writer)
 
     def pending(self, target: str) -> Pending:
         """What an upgrade to ``target`` applies, with this runner's rolling-deploy settings."""
@@ -219,7 +221,7 @@ class Runner:
     def _wait(self, call: _Call) -> Outcome:
         deadline, target = call.deadline, call.pending.target
         with self.session(deadline) as conn:
-            history = self.history(conn, optional=True)
+            history = self.history(conn, optional=True, writer=False)
             baseline = history.baseline()
             pending: tuple[str, ...] = ()
             next_report = 0.0
@@ -267,7 +269,7 @@ class Runner:
             heads, pending = reader.read(conn)
             lock = self.lock(conn)
             holder = lock.safe_holder()
-            history = self.history(conn, optional=True)
+            history = self.history(conn, optional=True, writer=False)
             rows = tuple(history.rows(limit=recent))
             retrying = _lockwait.retrying(history.rows(limit=_RECENT)) if holder else None
             return Status(

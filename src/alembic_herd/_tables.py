@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
 from ._database import driver_message, error_code
@@ -70,7 +70,7 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
     own connection (no second connection, no session state; it works through PgBouncer in
     transaction pooling mode). Elsewhere a collision is caught and the table re-checked.
     """
-    if sa.inspect(conn).has_table(table.name, schema=table.schema):
+    if exists(conn, table):
         return
     try:
         if conn.dialect.name == "postgresql":
@@ -78,8 +78,22 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
         else:
             table.create(conn, checkfirst=True)
     except DBAPIError:
-        if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+        if not exists(conn, table):
             raise
+
+
+def exists(conn: Connection, table: sa.Table) -> bool:
+    """Whether ``table`` exists; ``True`` when this user may not even ask (MySQL/MariaDB's
+    ``has_table`` is refused on a database without privileges), so that the caller's
+    privilege error, naming the grant, is what the user sees."""
+    try:
+        return sa.inspect(conn).has_table(table.name, schema=table.schema)
+    except DBAPIError as exc:
+        if exc.connection_invalidated or not denied(exc):
+            raise
+        if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
+            conn.rollback()
+        return True
 
 
 def _create_under_lock(conn: Connection, table: sa.Table) -> str:
@@ -97,7 +111,7 @@ T = TypeVar("T")
 
 def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], missing: T, *,
                    role: str = "herd's table", instead: str | None = None,
-                   optional: bool = False) -> T:
+                   optional: bool = False, writer: bool = False) -> T:
     """Run ``read``; ``missing`` when ``table`` does not exist (yet).
 
     Tries the query first (one round trip on the common path) and only then asks whether the
@@ -109,7 +123,8 @@ def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], mis
 
     ``optional`` (herd's own tables): a table this user may not read counts as ``missing``,
     so that a read-only role (a runtime role that may read the version table and nothing of
-    herd's) gets what can be known without it instead of an error.
+    herd's) gets what can be known without it instead of an error. ``writer``: the caller
+    goes on to write the table, so a refusal names the GRANT to write it.
     """
     for attempt in range(3):
         try:
@@ -119,22 +134,21 @@ def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], mis
                 raise
             if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
                 conn.rollback()
-            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+            if not exists(conn, table):
                 return missing
             if optional and denied(exc):
                 log.debug("%s %r is not readable by this database user; going on without "
                           "it", role, table.fullname)
                 return missing
             if attempt == 2:
-                raise unusable(conn, table, exc, role, instead) from exc
+                raise unusable(conn, table, exc, role, instead, writer=writer) from exc
     raise AssertionError("unreachable")
 
 
 _DENIED_SQLSTATES = {"42501"}  # PostgreSQL insufficient_privilege
-_DENIED_MYSQL = {1142, 1143}  # table / column command denied
+_DENIED_MYSQL = {1044, 1142, 1143}  # database access denied, table / column command denied
 
 
-_DENIED_MYSQL_DB = {1044, 1142, 1143}  # + database access denied
 
 
 def denied(exc: BaseException) -> bool:
@@ -162,6 +176,23 @@ def current_user(conn: Connection) -> str:
     return conn.engine.url.username or "<user>"
 
 
+def refused_at_connect(exc: DBAPIError, url: URL) -> PrivilegeError | None:
+    """The error for a user the server lets in but not into this database (PostgreSQL: no
+    CONNECT; MySQL/MariaDB: no privilege on it), naming the grant; ``None`` for any other
+    connection failure."""
+    if not denied(exc):
+        return None
+    user, database = url.username or "<user>", url.database or "<database>"
+    if url.get_backend_name() == "postgresql":
+        grant = f"GRANT CONNECT ON DATABASE {database} TO {user}"
+    else:  # the least a read-only verb needs; docs/operators.md lists each role's grants
+        grant = f"GRANT SELECT ON {database}.alembic_version TO '{user}'@'%'"
+    return PrivilegeError(
+        f"database user {user!r} may not use database {database!r} "
+        f"({driver_message(exc, url)}); run: {grant} (see 'Roles and privileges' in "
+        "docs/operators.md for each role's grants)")
+
+
 def grant_to_read(conn: Connection, table: sa.Table) -> str:
     """The GRANT that lets this user read ``table`` (PostgreSQL: and use its schema)."""
     user = current_user(conn)
@@ -179,7 +210,7 @@ def grant_to_write(conn: Connection, table: sa.Table) -> str:
         seq = ("; GRANT USAGE ON ALL SEQUENCES IN SCHEMA "
                f"{table.schema or 'public'} TO {user}")
         return f"{usage}GRANT SELECT, INSERT, UPDATE, DELETE ON {table.fullname} TO {user}{seq}"
-    return f"GRANT SELECT, INSERT, UPDATE, DELETE ON {_mysql_name(conn, table)} TO {user}"
+    return grant_to_create(conn, table.schema)  # herd creates its tables there too
 
 
 def grant_to_create(conn: Connection, schema: str | None) -> str:
@@ -198,17 +229,16 @@ def _mysql_name(conn: Connection, table: sa.Table) -> str:
 
 
 def unusable(conn: Connection, table: sa.Table, exc: DBAPIError, role: str,
-             instead: str | None) -> ConfigurationError:
+             instead: str | None, *, writer: bool = False) -> ConfigurationError:
     """The error for a table that exists but cannot be read as ``role``: no privileges on
     it (:class:`~alembic_herd.errors.PrivilegeError` naming the grant), or another
     application's table by that name."""
     name = table.fullname
     reason = driver_message(exc, conn.engine.url)
     if denied(exc):
-        grant = (grant_to_write if role.startswith("herd's") else grant_to_read)(conn, table)
+        grant = (grant_to_write if writer else grant_to_read)(conn, table)
         return PrivilegeError(
-            f"{role} {name!r} exists but this database user may not use it ({reason}); "
-            f"run: {grant}")
+            f"this database user may not use {role} {name!r} ({reason}); run: {grant}")
     other = f"name another with {instead}, or rename that table" if instead else "rename it"
     return ConfigurationError(
         f"{role} {name!r} exists but cannot be read as one ({reason}); another application's "

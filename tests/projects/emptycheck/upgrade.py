@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 
 sys.path.insert(0, str(Path(__file__).parent))
-import models  # noqa: E402
+import models
 
 url = os.environ["DATABASE_URL"]
 config = Config(str(Path(__file__).parent / "alembic.ini"))

@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-import models  # noqa: E402
+import models
 
 config = context.config
 if not config.get_main_option("sqlalchemy.url"):  # plain `alembic check`: the environment's
