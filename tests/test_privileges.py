@@ -174,3 +174,27 @@ def test_mariadb_users(request: pytest.FixtureRequest, tmp_path: Path) -> None:
         finally:
             execute(owner, *(f"DROP USER IF EXISTS '{u}'@'%'"
                              for u in (migrator, runtime, nobody)))
+
+
+def test_schema_names_on_sqlite(tmp_path: Path) -> None:
+    """SQLite: herd's connection sees no schema but ``main``; another is refused (exit 3)
+    before anything is created, ``main`` is the database file itself."""
+    url = sa.make_url(f"sqlite:///{tmp_path / 'app.db'}")
+    refused = herd("migrate", "-c", PLAIN, "--herd-schema", "audit", url=url)
+    assert refused.returncode == 3, refused.stderr
+    assert "SQLite has no schemas" in refused.stderr
+    assert not (tmp_path / "app.db").exists() or tables(url) == set()
+    done = herd("migrate", "-c", PLAIN, "--history-table", "main.herd_log", url=url)
+    assert done.returncode == 0, done.stderr
+    assert {"herd_log", "herd_revisions", "accounts"} <= tables(url)
+
+
+def test_a_qualified_name_is_parsed() -> None:
+    from alembic_herd._history import history_table
+    from alembic_herd._tables import split_name
+
+    assert split_name("app.herd_history", option="x") == ("app", "herd_history")
+    assert split_name("herd_history", option="x") == (None, "herd_history")
+    assert history_table("app.x").fullname == "app.x" and history_table("app.x").name == "x"
+    with pytest.raises(Exception, match=r"expected NAME or SCHEMA\.NAME"):
+        split_name("a.b.c", option="--history-table")
