@@ -25,12 +25,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL
 
 from alembic_herd._graph import graph_table
 from alembic_herd._history import history_table
 from alembic_herd.locks.lease import lease_table
-from alembic_herd_autogen import HERDS_COLUMNS, is_herds
+from alembic_herd_autogen import HERDS_COLUMNS, include_name, is_herds
 from conftest import PROJECTS, make_database, render
 from herd_harness import release
 
@@ -103,6 +105,29 @@ def test_first_revision_sees_an_empty_database(url: URL) -> None:
     assert control.returncode != 0
     assert "remove_table" in control.stdout + control.stderr
     assert "herd_history" in control.stdout + control.stderr
+    assert autogenerate(url, include_name=None) != []  # the plugin off, nothing else
+    assert autogenerate(url, include_name=include_name) == []  # Alembic < 1.18's one line
+
+
+def autogenerate(url: URL, *, include_name: object) -> list[object]:
+    """The project's autogenerate diff with herd's plugin off, with or without the env.py
+    line documented for Alembic older than 1.18."""
+    sys.path.insert(0, str(PROJECT))
+    try:
+        import models  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(PROJECT))
+    opts: dict[str, object] = {"autogenerate_plugins": [
+        "alembic.autogenerate.*", "~alembic.autogenerate.alembic_herd"]}
+    if include_name is not None:
+        opts["include_name"] = include_name
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts=opts)
+            return list(compare_metadata(context, models.metadata))
+    finally:
+        engine.dispose()
 
 
 def test_control_tables_created_up_front_break_the_baseline(url: URL) -> None:
