@@ -329,9 +329,10 @@ class Leader:
                 yield step
                 if per_step:  # Alembic committed the step before asking for the next
                     landed.add(script.revision)
-                    if history.late:
-                        with shielded():
-                            history.commit_point()
+                if history.late:  # the first revision ran (per step: and committed); its
+                    # own emptiness check is behind it: herd's tables may appear now
+                    with shielded():
+                        history.commit_point()
                 done = row
             inside[0] = False
             if done is None:
