@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection
 
 from . import _defaults as defaults
 from ._database import HOST, mask_text
-from ._tables import ensure_table, read_if_exists, split_name
+from ._tables import ensure_table, exists, read_if_exists, split_name
 
 DEFAULT_TABLE = defaults.HISTORY_TABLE
 _ERROR_CHARS = 2000
@@ -282,7 +282,7 @@ class History:
     # -- reading ------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return sa.inspect(self.conn).has_table(self.table.name, schema=self.table.schema)
+        return exists(self.conn, self.table)
 
     def rows(self, *, where: Sequence[Any] = (), limit: int | None = None,
              newest_first: bool = True) -> list[Attempt]:
