@@ -204,8 +204,8 @@ def case_database_ahead_of_code(ctx: Context) -> Iterator[list[str]]:
     yield ["wait", "-c", HERDSET, "--timeout", "1m", "--url", render(url)]
 
 
-@case(3, "herd's attempt log 'herd_history' exists but this database user may not use it",
-      "grant select, insert, update on it")
+@case(14, "this database user may not use herd's attempt log 'herd_history'",
+      "grant select, insert, update, delete on herd_history to herd_app_")
 def case_attempt_log_of_another_role(ctx: Context) -> Iterator[list[str]]:
     # herd_history was created by another role (an earlier deploy, a DBA) and not granted
     url = ctx.postgresql()
@@ -238,7 +238,8 @@ def case_migration_raises(ctx: Context) -> Iterator[list[str]]:
            "--url", render(ctx.postgresql())]
 
 
-@case(8, "permission denied")
+@case(14, "may not create herd's tables in schema 'public'",
+      "run: grant usage, create on schema public to herd_noddl_")
 def case_user_without_ddl_rights(ctx: Context) -> Iterator[list[str]]:
     # PostgreSQL 15+: schema public grants CREATE to its owner only; PUBLIC has CONNECT
     url = ctx.postgresql()
@@ -426,7 +427,8 @@ def case_lock_url_on_another_server(ctx: Context) -> Iterator[list[str]]:
         execute(other, f"DROP DATABASE {url.database} WITH (FORCE)")
 
 
-@case(8, "could not create herd's attempt log", "permission denied")
+@case(14, "may not create herd's tables in schema 'public'",
+      "run: grant usage, create on schema public to herd_ro_")
 def case_read_only_role_migrating(ctx: Context) -> Iterator[list[str]]:
     # a role that may read everything and change nothing, as an app's runtime user is
     url = ctx.postgresql()

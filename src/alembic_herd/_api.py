@@ -42,6 +42,7 @@ def upgrade(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     command: Sequence[str] | None = None,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lease_ttl: Duration | str = defaults.LEASE_TTL,
@@ -85,7 +86,7 @@ def upgrade(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
         lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
@@ -111,6 +112,7 @@ def downgrade(
     version_table: str | None = None,
     version_table_schema: str | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lease_ttl: Duration | str = defaults.LEASE_TTL,
     lock_url: str | URL | None = None,
@@ -126,7 +128,7 @@ def downgrade(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
         poll_cap=to_seconds(poll_interval, name="poll interval"),
         lease_ttl=to_seconds(lease_ttl, name="lease ttl"),
         lock_url=lock_url, unmarked_phase=unmarked_phase,
@@ -144,6 +146,7 @@ def wait_until_current(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     poll_interval: Duration | str = defaults.POLL_INTERVAL,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
@@ -163,7 +166,8 @@ def wait_until_current(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        history_table=history_table, poll_cap=to_seconds(poll_interval, name="poll interval"),
+        history_table=history_table, herd_schema=herd_schema,
+        poll_cap=to_seconds(poll_interval, name="poll interval"),
         lock_url=lock_url, allow_ahead=allow_ahead, expand_only=expand_only,
         unmarked_phase=unmarked_phase,
     )
@@ -181,6 +185,7 @@ def status(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     recent: int = defaults.STATUS_RECENT,
     lock_url: str | URL | None = None,
     allow_ahead: bool = False,
@@ -193,7 +198,7 @@ def status(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
         lock_url=lock_url, allow_ahead=allow_ahead,
         connect_timeout=to_seconds(connect_timeout, name="connect timeout"),
         unmarked_phase=unmarked_phase,
@@ -210,6 +215,7 @@ def history(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     lock_url: str | URL | None = None,
     connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
 ) -> list[Attempt]:
@@ -218,10 +224,11 @@ def history(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        history_table=history_table, lock_url=lock_url, connect_timeout=seconds,
+        history_table=history_table, herd_schema=herd_schema, lock_url=lock_url,
+        connect_timeout=seconds,
     )
     with runner.session(Deadline(seconds)) as conn:
-        return runner.history(conn).rows(limit=limit)
+        return runner.history(conn, writer=False).rows(limit=limit)
 
 
 def resolve(
@@ -236,6 +243,7 @@ def resolve(
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
     history_table: str = defaults.HISTORY_TABLE,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
     lock_url: str | URL | None = None,
 ) -> int:
     """Mark ``revision``'s unfinished or failed attempts as resolved, after an operator
@@ -244,7 +252,8 @@ def resolve(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, history_table=history_table, lock_url=lock_url,
+        lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
+        lock_url=lock_url,
     )
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
     with runner.session(deadline) as conn, runner.lock(conn).acquire(
@@ -274,6 +283,7 @@ def unlock(
     version_table: str | None = None,
     version_table_schema: str | None = None,
     x_arguments: Sequence[str] | Mapping[str, str] | None = None,
+    herd_schema: str | None = defaults.HERD_SCHEMA,
 ) -> str:
     """Clear a stale migration lock, refusing while its holder is alive.
 
@@ -287,7 +297,7 @@ def unlock(
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
-        lock_kind=lock, lock_key=lock_key, lock_url=lock_url,
+        lock_kind=lock, lock_key=lock_key, lock_url=lock_url, herd_schema=herd_schema,
     )
     with runner.session(Deadline(defaults.UNLOCK_TIMEOUT)) as conn:
         the_lock = runner.lock(conn)

@@ -118,8 +118,12 @@ LEASE_TABLE = "herd_lock"
 """The lease lock's table."""
 
 GRAPH_TABLE = "herd_revisions"
-"""herd's record of the revisions it applied (parents, phase), in the connection's
-default schema: what lets code older than the database decide whether it may run on it."""
+"""herd's record of the revisions it applied (parents, phase): what lets code older than
+the database decide whether it may run on it."""
+
+HERD_SCHEMA: str | None = None
+"""Where herd's tables go (``--herd-schema``): ``None`` is the schema of the version table
+env.py uses (the connection's default schema when that has none)."""
 
 # -- rolling deploys ----------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from . import _defaults as defaults
 from ._environment import Environment
 from ._history import History
 from ._phases import Phase, declared_phase
-from ._tables import ensure_table, read_if_exists
+from ._tables import ensure_table, read_if_exists, split_name
 from .errors import DatabaseAheadError
 
 _ROWS_PER_INSERT = 999 // 4  # SQLite before 3.32 binds at most 999 parameters per statement
@@ -48,12 +48,20 @@ def graph_table(name: str = defaults.GRAPH_TABLE, schema: str | None = None) -> 
     )
 
 
-def record(conn: Connection, scope: str, scripts: list[Script]) -> None:
+def beside(history_table: str) -> sa.Table:
+    """The graph, in the schema of the attempt log ``history_table`` (``[schema.]name``):
+    herd's tables stay together (``--herd-schema``)."""
+    schema, _ = split_name(history_table, option="--history-table")
+    return graph_table(schema=schema)
+
+
+def record(conn: Connection, scope: str, scripts: list[Script], *,
+           history_table: str = defaults.HISTORY_TABLE) -> None:
     """Store ``scripts`` (the revisions a leader is about to apply) in the graph, replacing
     what an earlier run stored for them. The caller holds the lock."""
     if not scripts:
         return
-    table = graph_table()
+    table = beside(history_table)
     ensure_table(conn, table)
     rows = [{"scope": scope, "revision": s.revision,
              "parents": " ".join(to_tuple(s.down_revision, default=())),
@@ -126,12 +134,12 @@ def judge(conn: Connection, env: Environment, heads: tuple[str, ...], unknown: t
     know: code may run when every revision on the way is expand and the database has every
     revision this code would apply up to ``target``."""
     scope = env.qualified_version_table
-    table = graph_table()
+    table = beside(history_table)
     query = sa.select(table.c.revision, table.c.parents, table.c.phase).where(
         table.c.scope == scope)
     empty: Sequence[sa.Row[Any, Any, Any]] = ()
     rows = read_if_exists(conn, table, lambda: conn.execute(query).all(), empty,
-                          role="herd's revision graph")
+                          role="herd's revision graph", optional=True)
     stored: dict[str, tuple[str, str | None]] = {r.revision: (r.parents, r.phase) for r in rows}
     known = {h for h in heads if h not in unknown}
     found: list[Entry] = []
@@ -179,7 +187,7 @@ def judge(conn: Connection, env: Environment, heads: tuple[str, ...], unknown: t
 
 def _applied(conn: Connection, scope: str, revision: str, history_table: str) -> str:
     """When and by whom the attempt log says ``revision`` was applied."""
-    history = History(conn, scope, table=history_table)
+    history = History(conn, scope, table=history_table, optional=True, writer=False)
     t = history.table
     rows = history.rows(where=[t.c.revision == revision, t.c.status == "applied"], limit=1)
     if not rows:

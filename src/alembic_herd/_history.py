@@ -5,6 +5,13 @@ transaction, so a failure or a kill leaves its trace even when the migration is 
 SQLite allows one writer at a time, so there the rows are buffered and written once the
 migration has finished (``deferred``).
 
+No footprint before the application's: where the table does not exist yet, the leader
+keeps its rows in memory (:meth:`History.create_late`) and creates the table (and the
+revision graph) only once the first revision has committed, or a wrapped command has
+exited, or a failure must be told to the waiters. An application whose own migration
+command asks "is this database empty?" therefore gets the same answer under herd as
+without it.
+
 Row states (``status``): ``running`` (started, not finished: the leader is migrating, or
 died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was applied inside a
 transaction that did not commit, or, with an error starting 'lock wait timeout', timed out
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -32,7 +39,7 @@ from sqlalchemy.engine import Connection
 from . import _defaults as defaults
 from ._compat import variant
 from ._database import HOST, mask_text
-from ._tables import ensure_table, read_if_exists
+from ._tables import ensure_table, exists, read_if_exists, split_name
 
 DEFAULT_TABLE = defaults.HISTORY_TABLE
 _ERROR_CHARS = 2000
@@ -43,6 +50,10 @@ _Timestamp = variant(sa.DateTime(timezone=True), mysql.DATETIME(fsp=6), "mysql",
 
 
 def history_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:
+    """The attempt log; ``name`` may be schema-qualified (``app.herd_history``), which wins
+    over ``schema``."""
+    named, name = split_name(name, option="--history-table")
+    schema = named or schema
     return sa.Table(
         name,
         sa.MetaData(),
@@ -151,17 +162,58 @@ class History:
     """Reads and writes one scope's rows (a scope is one version table)."""
 
     def __init__(self, conn: Connection, scope: str, *, table: str = DEFAULT_TABLE,
-                 schema: str | None = None, deferred: bool = False) -> None:
+                 schema: str | None = None, deferred: bool = False,
+                 optional: bool = False, writer: bool = True) -> None:
         self.conn = conn
         self.scope = scope
         self.table = history_table(table, schema)
         self.deferred = deferred
+        self.optional = optional
+        """Reads only: a table this user may not read counts as empty (a runtime role)."""
+        self.writer = writer
+        """This process writes the log (a refusal to read it names the GRANT to write)."""
         self._pending: list[Attempt] = []
+        self._late: Callable[[], None] | None = None
+        self._was_deferred = deferred
+        self._unwritable = False  # creating the table failed: the rows stay in memory
 
     # -- writing (leader only, under the lock) ------------------------------------------
 
     def ensure(self) -> None:
         ensure_table(self.conn, self.table)
+
+    def create_late(self, then: Callable[[], None]) -> None:
+        """Keep the rows in memory until :meth:`commit_point` (or :meth:`flush`); only then
+        run ``then`` (which creates this table and herd's others) and write them."""
+        self._late = then
+        self.deferred = True
+
+    @property
+    def late(self) -> bool:
+        return self._late is not None
+
+    def commit_point(self) -> None:
+        """The application's first revision has committed: herd's tables may appear now.
+        (SQLite keeps its rows until the migration is over: one writer at a time.)"""
+        if self._late is not None and not self._was_deferred:
+            self._create_now()
+            if self._unwritable:
+                return
+            self.deferred = False
+            rows, self._pending = self._pending, []
+            for row in rows:  # one by one: later updates need their ids
+                result = self.conn.execute(self._writes.insert, self._inserted(row))
+                row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+
+    def _create_now(self) -> None:
+        then, self._late = self._late, None
+        if then is not None:
+            try:
+                then()
+            except BaseException:
+                self._unwritable = True  # the error says so; later writes would only mask it
+                self._pending.clear()
+                raise
 
     def start(self, attempt: str, revision: str, *, status: str = "running") -> Attempt:
         return self.advance(None, attempt, revision, status=status)
@@ -241,6 +293,12 @@ class History:
     def flush(self) -> None:
         """Write rows buffered in deferred mode: a few rows per statement, each statement
         one commit (SQLite syncs the file once per commit, not once per row)."""
+        if self._late is not None and not self._was_deferred:
+            self.commit_point()
+            return
+        if not self._pending or self._unwritable:
+            return
+        self._create_now()
         rows, self._pending = self._pending, []
         for first in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[first:first + _ROWS_PER_INSERT]
@@ -267,7 +325,7 @@ class History:
     # -- reading ------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return sa.inspect(self.conn).has_table(self.table.name, schema=self.table.schema)
+        return exists(self.conn, self.table)
 
     def rows(self, *, where: Sequence[Any] = (), limit: int | None = None,
              newest_first: bool = True) -> list[Attempt]:
@@ -278,7 +336,7 @@ class History:
             query = query.limit(limit)
         empty: Sequence[sa.RowMapping] = ()
         result = read_if_exists(self.conn, t, lambda: self.conn.execute(query).mappings().all(),
-                                empty, **_ROLE)
+                                empty, optional=self.optional, writer=self.writer, **_ROLE)
         return [
             Attempt(
                 id=r["id"], attempt=r["attempt"], revision=r["revision"], status=r["status"],
@@ -308,7 +366,8 @@ class History:
                 return int(first_running) - 1
             return None if last is None else int(last)
 
-        return read_if_exists(self.conn, t, read, None, **_ROLE) or 0
+        return read_if_exists(self.conn, t, read, None, optional=self.optional,
+                               writer=self.writer, **_ROLE) or 0
 
     def failure_after(self, last_id: int) -> Attempt | None:
         """The first failed (or blocked) attempt written after row ``last_id``."""

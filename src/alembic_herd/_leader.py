@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from ._history import SHARED_TRANSACTION, Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
 from ._signals import Interrupted, shielded
+from ._tables import denied, grant_to_create, qualified
 from ._wakeup import notify
 from .errors import (
     CommandFailedError,
@@ -65,6 +66,7 @@ from .errors import (
     LockLostError,
     LockWaitError,
     MigrationError,
+    PrivilegeError,
 )
 from .locks import Lock
 
@@ -146,19 +148,14 @@ class Leader:
         if failure is not None:
             raise leader_failed(failure)
         self.target = self.pending.goal  # with --expand-only: the last expand revision
-        try:
-            history.ensure()
-            record_graph(conn, self.env.qualified_version_table,
-                         [self.env.script.get_revision(r) for r in pending])
-        except DBAPIError as exc:  # e.g. no CREATE on the schema: Alembic would fail too
-            if is_transient(exc):
-                raise unavailable(exc, self.url) from exc
-            raise MigrationError(
-                f"could not create herd's attempt log {history.table.fullname!r} or its "
-                f"revision graph {GRAPH_TABLE!r}: "
-                f"{driver_message(exc, self.url)}; the migrating user needs the right to "
-                "create tables there (Alembic creates its version table and yours too)"
-            ) from exc
+        scripts = [self.env.script.get_revision(r) for r in pending]
+        if history.exists():  # its graph too, unless an older herd made the log alone
+            _herds_tables(self, scripts, log_exists=True)()
+        elif _EAGER_TABLES:
+            _herds_tables(self, scripts)()
+        else:  # no footprint before the application's: see _history.History.create_late
+            _may_create(conn, history.table.schema, self.url)
+            history.create_late(_herds_tables(self, scripts))
         self._reconcile(heads)
         attempt = uuid.uuid4().hex
         event("leading", "this replica migrates: %d revision(s) %s -> %s", len(pending),
@@ -354,6 +351,10 @@ class Leader:
                 yield step
                 if per_step:  # Alembic committed the step before asking for the next
                     landed.add(script.revision)
+                if history.late:  # the first revision ran (per step: and committed); its
+                    # own emptiness check is behind it: herd's tables may appear now
+                    with shielded():
+                        history.commit_point()
                 done = row
             inside[0] = False
             if done is None:
@@ -430,11 +431,13 @@ class Leader:
                 advice = ("nothing was applied - fix env.py (or what it imports and reads) "
                           "and redeploy ('herd history' has the details)")
             raise MigrationError(f"{where} failed: {first}; {advice}", revision=failed) from exc
-        for row in after_commit:  # env.py's transaction has committed: now every revision
-            # of it is 'applied', in one statement (the runner notifies once the lock is free)
+        if after_commit and history.late:  # env.py's transaction has committed
+            history.commit_point()
+        for row in after_commit:  # now every revision of it is 'applied', in one statement
+            # (the runner notifies once the lock is free)
             history.finish(row, "applied", write=False)
             self._note_applied(row)
-            history.write([r for r in rows if r.status == "applied"])
+        history.write([r for r in rows if r.status == "applied"])
         history.flush()
 
     def _lock_waited(self, exc: Exception, rows: list[Attempt], guard: _lockwait.Guard
@@ -868,3 +871,77 @@ def _server_identity(conn: Connection) -> tuple[object, ...] | None:
 
 def _same_server(a: URL, b: URL) -> bool:
     return (a.host, a.port, a.query.get("host")) == (b.host, b.port, b.query.get("host"))
+
+
+_EAGER_TABLES = os.environ.get("HERD_TEST_EAGER_TABLES") == "1"
+"""Tests only (the control of tests/test_footprint.py): create herd's tables before the
+migration runs, as herd did before it kept its rows in memory until the first commit."""
+
+
+def _herds_tables(leader: Leader, scripts: list[Any], *,
+                  log_exists: bool = False) -> Callable[[], None]:
+    """Create herd's attempt log and record the revision graph (now, or at the first
+    commit); a refused privilege is one line naming the GRANT."""
+    history, conn = leader.history, leader.conn
+
+    def create() -> None:
+        try:
+            if not log_exists:
+                history.ensure()
+            record_graph(conn, leader.env.qualified_version_table, scripts,
+                         history_table=qualified(history.table.schema, history.table.name))
+        except DBAPIError as exc:  # e.g. no CREATE on the schema
+            if is_transient(exc):
+                raise unavailable(exc, leader.url) from exc
+            grant = grant_to_create(conn, history.table.schema) if denied(exc) else None
+            if grant is not None:
+                raise PrivilegeError(
+                    f"could not create herd's attempt log {history.table.fullname!r} or its "
+                    f"revision graph {GRAPH_TABLE!r}: {driver_message(exc, leader.url)}; run: "
+                    f"{grant} (or put herd's tables where this user may create them: "
+                    "--herd-schema)") from exc
+            raise MigrationError(
+                f"could not create herd's attempt log {history.table.fullname!r} or its "
+                f"revision graph {GRAPH_TABLE!r}: "
+                f"{driver_message(exc, leader.url)}; the migrating user needs the right to "
+                "create tables there (Alembic creates its version table and yours too)"
+            ) from exc
+
+    return create
+
+
+def _may_create(conn: Connection, schema: str | None, url: URL) -> None:
+    """Refuse before migrating when herd could not create its tables in ``schema`` after
+    the first revision (they appear only then): PostgreSQL asks the server; MySQL/MariaDB
+    checks that another database named by --herd-schema is visible to this user (the
+    default, the version table's database, is one the migrating user creates tables in)."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        if schema is None or schema == url.database:
+            return
+        visible = conn.scalar(sa.text(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s"),
+            {"s": schema})
+        if not visible:
+            raise PrivilegeError(
+                f"database {schema!r} for herd's tables does not exist or this database user "
+                f"has no privilege on it; create it and run: {grant_to_create(conn, schema)} "
+                "(or leave out --herd-schema: herd's tables then go beside the version table)")
+        return
+    if conn.dialect.name != "postgresql":
+        return
+    where = sa.func.coalesce(sa.literal(schema) if schema else None, sa.func.current_schema())
+    query = sa.select(sa.func.has_schema_privilege(where, "CREATE"), where)
+    if schema is not None:
+        exists = conn.scalar(sa.select(sa.func.count()).select_from(
+            sa.table("pg_namespace", sa.column("nspname"))).where(
+            sa.column("nspname") == schema))
+        if not exists:
+            raise ConfigurationError(
+                f"schema {schema!r} for herd's tables does not exist in database "
+                f"{display(url)!r}; create it, or name another with --herd-schema")
+    allowed, name = conn.execute(query).one()
+    if not allowed:
+        raise PrivilegeError(
+            f"this database user may not create herd's tables in schema {name!r} (they "
+            f"appear after the first revision commits); run: {grant_to_create(conn, name)} "
+            "(or name a schema it may create in with --herd-schema)")

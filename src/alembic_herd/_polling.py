@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from ._database import display, driver_message, is_transient, unavailable
 from ._durations import Deadline, format_seconds
 from ._log import event
+from ._tables import refused_at_connect
 
 T = TypeVar("T")
 Wait: TypeAlias = "Callable[[RetryCallState], float]"
@@ -102,6 +103,9 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
     try:
         return retrying(attempt)
     except DBAPIError as exc:
+        refused = refused_at_connect(exc, engine.url)  # no privilege on this database
+        if refused is not None:
+            raise refused from exc
         raise unavailable(exc, engine.url,
                           tried=time.monotonic() - began if is_transient(exc) else None) from exc
 

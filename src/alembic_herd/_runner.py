@@ -42,6 +42,7 @@ from ._log import event, replica
 from ._outcome import Action, Outcome, Status
 from ._phases import Phase
 from ._polling import connect, poll
+from ._tables import check_schema, qualified, split_name
 from .errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -80,7 +81,8 @@ class Runner:
                  connect_timeout: float = defaults.CONNECT_TIMEOUT,
                  expand_only: bool = False,
                  unmarked_phase: Phase = defaults.UNMARKED_PHASE,
-                 lock_wait: _lockwait.Policy | None = None) -> None:
+                 lock_wait: _lockwait.Policy | None = None,
+                 herd_schema: str | None = defaults.HERD_SCHEMA) -> None:
         assert env.url is not None
         self.env = env
         self.url: URL = env.url
@@ -97,7 +99,14 @@ class Runner:
         database = self.url.database if self.dialect in ("mysql", "mariadb") else None
         self.key = LockKey(lock_key) if lock_key else LockKey.for_version_table(
             env.version_table, env.version_table_schema, database)
-        self.history_table = history_table
+        # herd's tables: --herd-schema, else the version table's schema (a schema-qualified
+        # --history-table names its own)
+        named, table = split_name(history_table, option="--history-table")
+        self.herd_schema = check_schema(
+            self.dialect, named or herd_schema or env.version_table_schema,
+            option="--herd-schema" if herd_schema and not named else "--history-table")
+        self.history_table = qualified(self.herd_schema, table)
+        self.lease_table = qualified(self.herd_schema, defaults.LEASE_TABLE)
         self.poll_cap = max(poll_cap, 0.01)
         self.lease_ttl = lease_ttl
         self.lock_wait = lock_wait
@@ -122,14 +131,20 @@ class Runner:
             self.engine.dispose()
 
     def lock(self, conn: Connection) -> Lock:
-        options: dict[str, object] = {"ttl": self.lease_ttl} if self.lock_kind == "table" else {}
+        options: dict[str, object] = {"table": self.lease_table}
+        if self.lock_kind == "table":
+            options["ttl"] = self.lease_ttl
         return create_lock(self.lock_kind, conn, self.key, **options)
 
-    def history(self, conn: Connection) -> History:
+    def history(self, conn: Connection, *, optional: bool = False,
+                writer: bool = True) -> History:
+        """The attempt log; ``optional`` (read-only verbs): a log this user may not read
+        counts as empty, so that a runtime role still learns what it can; ``writer=False``:
+        this verb only reads it (a refusal names the GRANT to read it)."""
         from ._history import History
 
         return History(conn, self.env.qualified_version_table, table=self.history_table,
-                       deferred=self.dialect == "sqlite")
+                       deferred=self.dialect == "sqlite", optional=optional, writer=writer)
 
     def pending(self, target: str) -> Pending:
         """What an upgrade to ``target`` applies, with this runner's rolling-deploy settings."""
@@ -221,7 +236,7 @@ class Runner:
 
         deadline, target = call.deadline, call.pending.target
         with self.session(deadline) as conn:
-            history = self.history(conn)
+            history = self.history(conn, optional=True, writer=False)
             baseline = history.baseline()
             pending: tuple[str, ...] = ()
             next_report = 0.0
@@ -270,12 +285,13 @@ class Runner:
             lock = self.lock(conn)
             holder = lock.safe_holder()
             # 'herd check' asks for no rows: then the attempt log is not read at all
-            rows = tuple(self.history(conn).rows(limit=recent)) if recent > 0 else ()
+            history = self.history(conn, optional=True, writer=False)
+            rows = tuple(history.rows(limit=recent)) if recent > 0 else ()
             retrying = None
             if holder:
                 from . import _lockwait
 
-                retrying = _lockwait.retrying(self.history(conn).rows(limit=_RECENT))
+                retrying = _lockwait.retrying(history.rows(limit=_RECENT))
             return Status(
                 url=display(self.url), version_table=self.env.qualified_version_table,
                 current_heads=heads, script_heads=self.env.script_heads(), pending=pending,

@@ -41,7 +41,7 @@ Environment (each verb's --help lists the ones it reads):
   HERD_DATABASE_URL   database URL (--url); DATABASE_URL is used when it is unset
   HERD_LOCK_URL       direct connection for the lock (--lock-url)
   HERD_LOCK, HERD_LOCK_TIMEOUT, HERD_TIMEOUT, HERD_MODE, HERD_ALLOW_AHEAD,
-  HERD_EXPAND_ONLY, HERD_UNMARKED_PHASE,
+  HERD_EXPAND_ONLY, HERD_UNMARKED_PHASE, HERD_SCHEMA,
   HERD_LOG_FORMAT     the options of the same names
 
 \b
@@ -74,6 +74,7 @@ class Options:
     version_table: str | None
     version_table_schema: str | None
     history_table: str
+    herd_schema: str | None
     verbose: int
     quiet: bool
     log_format: LogFormat
@@ -93,7 +94,7 @@ class Options:
         """Keyword arguments naming the project and database, for every library call."""
         return {"url": self.url, "lock_url": self.lock_url, "version_table": self.version_table,
                 "version_table_schema": self.version_table_schema,
-                "history_table": self.history_table}
+                "history_table": self.history_table, "herd_schema": self.herd_schema}
 
     @classmethod
     def take(cls, kwargs: dict[str, Any]) -> Options:
@@ -127,7 +128,12 @@ COMMON_OPTIONS: list[Callable[[F], F]] = [
                  help="Schema of the version table (default: what env.py configures)."),
     click.option("--history-table", default=defaults.HISTORY_TABLE, show_default=True,
                  envvar="HERD_HISTORY_TABLE", show_envvar=True, metavar="NAME",
-                 help="herd's attempt log table (in the default schema)."),
+                 help="herd's attempt log table: NAME or SCHEMA.NAME (default schema: "
+                      "--herd-schema)."),
+    click.option("--herd-schema", envvar="HERD_SCHEMA", show_envvar=True, metavar="SCHEMA",
+                 help="Where herd's own tables go (attempt log, revision graph, lease): a "
+                      "PostgreSQL schema, a MySQL/MariaDB database. Default: the version "
+                      "table's schema."),
     click.option("-v", "--verbose", count=True,
                  help="More logging: herd's debug messages and Alembic's own log."),
     click.option("-q", "--quiet", is_flag=True,

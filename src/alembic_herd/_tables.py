@@ -1,19 +1,56 @@
-"""herd's own tables (history, lease lock): created race-free, since creating them is
-exactly the kind of DDL that collides when many replicas start at once."""
+"""herd's own tables (attempt log, revision graph, lease lock): where they go, creating
+them race-free (creating them is exactly the kind of DDL that collides when many replicas
+start at once), reading them when this user may not, and the ``GRANT`` to name when a
+privilege is missing.
+
+Where: ``--herd-schema`` (default: the schema of the version table env.py uses, ``None``
+being the connection's default schema). A name may be schema-qualified (``app.herd_history``)
+on every backend: a PostgreSQL schema, a MySQL/MariaDB database; SQLite has no schemas
+herd's own connection could see (an ``ATTACH`` in env.py is not on it), so a schema other
+than ``main`` is refused there.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
 from ._compat import create_if_not_exists
 from ._database import driver_message, error_code
-from .errors import ConfigurationError
+from .errors import ConfigurationError, PrivilegeError
+
+log = logging.getLogger("alembic_herd")
+
+
+def split_name(text: str, *, option: str) -> tuple[str | None, str]:
+    """``'schema.table'`` -> ``('schema', 'table')``; ``'table'`` -> ``(None, 'table')``."""
+    parts = text.split(".")
+    if len(parts) > 2 or not all(p.strip() for p in parts):
+        raise ConfigurationError(
+            f"{option} {text!r} is not a table name: expected NAME or SCHEMA.NAME")
+    return (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+def qualified(schema: str | None, name: str) -> str:
+    """The inverse of :func:`split_name`."""
+    return f"{schema}.{name}" if schema else name
+
+
+def check_schema(dialect: str, schema: str | None, *, option: str) -> str | None:
+    """``schema`` as herd uses it on ``dialect``: SQLite's ``main`` is the default schema
+    (``None``); any other schema is refused on SQLite."""
+    if dialect == "sqlite" and schema not in (None, "main"):
+        raise ConfigurationError(
+            f"{option} names schema {schema!r}, but SQLite has no schemas herd's connection "
+            "can see (an ATTACH in env.py is not on herd's connection); leave the schema out "
+            "so that herd's tables go in the main database file")
+    return None if dialect == "sqlite" else schema
 
 
 def key_int64(text: str) -> int:
@@ -34,7 +71,7 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
     own connection (no second connection, no session state; it works through PgBouncer in
     transaction pooling mode). Elsewhere a collision is caught and the table re-checked.
     """
-    if sa.inspect(conn).has_table(table.name, schema=table.schema):
+    if exists(conn, table):
         return
     try:
         if conn.dialect.name == "postgresql":
@@ -42,8 +79,22 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
         else:
             table.create(conn, checkfirst=True)
     except DBAPIError:
-        if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+        if not exists(conn, table):
             raise
+
+
+def exists(conn: Connection, table: sa.Table) -> bool:
+    """Whether ``table`` exists; ``True`` when this user may not even ask (MySQL/MariaDB's
+    ``has_table`` is refused on a database without privileges), so that the caller's
+    privilege error, naming the grant, is what the user sees."""
+    try:
+        return sa.inspect(conn).has_table(table.name, schema=table.schema)
+    except DBAPIError as exc:
+        if exc.connection_invalidated or not denied(exc):
+            raise
+        if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
+            conn.rollback()
+        return True
 
 
 def _create_under_lock(conn: Connection, table: sa.Table) -> str:
@@ -58,14 +109,21 @@ T = TypeVar("T")
 
 
 def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], missing: T, *,
-                   role: str = "herd's table", instead: str | None = None) -> T:
+                   role: str = "herd's table", instead: str | None = None,
+                   optional: bool = False, writer: bool = False) -> T:
     """Run ``read``; ``missing`` when ``table`` does not exist (yet).
 
     Tries the query first (one round trip on the common path) and only then asks whether the
     table exists. Another replica may create the table between the two statements, so a
     failure with the table present is retried before it is believed; then it is a
     :class:`~alembic_herd.errors.ConfigurationError` naming the table as ``role`` (and the
-    option that names another, ``instead``).
+    option that names another, ``instead``), or a
+    :class:`~alembic_herd.errors.PrivilegeError` naming the grant.
+
+    ``optional`` (herd's own tables): a table this user may not read counts as ``missing``,
+    so that a read-only role (a runtime role that may read the version table and nothing of
+    herd's) gets what can be known without it instead of an error. ``writer``: the caller
+    goes on to write the table, so a refusal names the GRANT to write it.
     """
     for attempt in range(3):
         try:
@@ -75,29 +133,111 @@ def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], mis
                 raise
             if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
                 conn.rollback()
-            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+            if not exists(conn, table):
+                return missing
+            if optional and denied(exc):
+                log.debug("%s %r is not readable by this database user; going on without "
+                          "it", role, table.fullname)
                 return missing
             if attempt == 2:
-                raise unusable(conn, table, exc, role, instead) from exc
+                raise unusable(conn, table, exc, role, instead, writer=writer) from exc
     raise AssertionError("unreachable")
 
 
 _DENIED_SQLSTATES = {"42501"}  # PostgreSQL insufficient_privilege
-_DENIED_MYSQL = {1142, 1143}  # table / column command denied
+_DENIED_MYSQL = {1044, 1142, 1143}  # database access denied, table / column command denied
+
+
+
+
+def denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server refusing a privilege (not a missing object)."""
+    return error_code(exc) in _DENIED_SQLSTATES | _DENIED_MYSQL
+
+
+def current_user(conn: Connection) -> str:
+    """The user herd connects as, as the server names it (for a GRANT); the URL's user when
+    the server cannot be asked."""
+    query = {"postgresql": "SELECT current_user",
+             "mysql": "SELECT CURRENT_USER()", "mariadb": "SELECT CURRENT_USER()"}
+    sql = query.get(conn.dialect.name)
+    if sql is not None:
+        try:
+            user = conn.exec_driver_sql(sql).scalar()
+            if user:
+                if "@" in str(user):  # MySQL: 'name'@'host'
+                    name, host = str(user).rsplit("@", 1)
+                    return f"'{name}'@'{host}'"
+                return str(user)
+        except DBAPIError:
+            if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
+                conn.rollback()
+    return conn.engine.url.username or "<user>"
+
+
+def refused_at_connect(exc: DBAPIError, url: URL) -> PrivilegeError | None:
+    """The error for a user the server lets in but not into this database (PostgreSQL: no
+    CONNECT; MySQL/MariaDB: no privilege on it), naming the grant; ``None`` for any other
+    connection failure."""
+    if not denied(exc):
+        return None
+    user, database = url.username or "<user>", url.database or "<database>"
+    if url.get_backend_name() == "postgresql":
+        grant = f"GRANT CONNECT ON DATABASE {database} TO {user}"
+    else:  # the least a read-only verb needs; docs/operators.md lists each role's grants
+        grant = f"GRANT SELECT ON {database}.alembic_version TO '{user}'@'%'"
+    return PrivilegeError(
+        f"database user {user!r} may not use database {database!r} "
+        f"({driver_message(exc, url)}); run: {grant} (see 'Roles and privileges' in "
+        "docs/operators.md for each role's grants)")
+
+
+def grant_to_read(conn: Connection, table: sa.Table) -> str:
+    """The GRANT that lets this user read ``table`` (PostgreSQL: and use its schema)."""
+    user = current_user(conn)
+    if conn.dialect.name == "postgresql":
+        usage = f"GRANT USAGE ON SCHEMA {table.schema} TO {user}; " if table.schema else ""
+        return f"{usage}GRANT SELECT ON {table.fullname} TO {user}"
+    return f"GRANT SELECT ON {_mysql_name(conn, table)} TO {user}"
+
+
+def grant_to_write(conn: Connection, table: sa.Table) -> str:
+    """The GRANT that lets this user write ``table``, one of herd's."""
+    user = current_user(conn)
+    if conn.dialect.name == "postgresql":
+        usage = f"GRANT USAGE ON SCHEMA {table.schema} TO {user}; " if table.schema else ""
+        seq = ("; GRANT USAGE ON ALL SEQUENCES IN SCHEMA "
+               f"{table.schema or 'public'} TO {user}")
+        return f"{usage}GRANT SELECT, INSERT, UPDATE, DELETE ON {table.fullname} TO {user}{seq}"
+    return grant_to_create(conn, table.schema)  # herd creates its tables there too
+
+
+def grant_to_create(conn: Connection, schema: str | None) -> str:
+    """The GRANT that lets this user create herd's tables in ``schema``."""
+    user = current_user(conn)
+    if conn.dialect.name == "postgresql":
+        where = schema or str(conn.exec_driver_sql("SELECT current_schema()").scalar()
+                              or "public")
+        return f"GRANT USAGE, CREATE ON SCHEMA {where} TO {user}"
+    database = schema or conn.engine.url.database or "<database>"
+    return f"GRANT CREATE, SELECT, INSERT, UPDATE, DELETE ON {database}.* TO {user}"
+
+
+def _mysql_name(conn: Connection, table: sa.Table) -> str:
+    return f"{table.schema or conn.engine.url.database or '<database>'}.{table.name}"
 
 
 def unusable(conn: Connection, table: sa.Table, exc: DBAPIError, role: str,
-             instead: str | None) -> ConfigurationError:
-    """The error for one of herd's tables that exists but cannot be read as herd's: no
-    privileges on it, or another application's table by that name."""
+             instead: str | None, *, writer: bool = False) -> ConfigurationError:
+    """The error for a table that exists but cannot be read as ``role``: no privileges on
+    it (:class:`~alembic_herd.errors.PrivilegeError` naming the grant), or another
+    application's table by that name."""
     name = table.fullname
     reason = driver_message(exc, conn.engine.url)
-    if error_code(exc) in _DENIED_SQLSTATES | _DENIED_MYSQL:
-        sequence = (" and USAGE on its id sequence" if conn.dialect.name == "postgresql"
-                    else "")
-        return ConfigurationError(
-            f"{role} {name!r} exists but this database user may not use it ({reason}); "
-            f"grant SELECT, INSERT, UPDATE on it{sequence} to the user herd connects as")
+    if denied(exc):
+        grant = (grant_to_write if writer else grant_to_read)(conn, table)
+        return PrivilegeError(
+            f"this database user may not use {role} {name!r} ({reason}); run: {grant}")
     other = f"name another with {instead}, or rename that table" if instead else "rename it"
     return ConfigurationError(
         f"{role} {name!r} exists but cannot be read as one ({reason}); another application's "

@@ -194,7 +194,7 @@ def resolve_(opts: Options, revision: str, lock: str, lock_timeout: float) -> No
 def unlock_(opts: Options, lock: str, force: bool) -> None:
     """Clear a stale migration lock. Refuses, naming the holder, while the holder is alive."""
     project = opts.project()
-    del project["history_table"]  # unlock touches the lock only
+    del project["history_table"]  # unlock touches the lock only (and herd_schema: a lease's)
     done = unlock(opts.alembic_config(), lock=lock, force=force, **project)
     click.echo(mask_text(done, *opts.urls))
 

@@ -5,7 +5,8 @@
     HerdError                       base; ``exit_code`` is what ``herd`` exits with
     ├── ConfigurationError          bad input: alembic.ini, URL, duration, option   (exit 3)
     │   ├── UnsupportedDialectError no lock backend for this database               (exit 3)
-    │   └── RevisionNotFoundError   target or script problem (multiple heads, ...)  (exit 3)
+    │   ├── RevisionNotFoundError   target or script problem (multiple heads, ...)  (exit 3)
+    │   └── PrivilegeError          the database user lacks a privilege; names the GRANT (exit 14)
     ├── DatabaseUnavailableError    cannot connect / authenticate (after retries)   (exit 4)
     ├── DatabaseAheadError          database holds revisions this code lacks        (exit 5)
     ├── LockTimeoutError            lock not acquired before the deadline           (exit 6)
@@ -84,6 +85,16 @@ class UnsupportedDialectError(ConfigurationError):
 
 class RevisionNotFoundError(ConfigurationError):
     """The target revision cannot be resolved against the migration scripts."""
+
+
+class PrivilegeError(ConfigurationError):
+    """The database user may not do what this verb needs (read the version table, create or
+    write herd's tables); the message names the ``GRANT`` to run. Nothing was changed,
+    except where the message says otherwise."""
+
+    exit_code = 14
+    meaning = ("the database user lacks a privilege this verb needs (the message names the "
+               "GRANT)")
 
 
 class DatabaseUnavailableError(HerdError):

@@ -284,14 +284,16 @@ def _build(kind: str, conn: Connection, key: LockKey, **options: object) -> Lock
 
 def create_lock(kind: str, conn: Connection, key: LockKey, **options: object) -> Lock:
     """Build the lock for ``kind`` (already resolved by :func:`choose`) on ``conn``, with
-    the other kinds of its dialect as its rivals (one lock namespace)."""
+    the other kinds of its dialect as its rivals (one lock namespace). A lease's ``table``
+    (``[schema.]name``) is its rivals' too."""
     lock = _build(kind, conn, key, **options)
+    where = {"table": options["table"]} if "table" in options else {}
     others = sorted(({k for (k, d) in BACKENDS if d == conn.dialect.name} | {GENERIC})
                     - {kind})
     rivals = []
     for other in others:
         try:
-            rivals.append(_build(other, conn, key))
+            rivals.append(_build(other, conn, key, **where))
         except ConfigurationError:  # e.g. no file lock for an in-memory SQLite database
             continue
     lock.rivals = tuple(rivals)

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from .. import _defaults as defaults
 from .._compat import DOUBLE
 from .._database import HOST
-from .._tables import ensure_table, read_if_exists
+from .._tables import ensure_table, read_if_exists, split_name
 from ..errors import Holder, LockLostError
 from . import Lock, LockKey
 
@@ -48,6 +48,9 @@ DEFAULT_TTL = defaults.LEASE_TTL
 
 
 def lease_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:
+    """The lease table; ``name`` may be schema-qualified, which wins over ``schema``."""
+    named, name = split_name(name, option="lease table")
+    schema = named or schema
     return sa.Table(
         name,
         sa.MetaData(),
@@ -219,7 +222,7 @@ class LeaseLock(Lock):
         query = sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(
             t.c.name == self.key.name)
         row = read_if_exists(self.conn, t, lambda: self.conn.execute(query).first(), None,
-                             role="herd's lease table")
+                             role="herd's lease table", optional=True)
         if row is None or row.expires < db_now(self.conn):
             return None
         return Holder(host=row.host, pid=row.pid,
