@@ -33,7 +33,7 @@ from alembic.script.revision import MultipleHeads, ResolutionError, RevisionErro
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 
-from ._database import encode_userinfo, is_transient, parse_url
+from ._database import encode_userinfo, is_transient, mask_text, parse_url
 from .errors import ConfigurationError, DatabaseAheadError, RevisionNotFoundError
 
 log = logging.getLogger("alembic_herd")
@@ -193,6 +193,8 @@ def refuse_several(found: Sequence[VersionLocation]) -> None:
 
 def several_version_tables(found: Sequence[VersionLocation]) -> ConfigurationError:
     """env.py configured and migrated more than one version table in one run (tenants)."""
+    if len({loc.database for loc in found}) == 1:  # one database: the tables tell apart
+        found = [VersionLocation(loc.table, loc.schema) for loc in found]
     names = ", ".join(sorted({loc.describe() for loc in found}))
     return ConfigurationError(
         f"env.py migrates {len(set(found))} version tables in one run ({names}); herd watches "
@@ -275,8 +277,8 @@ class Environment:
             log.warning("could not run env.py online to learn where its version table is "
                         "(%s); reading %r as the offline probe found (pass "
                         "--version-table-schema to name it)",
-                        f"{type(exc).__name__}: {exc}".splitlines()[0][:200],
-                        self.qualified_version_table)
+                        mask_text(f"{type(exc).__name__}: {exc}".splitlines()[0][:200],
+                                  self.url), self.qualified_version_table)
             found = []
         refuse_several(found)
         if found:
