@@ -4,6 +4,7 @@ Each project in tests/projects/ is a small but complete Alembic project in one o
 shapes found in the wild: the async template, a URL from the application's settings, the
 cookbook's shared connection, branches, a version table in its own schema that env.py
 creates, CREATE INDEX CONCURRENTLY, a renamed version table, an env.py without offline mode.
+(search_path, online-only version_table_schema and tenant loops: tests/test_version_context.py.)
 Tests marked ``herd`` release N real processes at once (tests/herd_harness.py).
 """
 
@@ -370,19 +371,36 @@ ONLINESCHEMA = ini("onlineschema")
 
 
 @pytest.mark.sqla2_only  # env.py calls Connection.commit() (2.x)
-def test_online_only_schema_is_refused_before_anything_is_applied(pg: URL) -> None:
+def test_online_only_schema_is_learnt_from_env_py_online(pg: URL) -> None:
     """env.py without offline mode that keeps the version table in schema 'app' online: herd
-    raises ConfigurationError naming both tables, and no revision is applied."""
+    learns app.alembic_version by running env.py in read mode, migrates, and finds the
+    database current afterwards (it used to refuse: the offline probe could not tell)."""
+    url = render(pg)
+    outcome = alembic_herd.upgrade(ONLINESCHEMA, url=url, lock_timeout=30)
+    assert outcome.action == "migrated"
+    assert outcome.revisions == ("v1", "v2")
+    assert rows(pg, "SELECT version_num FROM app.alembic_version") == [("v2",)]
+    assert "alembic_version" not in pg_tables(pg, "public")
+    assert alembic_herd.status(ONLINESCHEMA, url=url).version_table == "app.alembic_version"
+    assert alembic_herd.upgrade(ONLINESCHEMA, url=url).action == "current"
+
+
+@pytest.mark.sqla2_only  # env.py calls Connection.commit() (2.x)
+def test_a_version_table_herd_does_not_watch_is_refused_before_anything_is_applied(
+        pg: URL) -> None:
+    """Told to watch another schema (--version-table-schema elsewhere) than the one env.py's
+    migration context uses ('app'), the leader refuses with ConfigurationError naming both
+    tables before any revision runs: waiters would never see the result."""
     with pytest.raises(ConfigurationError) as err:
-        alembic_herd.upgrade(ONLINESCHEMA, url=render(pg), lock_timeout=30)
+        alembic_herd.upgrade(ONLINESCHEMA, url=render(pg), version_table_schema="elsewhere",
+                             lock_timeout=30)
     message = str(err.value)
-    assert "app.alembic_version" in message
-    assert "'alembic_version'" in message
-    assert "version-table-schema" in message or "version_table_schema" in message
+    assert "'app.alembic_version" in message
+    assert "'elsewhere.alembic_version'" in message
     assert pg_tables(pg, "app") == set()
     assert pg_tables(pg, "public") <= {"herd_history", "herd_revisions"}
     if "herd_history" in pg_tables(pg, "public"):
-        assert history(pg) == []
+        assert all(status != "applied" for _, status in history(pg))
 
 
 @pytest.mark.sqla2_only  # env.py calls Connection.commit() (2.x)

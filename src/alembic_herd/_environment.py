@@ -1,9 +1,13 @@
 """The migration environment: Alembic config, the script directory, and where the database's
 version table lives.
 
-Everything here is resolved once per call of the public API. Nothing touches the database:
-the version table's name and schema are learnt by running ``env.py`` in Alembic's *offline*
-mode (no connection, no DDL), so that probing cannot itself race with another replica.
+Everything here is resolved once per call of the public API. The version table's name and
+schema are learnt from the migration context env.py configures: first by running ``env.py``
+in Alembic's *offline* mode (no connection, no DDL), then, when that leaves the schema open
+(no schema, a search_path only a connection knows, no offline mode), once on the first
+connection herd makes by running env.py *online in read mode* (:meth:`Environment.locate`:
+Alembic's own ``alembic current`` does the same; ``run_migrations()`` reads nothing and
+writes nothing), asking env.py's connection where the table is.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import MultipleHeads, ResolutionError, RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 
-from ._database import encode_userinfo, parse_url
+from ._database import encode_userinfo, is_transient, mask_text, parse_url
 from .errors import ConfigurationError, DatabaseAheadError, RevisionNotFoundError
 
 log = logging.getLogger("alembic_herd")
@@ -129,9 +135,84 @@ def capturing_context(config: Config, script: ScriptDirectory, *,
     return ctx, captured
 
 
+@dataclass(frozen=True)
+class VersionLocation:
+    """Where one migration context keeps its version table, as its connection resolves it."""
+
+    table: str
+    schema: str | None
+    """The schema (PostgreSQL) or database (MySQL/MariaDB) the table is in: the one env.py
+    named, else the one its connection resolves the bare name to (PostgreSQL: the schema on
+    the search_path that has the table, else ``current_schema()``; MySQL: ``DATABASE()``);
+    ``None`` offline and on SQLite."""
+    database: str | None = None
+    """host:port/database of env.py's connection (``None`` offline): tells apart an env.py
+    that migrates several databases in one run."""
+
+    def describe(self) -> str:
+        name = f"{self.schema}.{self.table}" if self.schema else self.table
+        return f"{name} on {self.database}" if self.database else name
+
+
+def effective_schema(conn: Connection, table: str) -> str | None:
+    """The schema (database, on MySQL) a bare ``table`` means on ``conn`` now: where Alembic
+    on that connection reads the version table, or creates it when it does not exist yet."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        found = conn.execute(sa.text(
+            "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relname = :t AND c.relkind IN ('r', 'p', 'v') "
+            "AND pg_catalog.pg_table_is_visible(c.oid)"), {"t": table}).scalar()
+        return found or conn.execute(sa.text("SELECT current_schema()")).scalar()
+    if dialect in ("mysql", "mariadb"):
+        return conn.execute(sa.text("SELECT DATABASE()")).scalar()
+    return None  # SQLite: 'main' unless env.py names an attached database
+
+
+def locate_context(context: MigrationContext) -> VersionLocation:
+    """Where ``context`` (a MigrationContext env.py configured) keeps its version table."""
+    conn = context.connection
+    table, schema = context.version_table, context.version_table_schema
+    if conn is None or context.as_sql:
+        return VersionLocation(table, schema)
+    url = conn.engine.url
+    if schema is None:
+        began = not conn.in_transaction()
+        schema = effective_schema(conn, table)
+        if began and conn.in_transaction():  # leave env.py's connection as it was: a read
+            conn.rollback()  # that autobegan must not hold a transaction open (MySQL)
+    return VersionLocation(table, schema,
+                           f"{url.host or ''}:{url.port or ''}/{url.database or ''}")
+
+
+def refuse_several(found: Sequence[VersionLocation]) -> None:
+    """Raise :func:`several_version_tables` when ``found`` names more than one table."""
+    if len(set(found)) > 1:
+        raise several_version_tables(found)
+
+
+def several_version_tables(found: Sequence[VersionLocation]) -> ConfigurationError:
+    """env.py configured and migrated more than one version table in one run (tenants)."""
+    if len({loc.database for loc in found}) == 1:  # one database: the tables tell apart
+        found = [VersionLocation(loc.table, loc.schema) for loc in found]
+    names = ", ".join(sorted({loc.describe() for loc in found}))
+    return ConfigurationError(
+        f"env.py migrates {len(set(found))} version tables in one run ({names}); herd watches "
+        "one version table per run and would report the database current while one of them "
+        "is behind, so it refuses before migrating anything: make env.py migrate one tenant "
+        "(one version table) per run, e.g. chosen with -x tenant=NAME, and run herd once "
+        "per tenant")
+
+
 @dataclass
 class Environment:
-    """What herd needs to know about one Alembic project."""
+    """What herd needs to know about one Alembic project.
+
+    :attr:`version_table` and :attr:`version_table_schema` name the version table env.py
+    uses, as herd's own connection must spell it: ``version_table_schema`` is ``None`` when
+    the bare name already reaches that table from herd's connection. They are final once
+    :meth:`locate` ran (:class:`~._runner.Runner` calls it on each new connection; idempotent).
+    """
 
     config: Config
     script: ScriptDirectory
@@ -139,12 +220,87 @@ class Environment:
     version_table: str = DEFAULT_VERSION_TABLE
     version_table_schema: str | None = None
     transactional_ddl: bool | None = None
+    probe_online: bool = False
+    """The offline probe left the version table's schema open: :meth:`locate` asks env.py's
+    connection (read mode)."""
+    location: VersionLocation | None = None
+    """Where env.py's migration context keeps the version table; set by :meth:`locate`."""
 
     @property
     def qualified_version_table(self) -> str:
         if self.version_table_schema:
             return f"{self.version_table_schema}.{self.version_table}"
         return self.version_table
+
+    @property
+    def version_schema(self) -> str | None:
+        """The schema (MySQL: database) of the version table env.py uses, by name, once
+        :meth:`locate` ran (``public``, ``app``, the database's name; ``None`` on SQLite or
+        before :meth:`locate`). herd's own tables default to it."""
+        if self.location is not None:
+            return self.location.schema
+        return self.version_table_schema
+
+    # -- where the version table is --------------------------------------------------------
+
+    def locate(self, conn: Connection) -> VersionLocation:
+        """Learn where env.py's migration context keeps the version table, once; ``conn`` is
+        herd's own connection (to spell the table so that it reaches the same one).
+
+        When the offline probe named the schema this asks nothing. Otherwise env.py runs
+        online in read mode (:func:`_probe_online`): it connects and configures as it does
+        to migrate, but ``run_migrations()`` only records the context. Several version tables
+        (tenants, several databases) raise :func:`several_version_tables`: nothing has been
+        migrated yet. When env.py cannot run online here, herd keeps what the offline probe
+        found, says so, and the leader still refuses a mismatch before any revision runs.
+        """
+        if self.location is not None:
+            return self.location
+        if not self.probe_online:
+            where = VersionLocation(
+                self.version_table,
+                self.version_table_schema or effective_schema(conn, self.version_table))
+            self.location = where
+            return where
+        try:
+            try:
+                found = _probe_online(self)
+            except sa.exc.DBAPIError as exc:  # e.g. env.py's CREATE SCHEMA IF NOT EXISTS
+                if _transient(exc):  # lost another replica's race: one more try
+                    raise
+                found = _probe_online(self)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            log.warning("could not run env.py online to learn where its version table is "
+                        "(%s); reading %r as the offline probe found (pass "
+                        "--version-table-schema to name it)",
+                        mask_text(f"{type(exc).__name__}: {exc}".splitlines()[0][:200],
+                                  self.url), self.qualified_version_table)
+            found = []
+        refuse_several(found)
+        if found:
+            where = found[0]
+            self.version_table = where.table
+            ours = effective_schema(conn, where.table) if where.schema else None
+            self.version_table_schema = where.schema if where.schema != ours else None
+        else:
+            where = VersionLocation(
+                self.version_table,
+                self.version_table_schema or effective_schema(conn, self.version_table))
+        self.location = VersionLocation(where.table, where.schema)
+        return self.location
+
+    def same_location(self, context: MigrationContext) -> VersionLocation | None:
+        """``None`` when ``context`` (env.py's, while migrating) keeps its version table where
+        herd watches; else where it keeps it."""
+        theirs = locate_context(context)
+        ours = self.location or VersionLocation(self.version_table, self.version_table_schema)
+        if (theirs.table, theirs.schema) == (ours.table, ours.schema):
+            return None
+        return theirs
 
     # -- the static revision graph -------------------------------------------------------
 
@@ -275,9 +431,16 @@ def load_environment(
 
     env = Environment(config=cfg, script=script, url=explicit)
     probe = _probe(env)
+    declared: list[VersionLocation] = probe.get("locations", [])
+    if version_table_schema is None:
+        refuse_several(declared)
     env.version_table = version_table or probe.get("version_table") or DEFAULT_VERSION_TABLE
     env.version_table_schema = version_table_schema or probe.get("version_table_schema")
     env.transactional_ddl = probe.get("transactional_ddl")
+    # the schema is still open: no offline mode, no schema named (a search_path set on the
+    # connection decides), or several runs of one context (a loop over tenants)
+    env.probe_online = version_table_schema is None and (
+        env.version_table_schema is None or len(declared) != 1)
 
     if env.url is None:
         conn = cfg.attributes.get("connection")
@@ -335,9 +498,10 @@ def _probe(env: Environment) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def capture(rev: Any, context: Any) -> list[Any]:
-        found["version_table"] = context.version_table
-        found["version_table_schema"] = context.version_table_schema
-        found["transactional_ddl"] = bool(context.impl.transactional_ddl)
+        found.setdefault("version_table", context.version_table)
+        found.setdefault("version_table_schema", context.version_table_schema)
+        found.setdefault("transactional_ddl", bool(context.impl.transactional_ddl))
+        found.setdefault("locations", []).append(locate_context(context))
         return []
 
     ctx, captured = capturing_context(
@@ -356,6 +520,29 @@ def _probe(env: Environment) -> dict[str, Any]:
     if captured.url is not None:
         found["url"] = captured.url
     return found
+
+
+def _probe_online(env: Environment) -> list[VersionLocation]:
+    """Run env.py online in read mode and return where each migration context it runs keeps
+    its version table. ``run_migrations()`` is replaced by a recorder: it reads no heads and
+    writes nothing (``dont_mutate`` besides); what env.py itself does before it (connect,
+    ``SET search_path``) runs as under ``alembic current``."""
+    found: list[VersionLocation] = []
+    ctx, _ = capturing_context(env.config, env.script, fn=lambda rev, context: [],
+                               as_sql=False, dont_mutate=True)
+
+    def run_migrations(**kw: Any) -> None:
+        found.append(locate_context(ctx.get_context()))
+
+    ctx.run_migrations = run_migrations  # type: ignore[method-assign]
+    with preserved_logging(), quiet_alembic(), ctx:
+        env.script.run_env()
+    return found
+
+
+def _transient(exc: BaseException) -> bool:
+    """A lost or refused connection (the runner connects again and asks again)."""
+    return isinstance(exc, sa.exc.DBAPIError) and is_transient(exc)
 
 
 # -- logging while env.py runs -----------------------------------------------------------

@@ -32,6 +32,7 @@ def version_table(env: Environment) -> sa.Table:
 
 def read_heads(conn: Connection, env: Environment) -> tuple[str, ...]:
     """The revisions in the version table, sorted; ``()`` when the table does not exist."""
+    env.locate(conn)  # once per Environment: where env.py's context keeps the table
     table = version_table(env)
     empty: Sequence[str] = ()
     rows = read_if_exists(

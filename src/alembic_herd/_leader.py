@@ -730,14 +730,13 @@ class Leader:
         """Refuse to migrate when env.py's version table or database is not the one herd
         locked and watches: waiters would never see the result."""
         env = self.env
-        if (context.version_table, context.version_table_schema) != (
-                env.version_table, env.version_table_schema):
-            seen = (f"{context.version_table_schema}.{context.version_table}"
-                    if context.version_table_schema else context.version_table)
+        seen = env.same_location(context)
+        if seen is not None:
             raise ConfigurationError(
-                f"env.py uses version table {seen!r} but herd watches "
-                f"{env.qualified_version_table!r}; pass --version-table/--version-table-schema "
-                "(env.py's offline mode did not tell)")
+                f"env.py uses version table {seen.describe()!r} but herd watches "
+                f"{env.qualified_version_table!r} (learnt before the lock); if env.py chooses "
+                "its version table per run, make the choice the same in every run, or pass "
+                "--version-table/--version-table-schema")
         captured = self._captured
         conn = captured.connection if captured else None
         if (conn is not None and captured is not None and captured.in_transaction

@@ -119,6 +119,7 @@ class Runner:
         the way out. A transient driver error becomes one clear line (exit 4)."""
         conn = connect(self.engine, deadline)
         try:
+            self.env.locate(conn)  # where env.py's context keeps the version table (once)
             yield conn
         except DBAPIError as exc:  # the connection failed: one clear line (exit 4), and the
             # cause that _reconnecting recognises
