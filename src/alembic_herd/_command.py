@@ -88,7 +88,8 @@ class Report:
 
     def summary(self) -> str:
         took = f" after {format_seconds(self.seconds)}" if self.seconds is not None else ""
-        first = mask_text(headline(self.tail), self.url)[:_LINE_CHARS]
+        first = ("" if self.ending == "exited 0"  # a success's stderr is no error
+                 else mask_text(headline(self.tail), self.url)[:_LINE_CHARS])
         parts = [f"{self.ending}{took}" + (f": {first}" if first else "")]
         parts.append(f"applied {', '.join(self.applied)}" if self.applied else "applied nothing")
         if self.left:

@@ -831,8 +831,7 @@ class Leader:
             for revision in applied:
                 history.add(row.attempt, revision, "applied", started=row.started,
                             finished=row.finished or row.started,
-                            error=f"{BY_COMMAND}; its time is on the {_command.ROW!r} "
-                                  "row of this attempt")
+                            error=f"{BY_COMMAND} (timed on its {_command.ROW!r} row)")
                 self.committed.append(revision)
             if left and not ok and not self._transactional():
                 history.add(row.attempt, left[0], "failed", started=row.started,
