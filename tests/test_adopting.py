@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -192,16 +193,9 @@ def new_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path
                  ) -> Iterator[Callable[[], URL]]:
     """Makes fresh databases on ``backend``, as many as the test asks for; drops them at
     the end."""
-    made: list[Iterator[URL]] = []
-
-    def new() -> URL:
-        gen = make_database(backend, request, tmp_path)
-        made.append(gen)
-        return next(gen)
-
-    yield new
-    for gen in made:
-        gen.close()
+    fresh = contextmanager(make_database)
+    with ExitStack() as made:
+        yield lambda: made.enter_context(fresh(backend, request, tmp_path))
 
 
 @pytest.mark.parametrize("backend", ["postgresql-server", "mysql"])

@@ -6,7 +6,7 @@ import time
 import sqlalchemy as sa
 
 engine = sa.create_engine(os.environ["DATABASE_URL"])
-for attempt in range(60):
+for _ in range(60):
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
