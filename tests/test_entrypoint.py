@@ -688,3 +688,40 @@ def test_sigterm_stops_the_migrate_command_of_run_before_the_lock_goes(
     assert str(rows[0]["error"]).splitlines()[-1].startswith("stopped by SIGTERM")
     nxt = herd("run", "-c", HERDSET, "--url", url, "--", *app("print('app started')"))
     assert nxt.returncode == 0 and nxt.stdout == "app started\n", nxt.stderr
+
+
+@pytest.mark.parametrize("backend", ["postgresql-server", "mysql"])
+def test_a_leader_killed_while_its_command_runs(
+        backend: str, db: URL, tmp_path: Path, spawn: Spawn) -> None:
+    """SIGKILL to the leader while its migration command runs: the command dies with it
+    (parent-death signal). The next leader marks the command's row 'interrupted' and carries
+    on (PostgreSQL), or, where DDL is not transactional (MariaDB), stops (exit 10) until
+    'herd resolve command'."""
+    url = render(db)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    leader = spawn([*HERD, "migrate", "-c", HERDSET, "--url", url, "--",
+                    *own_command(url, "b2", marks)])
+    deadline = time.monotonic() + 120
+    while not (marks / "started").exists():
+        assert leader.proc.poll() is None, leader.err.text()
+        assert time.monotonic() < deadline, "the migration command never started"
+        time.sleep(0.05)
+    leader.proc.kill()
+    leader.proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while str(marks) in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                                       check=True).stdout:
+        assert time.monotonic() < deadline, "the migration command outlived its herd"
+        time.sleep(0.1)
+    nxt = herd("migrate", "-c", HERDSET, "--url", url)
+    if backend == "mysql":
+        assert "herd resolve command" in error_line(nxt, 10)
+        resolved = herd("resolve", "command", "-c", HERDSET, "--url", url)
+        assert resolved.returncode == 0, resolved.stderr
+        nxt = herd("migrate", "-c", HERDSET, "--url", url)
+    assert nxt.returncode == 0, nxt.stderr
+    assert nxt.stdout.startswith("migrated 2 revision(s) to d4")
+    first = attempt_log(url)[0]
+    assert (first["revision"], first["status"]) == (
+        "command", "resolved" if backend == "mysql" else "interrupted")
