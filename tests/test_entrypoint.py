@@ -725,3 +725,31 @@ def test_a_leader_killed_while_its_command_runs(
     first = attempt_log(url)[0]
     assert (first["revision"], first["status"]) == (
         "command", "resolved" if backend == "mysql" else "interrupted")
+
+
+def test_the_command_row_names_the_error_line_masked_and_bounded() -> None:
+    """The command row's last line picks the exception line of a SQLAlchemy traceback (not
+    [SQL: ...] or the Background link), masks URLs, says nothing of a success's stderr, and
+    keeps the text bounded by dropping the oldest stderr lines."""
+    from alembic_herd._command import Report, headline
+
+    tail = ["Traceback (most recent call last):", '  File "env.py", line 3, in <module>',
+            "    op.add_column('t', c)",
+            'sqlalchemy.exc.OperationalError: (1060, "Duplicate column name \'x\'") '
+            "at mysql://root:Pa55word@db/app",
+            "[SQL: ALTER TABLE t ADD COLUMN x INTEGER]",
+            "(Background on this error at: https://sqlalche.me/e/20/e3q8)"]
+    assert headline(tail).startswith("sqlalchemy.exc.OperationalError: (1060")
+    failed = Report(["tool", "--url", "mysql://root:Pa55word@db/app"], "exited 1", 2.0, tail,
+                    ["a1"], ["b2", "c3"])
+    text = failed.text()
+    assert "Pa55word" not in text and "root:***@db" in text
+    assert text.splitlines()[0] == "$ tool --url mysql://root:***@db/app"
+    assert text.splitlines()[-1].startswith(
+        "exited 1 after 2.00 s: sqlalchemy.exc.OperationalError: (1060")
+    assert text.splitlines()[-1].endswith("; applied a1; not reached: b2, c3")
+    ok = Report(["tool"], "exited 0", 1.0, ["INFO  Running upgrade a1 -> b2"], ["b2"], [])
+    assert ok.summary() == "exited 0 after 1.00 s; applied b2"
+    long = Report(["tool"], "exited 1", 1.0, [f"line {i} " + "x" * 290 for i in range(40)],
+                  [], ["a1"]).text()
+    assert len(long) <= 4000 and "line 39" in long and "line 0 " not in long
