@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -535,3 +536,220 @@ def test_allow_ahead_treats_a_newer_database_as_current(pg: URL, tmp_path: Path)
         assert run.stdout == "app started\n"
         assert marker.exists()
     assert version_heads(pg) == ["zz99"]
+
+
+# -- herd run --migrate-command, and what a wrapped command leaves in the attempt log -------
+
+# A project's own migration command: upgrades to argv[3] with Alembic's API; with a marker
+# folder argv[4], says 'started' there, waits for 'go', then fails the way a migration does
+# (a traceback on stderr naming a URL with a password) and exits 3.
+OWN_COMMAND = """
+import pathlib, sys, time
+from alembic import command
+from alembic.config import Config
+cfg = Config(sys.argv[1])
+cfg.set_main_option("sqlalchemy.url", sys.argv[2].replace("%", "%%"))
+command.upgrade(cfg, sys.argv[3])
+if len(sys.argv) > 4:
+    marks = pathlib.Path(sys.argv[4])
+    (marks / "started").touch()
+    while not (marks / "go").exists():
+        time.sleep(0.05)
+    print("Traceback (most recent call last):", file=sys.stderr)
+    print('  File "migrations/versions/c3_seed.py", line 9, in upgrade', file=sys.stderr)
+    print("RuntimeError: c3 could not reach postgresql://app:S3cretPw@db.internal/app",
+          file=sys.stderr)
+    sys.exit(3)
+"""
+SECRET = "S3cretPw"
+STDERR_ERROR = "RuntimeError: c3 could not reach postgresql://app:***@db.internal/app"
+
+
+def own_command(url: str, target: str, *marks: Path) -> list[str]:
+    return [sys.executable, "-c", OWN_COMMAND, HERDSET, url, target, *map(str, marks)]
+
+
+def attempt_log(url: str) -> list[dict[str, object]]:
+    rows = json.loads(herd("history", "-c", HERDSET, "--url", url, "--json").stdout)
+    return list(reversed(rows))  # oldest first
+
+
+@pytest.mark.parametrize("backend", ["postgresql-server", "mysql"])
+def test_a_failed_wrapped_command_is_recorded_as_it_happened(
+        backend: str, db: URL, tmp_path: Path, spawn: Spawn) -> None:
+    """`herd run --migrate-command CMD` where CMD applies a1, b2 and then fails: herd exits 12
+    naming CMD's error and does not start the app; the attempt log has one row for the
+    command (masked, exit code, stderr tail, its whole duration), a1 and b2 'applied'
+    without a duration, and no row for c3, d4 (on MariaDB, whose DDL is not transactional,
+    c3 'failed' as possibly partly applied, d4 nothing). A waiter that was waiting, and one
+    started afterwards, both print CMD's error; the next leader goes on (PostgreSQL) or
+    stops on c3 until 'herd resolve c3' (MariaDB)."""
+    url = render(db)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    words = shlex.join(own_command(url, "b2", marks))
+    leader = spawn([*HERD, "run", "-c", HERDSET, "--url", url, "--migrate-command", words,
+                    "--", *app(PRINT_PID)])
+    deadline = time.monotonic() + 120
+    while not (marks / "started").exists():
+        assert leader.proc.poll() is None, leader.err.text()
+        assert time.monotonic() < deadline, "the migration command never started"
+        time.sleep(0.05)
+    waiter = spawn([*HERD, "wait", "-c", HERDSET, "--url", url, "--timeout", "2m"])
+    waiter.err.wait_for("waiting for the database")
+    (marks / "go").touch()
+    led = leader.finish()
+    assert "app pid" not in led.stdout  # the app is not started after a failed migration
+    assert led.returncode == 12, led.stderr  # CMD's own traceback passes through, then:
+    line = lines(led.stderr)[-1]
+    assert line.startswith("herd: error: ") and SECRET not in led.stderr.split(STDERR_ERROR)[-1]
+    assert "exited 3" in line and STDERR_ERROR in line and SECRET not in line, line
+    assert "applied a1, b2" in line and "not reached: c3, d4" in line
+    for late in (waiter.finish(), herd("wait", "-c", HERDSET, "--url", url, "--timeout", "2m")):
+        told = error_line(late, 9)
+        assert STDERR_ERROR in told and "exited 3" in told and SECRET not in told, told
+
+    rows = attempt_log(url)
+    assert SECRET not in json.dumps(rows)
+    command_row, *revisions = rows
+    assert command_row["revision"] == "command" and command_row["status"] == "failed"
+    text = str(command_row["error"])
+    assert text.startswith(f"$ {sys.executable} -c ")
+    assert "stderr, last 3 line(s):" in text and f"  {STDERR_ERROR}" in text
+    assert text.splitlines()[-1].startswith("exited 3 after ")
+    assert isinstance(command_row["duration"], float)
+    assert {r["attempt"] for r in revisions} == {command_row["attempt"]}
+    assert [(r["revision"], r["status"], r["duration"]) for r in revisions[:2]] == [
+        ("a1", "applied", None), ("b2", "applied", None)]
+    transactional = backend != "mysql"
+    assert [(r["revision"], r["status"]) for r in revisions[2:]] == (
+        [] if transactional else [("c3", "failed")])
+    assert version_heads(db) == ["b2"]
+
+    nxt = herd("migrate", "-c", HERDSET, "--url", url)
+    if not transactional:
+        assert "herd resolve c3" in error_line(nxt, 10)
+        resolved = herd("resolve", "c3", "-c", HERDSET, "--url", url)
+        assert resolved.returncode == 0, resolved.stderr
+        nxt = herd("migrate", "-c", HERDSET, "--url", url)
+    assert nxt.returncode == 0, nxt.stderr
+    assert nxt.stdout.startswith("migrated 2 revision(s) to d4")
+
+
+def test_run_takes_the_migrate_command_from_pyproject(pg: URL, tmp_path: Path) -> None:
+    """[tool.herd] migrate-command (a string, split like a shell): `herd run` runs it under
+    the lock, then starts the app. The attempt log has the command's row ('exited 0', its
+    duration) and one 'applied' row per revision it applied, without a duration."""
+    url = render(pg)
+    words = shlex.join(own_command(url, "head"))
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.herd]\nconfig = "{HERDSET}"\nmigrate-command = """{words}"""\n')
+    ran = herd("run", "--url", url, "--", *app("print('app started')"), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "app started\n"
+    assert "migrated 4 revision(s) to d4" in ran.stderr
+    command_row, *revisions = attempt_log(url)
+    assert (command_row["revision"], command_row["status"]) == ("command", "applied")
+    assert str(command_row["error"]).splitlines()[-1].startswith("exited 0 after ")
+    assert "applied a1, b2, c3, d4" in str(command_row["error"])
+    assert [(r["revision"], r["status"], r["duration"]) for r in revisions] == [
+        (rev, "applied", None) for rev in REVISIONS]
+    # --mode wait never runs it (workers share the [tool.herd] table)
+    waited = herd("run", "--url", url, "--mode", "wait", "--", *app("print('worker')"),
+                  cwd=tmp_path)
+    assert waited.returncode == 0 and waited.stdout == "worker\n", waited.stderr
+
+
+def test_sigterm_stops_the_migrate_command_of_run_before_the_lock_goes(
+        pg: URL, tmp_path: Path, spawn: Spawn) -> None:
+    """SIGTERM to `herd run --migrate-command CMD` while CMD runs: CMD's process group gets
+    it, herd exits 143 only once CMD is gone, the app is not started, the command's row is
+    'interrupted' and the lock is free (the next run migrates)."""
+    url = render(pg)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    words = shlex.join(own_command(url, "b2", marks))
+    leader = spawn([*HERD, "run", "-c", HERDSET, "--url", url, "--migrate-command", words,
+                    "--", *app(PRINT_PID)])
+    deadline = time.monotonic() + 120
+    while not (marks / "started").exists():
+        assert leader.proc.poll() is None, leader.err.text()
+        assert time.monotonic() < deadline, "the migration command never started"
+        time.sleep(0.05)
+    leader.proc.send_signal(signal.SIGTERM)
+    done = leader.finish()
+    assert done.returncode == 143, done.stderr
+    assert "app pid" not in done.stdout
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(marks) not in ps.stdout, "the migration command outlived herd"
+    rows = attempt_log(url)
+    assert [(r["revision"], r["status"]) for r in rows] == [
+        ("command", "interrupted"), ("a1", "applied"), ("b2", "applied")]
+    assert str(rows[0]["error"]).splitlines()[-1].startswith("stopped by SIGTERM")
+    nxt = herd("run", "-c", HERDSET, "--url", url, "--", *app("print('app started')"))
+    assert nxt.returncode == 0 and nxt.stdout == "app started\n", nxt.stderr
+
+
+@pytest.mark.parametrize("backend", ["postgresql-server", "mysql"])
+def test_a_leader_killed_while_its_command_runs(
+        backend: str, db: URL, tmp_path: Path, spawn: Spawn) -> None:
+    """SIGKILL to the leader while its migration command runs: the command dies with it
+    (parent-death signal). The next leader marks the command's row 'interrupted' and carries
+    on (PostgreSQL), or, where DDL is not transactional (MariaDB), stops (exit 10) until
+    'herd resolve command'."""
+    url = render(db)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    leader = spawn([*HERD, "migrate", "-c", HERDSET, "--url", url, "--",
+                    *own_command(url, "b2", marks)])
+    deadline = time.monotonic() + 120
+    while not (marks / "started").exists():
+        assert leader.proc.poll() is None, leader.err.text()
+        assert time.monotonic() < deadline, "the migration command never started"
+        time.sleep(0.05)
+    leader.proc.kill()
+    leader.proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while str(marks) in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                                       check=True).stdout:
+        assert time.monotonic() < deadline, "the migration command outlived its herd"
+        time.sleep(0.1)
+    nxt = herd("migrate", "-c", HERDSET, "--url", url)
+    if backend == "mysql":
+        assert "herd resolve command" in error_line(nxt, 10)
+        resolved = herd("resolve", "command", "-c", HERDSET, "--url", url)
+        assert resolved.returncode == 0, resolved.stderr
+        nxt = herd("migrate", "-c", HERDSET, "--url", url)
+    assert nxt.returncode == 0, nxt.stderr
+    assert nxt.stdout.startswith("migrated 2 revision(s) to d4")
+    first = attempt_log(url)[0]
+    assert (first["revision"], first["status"]) == (
+        "command", "resolved" if backend == "mysql" else "interrupted")
+
+
+def test_the_command_row_names_the_error_line_masked_and_bounded() -> None:
+    """The command row's last line picks the exception line of a SQLAlchemy traceback (not
+    [SQL: ...] or the Background link), masks URLs, says nothing of a success's stderr, and
+    keeps the text bounded by dropping the oldest stderr lines."""
+    from alembic_herd._command import Report, headline
+
+    tail = ["Traceback (most recent call last):", '  File "env.py", line 3, in <module>',
+            "    op.add_column('t', c)",
+            'sqlalchemy.exc.OperationalError: (1060, "Duplicate column name \'x\'") '
+            "at mysql://root:Pa55word@db/app",
+            "[SQL: ALTER TABLE t ADD COLUMN x INTEGER]",
+            "(Background on this error at: https://sqlalche.me/e/20/e3q8)"]
+    assert headline(tail).startswith("sqlalchemy.exc.OperationalError: (1060")
+    failed = Report(["tool", "--url", "mysql://root:Pa55word@db/app"], "exited 1", 2.0, tail,
+                    ["a1"], ["b2", "c3"])
+    text = failed.text()
+    assert "Pa55word" not in text and "root:***@db" in text
+    assert text.splitlines()[0] == "$ tool --url mysql://root:***@db/app"
+    assert text.splitlines()[-1].startswith(
+        "exited 1 after 2.00 s: sqlalchemy.exc.OperationalError: (1060")
+    assert text.splitlines()[-1].endswith("; applied a1; not reached: b2, c3")
+    ok = Report(["tool"], "exited 0", 1.0, ["INFO  Running upgrade a1 -> b2"], ["b2"], [])
+    assert ok.summary() == "exited 0 after 1.00 s; applied b2"
+    long = Report(["tool"], "exited 1", 1.0, [f"line {i} " + "x" * 290 for i in range(40)],
+                  [], ["a1"]).text()
+    assert len(long) <= 4000 and "line 39" in long and "line 0 " not in long

@@ -331,18 +331,20 @@ def test_wrapped_command_under_a_herd_of_8(pg: URL) -> None:
     assert_one_migrated(results, 8, HERDSET_REVISIONS, ["d4"])
     assert rows(pg, "SELECT version_num FROM alembic_version") == [("d4",)]
     assert scalar(pg, "SELECT count(*) FROM settings WHERE name = 'seeded'") == 1
-    assert history(pg) == [(rev, "applied") for rev in HERDSET_REVISIONS]
+    assert history(pg) == [("command", "applied")] + [
+        (rev, "applied") for rev in HERDSET_REVISIONS]
 
 
 def test_failing_command_raises_command_failed(pg: URL) -> None:
     """A wrapped command that exits non-zero raises CommandFailedError with its exit code, the
-    attempt log records the revisions as failed, and the next plain upgrade still migrates."""
+    attempt log records the command as failed and no revision it did not reach, and the
+    next plain upgrade still migrates."""
     command = [sys.executable, "-c", "import sys; sys.exit(3)"]
     with pytest.raises(CommandFailedError) as err:
         alembic_herd.upgrade(HERDSET, url=render(pg), command=command, lock_timeout=30)
     assert err.value.returncode == 3
     assert "exited 3" in str(err.value)
-    assert history(pg) == [(rev, "failed") for rev in HERDSET_REVISIONS]
+    assert history(pg) == [("command", "failed")]
     assert "alembic_version" not in pg_tables(pg, "public")
     outcome = alembic_herd.upgrade(HERDSET, url=render(pg), lock_timeout=30)
     assert outcome.action == "migrated"

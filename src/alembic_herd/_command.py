@@ -8,7 +8,10 @@ then lets the interruption go on (and so the lock go). If herd itself is killed,
 kills CMD's main process too (Linux's parent-death signal), and the database frees herd's
 session lock with its connection.
 
-CMD's stderr passes through unchanged; its last lines are kept for the attempt log.
+CMD's stderr passes through unchanged; its last lines are kept for the attempt log, where
+:class:`Report` writes the command's own row (see "A wrapped command in the attempt log" in
+docs/operators.md): the command (masked), how it ended, its stderr's last lines (masked),
+which revisions it applied (the version table before and after) and which it did not reach.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,9 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from . import _defaults as defaults
+from ._database import mask_text
+from ._durations import format_seconds
 from ._log import log
 from ._signals import Interrupted, shielded
 
@@ -43,6 +49,68 @@ class Finished:
     returncode: int
     stderr_tail: tuple[str, ...]
     seconds: float
+
+
+ROW = "command"
+"""The attempt log's revision for a wrapped command's own row (like ``env.py`` for env.py)."""
+
+_NOISE = ("[SQL:", "[parameters:", "(Background on this error", "Traceback (most recent")
+_LINE_CHARS = 300
+_TEXT_CHARS = 4000
+
+
+def headline(tail: Sequence[str]) -> str:
+    """The line of a command's last stderr lines that says what failed: the last unindented
+    one that is not a traceback's header nor SQLAlchemy's [SQL: ...] / [parameters: ...] /
+    Background link (a Python traceback ends with ``ExcType: message``); else the last."""
+    lines = [line.rstrip() for line in tail if line.strip()]
+    for line in reversed(lines):
+        if not line[0].isspace() and not line.startswith(_NOISE):
+            return line.strip()
+    return lines[-1].strip() if lines else ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a wrapped command did, as the attempt log's command row tells it (its ``error``
+    column). Every line is masked with :func:`~._database.mask_text`. Its last line is the
+    summary: how it ended, its stderr's headline, what it applied and what it did not reach
+    (revisions it did not reach get no row of their own)."""
+
+    argv: Sequence[str]
+    ending: str
+    """'exited 0', 'exited 3', 'stopped by SIGTERM', 'not found'."""
+    seconds: float | None
+    tail: Sequence[str]
+    applied: Sequence[str]
+    left: Sequence[str]
+    url: Any = None
+
+    def summary(self) -> str:
+        took = f" after {format_seconds(self.seconds)}" if self.seconds is not None else ""
+        first = ("" if self.ending == "exited 0"  # a success's stderr is no error
+                 else mask_text(headline(self.tail), self.url)[:_LINE_CHARS])
+        parts = [f"{self.ending}{took}" + (f": {first}" if first else "")]
+        parts.append(f"applied {', '.join(self.applied)}" if self.applied else "applied nothing")
+        if self.left:
+            parts.append(f"not reached: {', '.join(self.left)}")
+        return "; ".join(parts)
+
+    def text(self) -> str:
+        """The command row's text: ``$ CMD``, the last stderr lines (indented), the summary."""
+        head = f"$ {mask_text(shell_words(self.argv), self.url)}"
+        summary = self.summary()
+        lines = [f"  {mask_text(line, self.url)[:_LINE_CHARS]}" for line in self.tail
+                 if line.strip()]
+        while lines and len(head) + len(summary) + sum(len(x) + 1 for x in lines) > _TEXT_CHARS:
+            lines.pop(0)
+        middle = [f"stderr, last {len(lines)} line(s):", *lines] if lines else []
+        return "\n".join([head, *middle, summary])
+
+
+def shell_words(argv: Sequence[str]) -> str:
+    """The command as one would type it (quoted where needed)."""
+    return shlex.join(argv)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str], grace: float = defaults.COMMAND_GRACE,

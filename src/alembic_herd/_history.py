@@ -261,6 +261,20 @@ class History:
         row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
         return row
 
+    def add(self, attempt: str, revision: str, status: str, *, started: datetime,
+            finished: datetime, error: str | None = None) -> Attempt:
+        """A finished row written at once, for work herd did not time revision by revision
+        (what a wrapped command applied): ``duration`` stays empty, never invented."""
+        row = Attempt(revision=revision, status=status, started=started, finished=finished,
+                      host=HOST, pid=os.getpid(), attempt=attempt,
+                      success=status in _SUCCESS, error=error)
+        if self.deferred:
+            self._pending.append(row)
+            return row
+        result = self.conn.execute(self._writes.insert, self._inserted(row))
+        row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        return row
+
     def finish(self, row: Attempt, status: str, error: str | None = None, *,
                write: bool = True) -> None:
         self._finished(row, status, error)

@@ -72,6 +72,11 @@ from .locks import Lock
 
 OUTSIDER = Holder(detail="a migration runner outside herd")
 
+BY_COMMAND = "applied by the migration command"
+"""How the attempt log's row of a revision a wrapped command applied begins."""
+NEXT_OF_COMMAND = "next when the migration command stopped"
+"""How the row of the revision a failed wrapped command may have left half-applied begins."""
+
 ENV_PY = "env.py"
 """The attempt log's revision for a failure of env.py itself, before any revision ran."""
 
@@ -163,7 +168,7 @@ class Leader:
         began = time.monotonic()
         raced = False
         if self.command:
-            self._run_command(attempt, pending, self.command)
+            self._run_command(attempt, heads, pending, self.command)
         else:
             tries = 0
             left: tuple[str, ...] | None = pending  # read under the lock a moment ago
@@ -219,7 +224,7 @@ class Leader:
         transactional = self._transactional()
         if not transactional:
             for row in history.unresolved_failures():
-                if row.revision not in applied and row.revision != ENV_PY:
+                if row.revision not in applied and row.revision not in (ENV_PY, _command.ROW):
                     raise IncompleteRevisionError(
                         f"revision {row.revision} failed (pid {row.pid} on host {row.host} at "
                         f"{(row.finished or row.started).isoformat(timespec='seconds')}: "
@@ -235,7 +240,9 @@ class Leader:
         # until the commit; when it never came, they ran and were rolled back.
         newest = {row.attempt: row for row in unfinished}  # oldest first: the last one stays
         for row in unfinished:
-            if row.revision in applied:
+            if row.revision == _command.ROW:
+                self._reconcile_command(row, transactional)
+            elif row.revision in applied:
                 history.restate(row, "applied", "leader stopped before recording the end; "
                                 "the revision is in the version table")
             elif (transactional and newest[row.attempt] is not row
@@ -259,6 +266,22 @@ class Leader:
                                         "its transaction did not commit (leader stopped)")
         event("reconciled", "accounted for %d revision(s) a previous leader left running",
                len(unfinished), level=logging.WARNING)
+
+    def _reconcile_command(self, row: Attempt, transactional: bool) -> None:
+        """A leader died while its wrapped migration command ran (the command died with it:
+        parent-death signal). What it applied is in the version table; without
+        transactional DDL the revision it was running may be partly applied."""
+        when = row.started.isoformat(timespec="seconds")
+        if not transactional:
+            raise IncompleteRevisionError(
+                f"a migration command started by pid {row.pid} on host {row.host} at {when} "
+                f"never finished; {self.dialect} DDL is not transactional, so the revision it "
+                "was running may be partly applied. Inspect the schema ('herd status' shows "
+                "where the version table is), undo or complete that revision, then run "
+                f"'herd resolve {_command.ROW}'", revision=_command.ROW)
+        self.history.restate(row, "interrupted", "leader stopped while its migration command "
+                             "ran (died or lost its connection); the version table has what "
+                             "the command committed")
 
     def _transactional(self) -> bool:
         if self.env.transactional_ddl is not None:
@@ -424,9 +447,11 @@ class Leader:
                 advice = ("nothing after it was applied - fix the migration and redeploy "
                           "('herd history' has the details)")
             elif "outside of application context" in error.lower():  # Flask-Migrate
-                advice = ("nothing was applied - this env.py needs the Flask application: "
-                          "run its own command under herd's lock ('herd migrate -- flask db "
-                          "upgrade'), or call alembic_herd.upgrade() inside app.app_context()")
+                advice = ("nothing was applied and no migration needs fixing - this env.py "
+                          "needs the Flask application: run its own command under herd's lock "
+                          "('herd migrate -- flask db upgrade', or 'herd run --migrate-command "
+                          "\"flask db upgrade\" -- APP'), or call alembic_herd.upgrade() inside "
+                          "app.app_context() (docs/adopting.md)")
             else:
                 advice = ("nothing was applied - fix env.py (or what it imports and reads) "
                           "and redeploy ('herd history' has the details)")
@@ -763,42 +788,93 @@ class Leader:
             log.warning("env.py connects to %s, herd to %s: make sure both name one server",
                         display(conn.engine.url), display(self.url))
 
-    def _run_command(self, attempt: str, pending: tuple[str, ...],
+    def _run_command(self, attempt: str, heads: tuple[str, ...], pending: tuple[str, ...],
                      command: Sequence[str]) -> None:
         """Run the user's migration command under the lock (see :mod:`._command`: its own
-        process group, signals forwarded, never outliving this call)."""
+        process group, signals forwarded, never outliving this call) and record what it did:
+        one row for the command (masked, with how it ended, its last stderr lines and its
+        whole duration), and one ``applied`` row, without a duration, for each revision the
+        version table gained (``heads`` before, the version table after). Revisions it did
+        not reach get no row (the command row names them), except on a database without
+        transactional DDL, where the first of them may be partly applied: it is ``failed``,
+        and the next leader stops on it until ``herd resolve``."""
         history = self.history
-        rows = [history.start(attempt, rev) for rev in pending]
+        row = history.start(attempt, _command.ROW)
         event("command", "running %s while holding the lock",
-               mask_text(" ".join(command), self.url))
+              mask_text(_command.shell_words(command), self.url))
         try:
             done = _command.run(command, env={**os.environ, "HERD_LOCK_HELD": "1"})
         except FileNotFoundError as exc:
-            for row in rows:
-                history.finish(row, "failed", f"command not found: {command[0]}")
-            history.flush()
+            self._record_command(row, heads, pending, command, ending="not found")
             raise ConfigurationError(
                 f"migration command {command[0]!r} not found; check the command after '--' "
-                "and PATH") from exc
+                "(or --migrate-command) and PATH") from exc
         except Interrupted as stop:
             with shielded():
-                self._record_stop(rows, stop, mid_revision=True)
+                report = self._record_command(row, heads, pending, command,
+                                              ending=f"stopped by {stop.name}")
+                if report is not None and report.left and not self._transactional_guess():
+                    first = report.left[0]
+                    stop.detail = (f"while the migration command ran: {first} may be partly "
+                                   f"applied ({self.dialect} DDL is not transactional) - "
+                                   f"inspect it, then 'herd resolve {first}'")
+                else:
+                    stop.detail = "while the migration command ran; the next replica carries on"
+                event("stopped", "%s: stopped the migration command; releasing the lock",
+                      stop.name, level=logging.WARNING, signal=stop.name, revision=None)
             raise
-        applied = self.env.applied(read_heads(self.conn, self.env))
-        last = mask_text(done.stderr_tail[-1], self.url) if done.stderr_tail else ""
-        error = None if done.returncode == 0 else (
-            f"{command[0]} exited {done.returncode}" + (f": {last}" if last else ""))
-        for row in rows:
-            if row.revision in applied:
-                history.finish(row, "applied")
-            else:
-                history.finish(row, "failed", error or "not applied by the command")
-        history.flush()
+        ending = f"exited {done.returncode}"
+        report = self._record_command(row, heads, pending, command, ending=ending,
+                                      seconds=done.seconds, tail=done.stderr_tail)
+        where = ("" if report is None else "; " + report.summary().partition("; ")[2])
+        first = mask_text(_command.headline(done.stderr_tail), self.url)
         if done.returncode != 0:
             raise CommandFailedError(
-                f"migration command {' '.join(command)!r} exited {done.returncode}"
-                + (f" ({last})" if last else "") + "; its output is above",
-                returncode=done.returncode)
+                f"migration command {mask_text(_command.shell_words(command), self.url)!r} "
+                f"{ending}" + (f" ({first})" if first else "") + where
+                + "; its output is above", returncode=done.returncode)
+        if report is not None and report.left:
+            raise MigrationError(
+                f"migration command {mask_text(_command.shell_words(command), self.url)!r} "
+                f"exited 0 but {self.env.qualified_version_table!r} is still behind{where}; "
+                "the command may migrate another database or version table - give herd the "
+                "same URL (--url) and --version-table/--version-table-schema",
+                revision=report.left[0])
+
+    def _record_command(self, row: Attempt, heads: tuple[str, ...], pending: tuple[str, ...],
+                        command: Sequence[str], *, ending: str, seconds: float | None = None,
+                        tail: Sequence[str] = ()) -> _command.Report | None:
+        """Finish the command's row and add rows for what the version table gained (see
+        :meth:`_run_command`); ``None`` when the attempt log could not be written."""
+        history, env = self.history, self.env
+        try:
+            now = env.applied(read_heads(self.conn, env))
+            gained = now - env.applied(heads)
+            applied = [r for r in pending if r in gained] + sorted(gained - set(pending))
+            left = [r for r in pending if r not in now]
+            report = _command.Report(command, ending, seconds, tail, applied, left, self.url)
+            ok = ending == "exited 0" and not left
+            history.finish(row, "applied" if ok else
+                           "interrupted" if ending.startswith("stopped") else "failed",
+                           report.text())
+            for revision in applied:
+                history.add(row.attempt, revision, "applied", started=row.started,
+                            finished=row.finished or row.started,
+                            error=f"{BY_COMMAND} (timed on its {_command.ROW!r} row)")
+                self.committed.append(revision)
+            if left and not ok and not self._transactional():
+                history.add(row.attempt, left[0], "failed", started=row.started,
+                            finished=row.finished or row.started,
+                            error=f"{NEXT_OF_COMMAND} ({ending}); {self.dialect} DDL "
+                                  "is not transactional, so it may be "
+                                  "partly applied: inspect it, undo or complete it, then "
+                                  f"'herd resolve {left[0]}'")
+            history.flush()
+        except SQLAlchemyError as exc:  # never mask the command's own result
+            log.warning("could not record the migration command in the attempt log: %s",
+                        driver_message(exc, self.url))
+            return None
+        return report
 
 
 _KEEPALIVES = sa.text(f"SELECT {SERVER_KEEPALIVES}")
@@ -834,6 +910,15 @@ def leader_failed(row: Attempt) -> LeaderFailedError:
             f"the replica that migrated (pid {row.pid} on host {row.host}) gave up on revision "
             f"{row.revision} at {(row.finished or row.started).isoformat(timespec='seconds')}: "
             f"{first}; nothing of it was applied - end the blocking transaction and redeploy",
+            revision=row.revision, host=row.host, pid=row.pid, at=row.finished, error=row.error)
+    if row.revision == _command.ROW:
+        summary = (row.error or "").strip().splitlines()[-1:] or ["no error recorded"]
+        return LeaderFailedError(
+            f"the replica that migrated (pid {row.pid} on host {row.host}) ran its migration "
+            f"command, which failed at "
+            f"{(row.finished or row.started).isoformat(timespec='seconds')}: {summary[0]}; fix "
+            "the migration and redeploy ('herd history --json' has the command and its last "
+            "stderr lines)",
             revision=row.revision, host=row.host, pid=row.pid, at=row.finished, error=row.error)
     where = ("in env.py before any revision ran" if row.revision == ENV_PY
              else f"on revision {row.revision}")

@@ -421,9 +421,20 @@ def _abandoned_failure(history: History, lock: Lock) -> Attempt | None:
     """The latest attempt, when it failed and nobody holds the lock to try again: a waiter
     that starts after a failed migration reports it instead of waiting out its timeout for
     a migration nobody runs."""
+    from ._leader import BY_COMMAND, NEXT_OF_COMMAND
+
     latest = history.rows(limit=1)
-    if latest and latest[0].status == "failed" and lock.safe_holder() is None:
-        return latest[0]
+    if not latest:
+        return None
+    failed = latest[0] if latest[0].status == "failed" else None
+    if (latest[0].error or "").startswith((BY_COMMAND, NEXT_OF_COMMAND)):  # a wrapped
+        # command's attempt writes its own row first, then the revisions it applied
+        t = history.table
+        rows = history.rows(where=[t.c.attempt == latest[0].attempt, t.c.status == "failed"],
+                            limit=1, newest_first=False)
+        failed = rows[0] if rows else None
+    if failed is not None and lock.safe_holder() is None:
+        return failed
     return None
 
 

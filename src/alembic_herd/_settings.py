@@ -9,6 +9,7 @@ exactly the option names the verbs declare here.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import tomllib
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ Environment (each verb's --help lists the ones it reads):
   HERD_DATABASE_URL   database URL (--url); DATABASE_URL is used when it is unset
   HERD_LOCK_URL       direct connection for the lock (--lock-url)
   HERD_LOCK, HERD_LOCK_TIMEOUT, HERD_TIMEOUT, HERD_MODE, HERD_ALLOW_AHEAD,
-  HERD_EXPAND_ONLY, HERD_UNMARKED_PHASE, HERD_SCHEMA,
+  HERD_EXPAND_ONLY, HERD_UNMARKED_PHASE, HERD_SCHEMA, HERD_MIGRATE_COMMAND,
   HERD_LOG_FORMAT     the options of the same names
 
 \b
@@ -348,6 +349,29 @@ def upgrading(fn: F) -> F:
                          lock_wait, expand_only, unmarked_phase]):
         fn = add(fn)
     return fn
+
+
+def _command_words(ctx: click.Context, param: click.Parameter, value: Any) -> list[str] | None:
+    """Option callback: a command line split as a POSIX shell would (``shlex``); a list of
+    words (from ``[tool.herd]``) is taken as it is; empty means none."""
+    if isinstance(value, list | tuple):
+        words = [str(word) for word in value]
+    else:
+        try:
+            words = shlex.split(str(value or ""))
+        except ValueError as exc:
+            raise click.UsageError(f"--migrate-command {value!r} is not a command line "
+                                   f"({exc}); quote it as a shell would", ctx) from exc
+    return words or None
+
+
+def migrate_command(fn: F) -> F:
+    return click.option("--migrate-command", callback=_command_words, metavar="COMMAND",
+                        envvar="HERD_MIGRATE_COMMAND", show_envvar=True,
+                        help="The project's own migration command ('flask db upgrade', a "
+                             "prestart script), run under the lock instead of Alembic's "
+                             "upgrade, as 'herd migrate -- COMMAND' runs it; split like a "
+                             "shell would. Ignored with --mode wait.")(fn)
 
 
 def command_to_start() -> tuple[list[str], str]:

@@ -207,15 +207,17 @@ def unlock_(opts: Options, lock: str, force: bool) -> None:
                    "migrate (workers, beat).")
 @option.upgrading
 @option.timeout
+@option.migrate_command
 def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: str,
         lock_timeout: float, timeout: float, allow_ahead: bool, expand_only: bool,
-        unmarked_phase: Phase, **lock_wait: Any) -> None:
+        unmarked_phase: Phase, migrate_command: list[str] | None, **lock_wait: Any) -> None:
     """The container entrypoint: wait for the database, bring it current (or wait for it),
     then replace this process with COMMAND, so that signals and the exit code are COMMAND's.
 
     \b
     herd run -c alembic.ini -- uvicorn app.main:app            # web replicas
     herd run -c alembic.ini --mode wait -- celery -A app worker  # workers, beat
+    herd run --migrate-command 'flask db upgrade' -- gunicorn app:app
 
     A failure exits with the code in 'herd --help' and COMMAND is not started.
     """
@@ -227,9 +229,9 @@ def run(opts: Options, *, mode: str, revision: str | None, target: str, lock: st
                                      unmarked_phase=unmarked_phase, **opts.project())
     else:
         outcome = upgrade(opts.alembic_config(), target=target, lock=lock,
-                          lock_timeout=lock_timeout, allow_ahead=allow_ahead, **lock_wait,
-                          expand_only=expand_only, unmarked_phase=unmarked_phase,
-                          **opts.project())
+                          command=migrate_command, lock_timeout=lock_timeout,
+                          allow_ahead=allow_ahead, **lock_wait, expand_only=expand_only,
+                          unmarked_phase=unmarked_phase, **opts.project())
     become(command, executable, done=outcome.describe(), urls=opts.urls)
 
 
@@ -246,7 +248,6 @@ def lint_(opts: Options, *, revisions: tuple[str, ...], since: str | None, diale
     herd lint --json 3f2a9c c4d5e6
     """
     from . import lint  # the linter only for this verb
-
     config = opts.alembic_config()
     chosen = (status(config, **opts.project()).pending if option.lint_pending(pending, revisions,
               since) else revisions or None)
