@@ -5,7 +5,10 @@ r4 expand) rolls out over release 1 (r1 only).
 * release-1 code restarted on a database ahead by expand revisions only starts (exit 0, one
   line), and refuses (exit 5) once r3 is applied, naming r3, when and by which host;
 * herd's revision graph (``herd_revisions``) is what lets release 1 decide, and a revision
-  without an entry counts as the unmarked setting.
+  without an entry counts as the unmarked setting;
+* release-1 replicas serving live traffic see no failed request through the whole expand
+  rollout (a restart included), and the contract step under the same traffic makes them
+  fail (the control that shows the traffic check can fail).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +33,22 @@ from sqlalchemy.engine import URL
 import alembic_herd
 from alembic_herd.integrations.readiness import ReadinessProbe
 from conftest import PROJECTS, render
-from test_entrypoint import BECOME_HERD, HERD, HOLD, HOST, app, error_line, herd, herd_env, lines
+from test_entrypoint import (
+    BECOME_HERD,
+    HERD,
+    HOLD,
+    HOST,
+    Running,
+    Spawn,
+    app,
+    error_line,
+    herd,
+    herd_env,
+    lines,
+    spawn,
+)
+
+__all__ = ["spawn"]  # the fixture, imported for its tests
 
 RELEASE_2 = PROJECTS / "rolling"
 LEFT = ("2 revision(s) left from contract revision r3 on: r3, r4 - deploy them after the old "
@@ -280,6 +301,126 @@ def test_expand_only_cannot_stop_a_wrapped_command(db: URL) -> None:
     proc = herd("migrate", "-c", str(RELEASE_2 / "alembic.ini"), "--url", render(db),
                 "--expand-only", "--", sys.executable, "-c", "pass")
     assert "--expand-only cannot stop a wrapped migration command" in error_line(proc, 3)
+
+
+# -- live traffic ---------------------------------------------------------------------------
+
+# Release 1's requests, served continuously until SIGTERM: each one writes an account with the
+# column release 1 knows (legacy) and reads it back by naming its columns, in one transaction.
+# One line per request in the log: "START END ok" or "START END fail ERROR" (time.time()).
+RELEASE_1_TRAFFIC = """
+import signal, sys, time, uuid
+import sqlalchemy as sa
+url, log_path = sys.argv[1], sys.argv[2]
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+engine = sa.create_engine(url)
+insert = sa.text("INSERT INTO accounts (email, legacy) VALUES (:email, 'r1')")
+select = sa.text("SELECT id, email, legacy FROM accounts WHERE email = :email")
+print("serving", flush=True)
+with open(log_path, "a", buffering=1) as log:
+    while not stop:
+        email, start = uuid.uuid4().hex + "@example.com", time.time()
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert, {"email": email})
+                row = conn.execute(select, {"email": email}).one()
+                assert row.legacy == "r1", row
+            outcome = "ok"
+        except Exception as exc:
+            outcome = "fail " + type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0]
+        log.write(f"{start:.6f} {time.time():.6f} {outcome}\\n")
+        time.sleep(0.02)
+engine.dispose()
+"""
+
+
+Request = tuple[float, float, str]  # start, end, "ok" or "fail ERROR"
+
+
+def requests(log: Path) -> list[Request]:
+    """The complete lines of a replica's request log."""
+    found = []
+    for line in log.read_text().splitlines(keepends=True) if log.exists() else []:
+        if line.endswith("\n"):
+            start, end, outcome = line.rstrip("\n").split(" ", 2)
+            found.append((float(start), float(end), outcome))
+    return found
+
+
+def served(replicas: dict[str, tuple[Running, Path]], condition: Callable[[Request], bool],
+           count: int = 5, bound: float = 60) -> None:
+    """Wait until every replica logged ``count`` requests meeting ``condition`` while it
+    still runs."""
+    deadline = time.monotonic() + bound
+    for name, (running, log) in replicas.items():
+        while sum(map(condition, requests(log))) < count:
+            assert running.proc.poll() is None, (name, running.finish())
+            assert time.monotonic() < deadline, (name, requests(log)[-5:])
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_no_release_1_request_fails_during_the_expand_phase(
+        db: URL, releases: tuple[str, str], tmp_path: Path, spawn: Spawn) -> None:
+    """Two release-1 replicas (started through `herd run`) serve requests that read and write
+    the column r3 drops, continuously, while release 2 rolls out with --expand-only (two
+    'migrate', two 'run', released together) and one release-1 replica restarts on the
+    expanded database: no request that ended before the contract step failed, and every
+    replica served requests during the rollout and after r2. Control: the contract step
+    under the same traffic makes every release-1 request started after it fail."""
+    old, new = releases
+    url = render(db)
+    assert herd("migrate", "-c", old, "--url", url).returncode == 0
+
+    def replica(name: str) -> tuple[Running, Path]:
+        log = tmp_path / f"{name}.log"
+        running = spawn([*HERD, "run", "-c", old, "--url", url, "--",
+                         *app(RELEASE_1_TRAFFIC), url, str(log)])
+        running.out.wait_for("serving")
+        return running, log
+
+    replicas = {"a": replica("a"), "b": replica("b")}
+    served(replicas, lambda r: r[2] == "ok")
+
+    rollout_started = time.time()
+    rollout = released_together([["migrate", "--expand-only", "-c", new, "--url", url]] * 2 + [
+        ["run", "--expand-only", "-c", new, "--url", url, "--", *app("print('r2 up')")]] * 2)
+    assert [p.returncode for p in rollout] == [0] * 4, [p.stderr for p in rollout]
+    assert heads(db) == ["r2"]
+    expanded = time.time()
+    served(replicas, lambda r: r[0] > expanded)
+
+    # a release-1 replica restarts on the expanded database: it starts and serves
+    running, _ = replicas["b"]
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.finish().returncode == 0
+    replicas["b2"] = replica("b2")
+    assert replicas["b2"][0].err.wait_for(SAFE).rstrip().endswith(SAFE)
+    restarted = time.time()
+    live = {name: replicas[name] for name in ("a", "b2")}
+    served(live, lambda r: r[0] > restarted)
+
+    contract_started = time.time()
+    assert herd("migrate", "-c", new, "--url", url).returncode == 0
+    contracted = time.time()
+    served(live, lambda r: r[0] > contracted)
+    for running, _ in live.values():
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.finish().returncode == 0
+
+    for name, (_, log) in replicas.items():
+        done = requests(log)
+        expand = [r for r in done if r[1] < contract_started]
+        assert [r for r in expand if r[2] != "ok"] == [], name
+        if name != "b2":  # b2 started after the rollout
+            assert any(rollout_started < r[0] and r[1] < expanded for r in expand), name
+        assert any(r[0] > expanded for r in expand), name
+        # the control: after the contract step release 1's requests fail, naming the column
+        after = [r for r in done if r[0] > contracted]
+        if name != "b":
+            assert after and all(r[2].startswith("fail ") and "legacy" in r[2]
+                                 for r in after), (name, after[:3])
 
 
 # -- herd downgrade --------------------------------------------------------------------------
