@@ -229,6 +229,32 @@ def test_readiness_probe_of_release_1_follows_the_phases(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+def test_readiness_probe_of_release_2_with_expand_only(db: URL) -> None:
+    """Release 2's probe with expand_only (pods started with `herd run --expand-only`) is
+    not ready while r2 is pending, ready at r2 with r3 and r4 'left' for the contract step,
+    and ready at r4; without expand_only it is not ready at r2 (which would stall the
+    rollout: the contract step waits for it)."""
+    ini, url = str(RELEASE_2 / "alembic.ini"), render(db)
+    alembic_herd.upgrade(ini, url=url, target="r1")
+    rolling, plain = ReadinessProbe(ini, url=url, expand_only=True), ReadinessProbe(ini, url=url)
+    try:
+        before = rolling.probe()
+        assert (before["status"], before["pending"], before["left"]) == (
+            "not ready", 1, ["r3", "r4"]), before
+        alembic_herd.upgrade(ini, url=url, expand_only=True)
+        expanded = rolling.probe()
+        assert (expanded["status"], expanded["pending"], expanded["left"]) == (
+            "ready", 0, ["r3", "r4"]), expanded
+        assert plain.probe()["reason"] == "migrations pending: 2 revision(s) to apply"
+        alembic_herd.upgrade(ini, url=url)
+        done = rolling.probe()
+        assert done["status"] == "ready" and "left" not in done, done
+    finally:
+        rolling.close()
+        plain.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_expand_only_with_an_unmarked_revision_follows_the_setting(
         db: URL, tmp_path: Path) -> None:
     """An unmarked r2 counts as contract by default, so --expand-only applies nothing past
