@@ -255,6 +255,25 @@ def test_readiness_probe_of_release_2_with_expand_only(db: URL) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+def test_check_with_expand_only_is_current_at_the_expand_step(db: URL) -> None:
+    """`herd check --expand-only` (or HERD_EXPAND_ONLY=1, as a worker's startup probe gets
+    it) counts only the revisions before the first contract one: exit 1 while r2 is
+    pending, exit 0 at r2 naming what is left; a plain `herd check` is exit 1 there."""
+    ini, url = str(RELEASE_2 / "alembic.ini"), render(db)
+    alembic_herd.upgrade(ini, url=url, target="r1")
+    before = herd("check", "-c", ini, "--url", url, "--expand-only")
+    assert (before.returncode, before.stdout) == (1, "not current: 1 revision(s) pending (r2)\n")
+    alembic_herd.upgrade(ini, url=url, expand_only=True)
+    at_r2 = "current: alembic_version at r2; 2 revision(s) left for the contract step (r3, r4)\n"
+    for check in (herd("check", "-c", ini, "--url", url, "--expand-only"),
+                  herd("check", "-c", ini, "--url", url, env={"HERD_EXPAND_ONLY": "true"})):
+        assert (check.returncode, check.stdout) == (0, at_r2), check.stderr
+    assert herd("check", "-c", ini, "--url", url).returncode == 1
+    status = alembic_herd.status(ini, url=url, expand_only=True)
+    assert status.is_current and status.left == ("r3", "r4")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_expand_only_with_an_unmarked_revision_follows_the_setting(
         db: URL, tmp_path: Path) -> None:
     """An unmarked r2 counts as contract by default, so --expand-only applies nothing past
