@@ -522,6 +522,83 @@ def test_downgrade_takes_the_migration_lock(db: URL) -> None:
     assert done.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), done.stderr
 
 
+HOLD_DOWNGRADE = """
+    import os, time
+    hold = os.environ.get("ROLLING_HOLD_DOWNGRADE")
+    if hold:  # the fault: stop here until killed
+        open(hold, "w").write("started")
+        time.sleep(600)
+        open(hold + ".end", "w").write("not killed")
+"""
+
+
+def history_rows(ini: str, url: str) -> list[tuple[str, str, str | None]]:
+    rows = json.loads(herd("history", "-c", ini, "--url", url, "--json").stdout)
+    return [(r["revision"], r["status"], r["error"]) for r in reversed(rows)]
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_killed_downgrade_is_reconciled_by_the_next(db: URL, tmp_path: Path) -> None:
+    """`herd downgrade r2` is killed (SIGKILL) inside r3's downgrade, after r4's was
+    committed (a transaction per revision): both rows are left 'reverting'. The next
+    downgrade accounts for them against the version table: r4 is gone, so 'reverted'. r3 is
+    still there: on PostgreSQL the database rolled its downgrade back ('interrupted') and the
+    downgrade goes on; on MariaDB DDL is not transactional, so it stops (exit 10) naming r3
+    until `herd resolve r3`."""
+    project = tmp_path / "project"
+    shutil.copytree(RELEASE_2, project)
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "context.configure(connection=connection)",
+        "context.configure(connection=connection, transaction_per_migration=True)"))
+    r3 = project / "migrations" / "versions" / "r3_drop_legacy.py"
+    r3.write_text(r3.read_text().replace("def downgrade() -> None:\n",
+                                         "def downgrade() -> None:" + HOLD_DOWNGRADE))
+    ini, url = str(project / "alembic.ini"), render(db)
+    assert herd("migrate", "-c", ini, "--url", url).returncode == 0
+    mark = tmp_path / "hold"
+    killed = subprocess.Popen([*HERD, "downgrade", "r2", "-c", ini, "--url", url, "--yes"],
+                              env=herd_env({"ROLLING_HOLD_DOWNGRADE": str(mark)}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not mark.exists():
+            assert killed.poll() is None, killed.communicate()
+            assert time.monotonic() < deadline, "the downgrade never reached r3"
+            time.sleep(0.05)
+    finally:
+        killed.kill()
+        killed.communicate(timeout=30)
+    # the fault landed: inside r3's downgrade (start mark, no end mark), r4 undone
+    assert mark.read_text() == "started" and not Path(f"{mark}.end").exists()
+    assert heads(db) == ["r3"]
+    assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-2:] == [
+        ("r4", "reverting"), ("r3", "reverting")]
+
+    again = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes")
+    if db.get_backend_name() == "postgresql":
+        assert again.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), again.stderr
+        assert "accounted for 2 revision(s) a previous downgrade left reverting" in again.stderr
+        assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-3:] == [
+            ("r4", "reverted"), ("r3", "interrupted"), ("r3", "reverted")]
+    else:
+        refused = error_line(again, 10)
+        assert "the downgrade of revision r3 was started by pid " in refused
+        assert "DDL is not transactional, so the schema may be partly undone" in refused
+        assert "herd resolve r3" in refused
+        assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-2:] == [
+            ("r4", "reverted"), ("r3", "reverting")]
+        assert heads(db) == ["r3"]
+        assert herd("resolve", "r3", "-c", ini, "--url", url).returncode == 0
+        done = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes")
+        assert done.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), done.stderr
+        assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-3:] == [
+            ("r4", "reverted"), ("r3", "resolved"), ("r3", "reverted")]
+    assert heads(db) == ["r2"]
+    r4_row = [error for rev, status, error in history_rows(ini, url) if rev == "r4"][-1]
+    assert r4_row is not None and "no longer in the version table" in r4_row
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_old_code_beside_a_new_expand_branch_starts(db: URL, tmp_path: Path) -> None:
     """The database has two heads, y2 (known to the old code) and x2a (a new expand branch

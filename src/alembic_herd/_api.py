@@ -247,8 +247,8 @@ def resolve(
     with runner.session(deadline) as conn, runner.lock(conn).acquire(
             deadline, hint="a migration is running - wait for it, then resolve"):
         hist = runner.history(conn)
-        rows = [r for r in (*hist.unfinished(), *hist.unresolved_failures())
-                if r.revision == revision]
+        rows = [r for r in (*hist.unfinished(), *hist.unfinished_downgrades(),
+                            *hist.unresolved_failures()) if r.revision == revision]
         if not rows:
             raise ConfigurationError(
                 f"revision {revision!r} has no unfinished or failed attempt to resolve in "
