@@ -522,6 +522,24 @@ def test_downgrade_takes_the_migration_lock(db: URL) -> None:
     assert done.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), done.stderr
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_downgrade_to_a_target_the_database_is_already_below(db: URL) -> None:
+    """A database already at or below the target (what a concurrent downgrade to a lower
+    revision leaves) has nothing to undo: exit 0 saying so, not Alembic's 'not a valid
+    downgrade target'; an unknown target is still exit 3."""
+    ini, url = str(RELEASE_2 / "alembic.ini"), render(db)
+    alembic_herd.upgrade(ini, url=url, target="r2")
+    for target in ("r3", "r4", "r2"):
+        done = herd("downgrade", target, "-c", ini, "--url", url, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("database already current at r2"), done.stdout
+    below = herd("downgrade", "r4", "-c", ini, "--url", url)
+    assert "database is at r2, already at or below r4; nothing to downgrade" in below.stderr
+    assert "Can't locate revision" in error_line(
+        herd("downgrade", "nope", "-c", ini, "--url", url), 3)
+    assert heads(db) == ["r2"]
+
+
 HOLD_DOWNGRADE = """
     import os, time
     hold = os.environ.get("ROLLING_HOLD_DOWNGRADE")

@@ -64,6 +64,10 @@ def downgrade_under_lock(env: Environment, conn: Connection, lock: Lock, history
     """Undo the revisions above ``target``; the caller holds ``lock``."""
     heads = read_heads(conn, env)
     reconcile(env, conn, history, heads)
+    if _at_or_below(env, heads, target):  # e.g. another downgrade, to the same or lower
+        event("current", "database is at %s, already at or below %s; nothing to downgrade",
+              ", ".join(heads) or "base", target, heads=list(heads))
+        return Outcome(action="current", heads=heads)
     undo = plan(env, heads, target)
     if not undo:
         event("current", "database is at %s; nothing to downgrade to %s",
@@ -131,6 +135,18 @@ def downgrade_under_lock(env: Environment, conn: Connection, lock: Lock, history
           seconds=took)
     return Outcome(action="downgraded", heads=after, revisions=revisions,
                    migrate_seconds=took, lock=lock.describe())
+
+
+def _at_or_below(env: Environment, heads: tuple[str, ...], target: str) -> bool:
+    """Whether every head of the database is ``target`` or one of its ancestors: the
+    database has nothing above ``target`` (a relative target, '-1', never is)."""
+    if not heads:
+        return True
+    try:
+        script = env.script.get_revision(target)
+    except (ResolutionError, RevisionError, CommandError):
+        return False  # relative or unknown: plan() decides, and names the problem
+    return script is not None and set(heads) <= env.applied((script.revision,))
 
 
 def reconcile(env: Environment, conn: Connection, history: History,
