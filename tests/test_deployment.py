@@ -53,8 +53,9 @@ DOCKERFILE = MAGFLOW / "Dockerfile"
 K8S = sorted((MAGFLOW / "k8s").glob("*.yaml"))
 INI = str(MAGFLOW / "alembic.ini")
 REVISIONS = ["0001_users", "0002_catalogue", "0003_seed_catalogue", "0004_heartbeats",
-             "0005_concurrent_indexes"]
+             "0005_concurrent_indexes", "0006_orders_status_check"]
 HEAD = REVISIONS[-1]
+CONTRACT = ["0006_orders_status_check"]  # herd_phase = "contract"; the others are expand
 PYTHON_SERVICES = {"app", "worker", "beat"}
 PASSWORD = "st4ck-s3cret-pw"
 # Redis for the stack test; when nothing answers there, Celery's filesystem broker (which
@@ -134,6 +135,23 @@ def magflow_containers() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def contract_job() -> dict[str, Any]:
+    """The Job of the contract step (k8s/migrate-contract.yaml)."""
+    jobs = [doc for _, doc in k8s_documents() if doc["kind"] == "Job"]
+    assert [job["metadata"]["name"] for job in jobs] == ["magflow-migrate-contract"]
+    return jobs[0]
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """What a container's environment holds: its ConfigMap entries, then its own env."""
+    config = next(doc for _, doc in k8s_documents() if doc["kind"] == "ConfigMap")
+    env = {k: str(v) for k, v in config["data"].items()
+           if any(ref.get("configMapRef", {}).get("name") == config["metadata"]["name"]
+                  for ref in container.get("envFrom", []))}
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
 def app_statuses() -> Callable[[str], int]:
     """GET a path on the FastAPI app (no server, no lifespan) and return the status code.
 
@@ -190,7 +208,7 @@ def test_kubernetes_manifests_follow_the_kubernetes_api_schemas() -> None:
                         f"{'.'.join(map(str, exc.path))}: {exc.message}")
         kinds[doc["kind"]] += 1
     assert kinds["Deployment"] >= 3 and kinds["Service"] >= 1
-    assert {"ConfigMap", "Secret", "StatefulSet", "PodDisruptionBudget"} <= set(kinds)
+    assert {"ConfigMap", "Secret", "StatefulSet", "PodDisruptionBudget", "Job"} <= set(kinds)
 
     app = next(doc for _, doc in k8s_documents() if doc["metadata"]["name"] == "magflow-app")
     broken = copy.deepcopy(app)
@@ -198,6 +216,11 @@ def test_kubernetes_manifests_follow_the_kubernetes_api_schemas() -> None:
     broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     with pytest.raises(k8s.ValidationError):
         k8s.validate(broken, version, strict=True)
+    broken_job = copy.deepcopy(contract_job())
+    broken_job["spec"]["template"]["spec"]["restartPolicy"] = "Sometimes"
+    broken_job["spec"]["template"]["spec"]["containers"][0]["comand"] = ["herd"]
+    with pytest.raises(k8s.ValidationError):
+        k8s.validate(broken_job, version, strict=True)
 
 
 def test_dockerfile_builds_on_python_slim_and_enters_through_herd_run() -> None:
@@ -237,6 +260,36 @@ def test_every_python_service_starts_through_herd_run() -> None:
     app = next(doc for _, doc in k8s_documents() if doc["metadata"]["name"] == "magflow-app")
     assert app["spec"]["replicas"] == 3
     assert services["app"]["deploy"]["replicas"] == 3
+
+
+def test_rolling_deploys_expand_in_the_deployments_and_contract_in_a_job() -> None:
+    """Every MagFlow Deployment's container runs with HERD_EXPAND_ONLY=true (app: apply,
+    worker and beat: wait for, only the expand revisions), the shared ConfigMap sets neither
+    that nor HERD_ALLOW_AHEAD, and the contract Job runs a plain `herd migrate` of the same
+    image with the same config and secret, never restarting in place. The revision files
+    declare their phases (0006 contract, the others expand) and `herd lint` finds nothing."""
+    config = next(doc for _, doc in k8s_documents() if doc["kind"] == "ConfigMap")
+    assert not {"HERD_EXPAND_ONLY", "HERD_ALLOW_AHEAD"} & set(config["data"])
+    images = set()
+    for name, container in magflow_containers():
+        assert container_env(container).get("HERD_EXPAND_ONLY") == "true", name
+        images.add(container["image"])
+    job = contract_job()
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    [container] = pod["containers"]
+    assert {container["image"]} == images
+    assert k8s_argv(container) == ["herd", "migrate"]
+    assert "HERD_EXPAND_ONLY" not in container_env(container)
+    assert [ref.get("configMapRef", ref.get("secretRef")) for ref in container["envFrom"]] == [
+        {"name": "magflow-config"}, {"name": "magflow-db"}]
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    scripts = ScriptDirectory.from_config(Config(INI))
+    phases = {r: alembic_herd.phase_of(scripts.get_revision(r)) for r in REVISIONS}
+    assert [r for r, phase in phases.items() if phase == "contract"] == CONTRACT
+    assert alembic_herd.lint(INI, dialect="postgresql").exit_code == 0
 
 
 def test_health_checks_point_at_real_endpoints_or_herd_check() -> None:
@@ -299,6 +352,64 @@ def test_health_checks_point_at_real_endpoints_or_herd_check() -> None:
             # herd may migrate for minutes before uvicorn listens: liveness must wait
             startup = probes["startupProbe"]
             assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+# -- a rolling deploy's two steps, for real ------------------------------------------------
+
+
+def run_container(argv: list[str], env: dict[str, str], url: URL) -> Any:
+    """``argv`` as the container would run it (``herd`` is this environment's console
+    script), in the image's WORKDIR, with the container's environment and DATABASE_URL."""
+    import subprocess
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HERD_") or
+            k.startswith("HERD_TEST_")}
+    herd = str(Path(sys.executable).with_name("herd"))
+    return subprocess.run([herd if argv[0] == "herd" else argv[0], *argv[1:]], cwd=MAGFLOW,
+                          env={**base, **env, "DATABASE_URL": render(url),
+                               "ALEMBIC_CONFIG": INI},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_rolling_deploy_steps_of_the_manifests_for_real(pg: URL) -> None:
+    """On a fresh PostgreSQL database, the app Deployment's container (its herd options and
+    environment, uvicorn replaced by a one-line program) applies 0001-0005 and stops before
+    contract 0006; the app's readiness endpoint is 200 there, and the worker's startup probe
+    (`herd check` with the worker's environment) exits 0. Controls: without
+    HERD_EXPAND_ONLY both say not current. Then the contract Job's command applies 0006."""
+    containers = dict(magflow_containers())
+    app_argv = k8s_argv(containers["magflow-app"])
+    dashes = app_argv.index("--")
+    up = run_container([*app_argv[:dashes + 1], sys.executable, "-c", "print('app up')"],
+                       container_env(containers["magflow-app"]), pg)
+    assert (up.returncode, up.stdout) == (0, "app up\n"), up.stderr
+    status = alembic_herd.status(INI, url=render(pg), expand_only=True)
+    assert status.current_heads == (REVISIONS[-2],) and status.left == tuple(CONTRACT)
+
+    from magflow.api import create_app
+    from magflow.settings import Settings
+
+    def ready(expand_only: bool) -> tuple[int, dict[str, Any]]:
+        settings = Settings(database_url=render(pg), broker_url="redis://127.0.0.1:9/0",
+                            alembic_config=INI, expand_only=expand_only)
+        got = TestClient(create_app(settings)).get("/api/v1/health/ready")
+        return got.status_code, got.json()
+
+    code, body = ready(expand_only=True)
+    assert (code, body["pending"], body["left"]) == (200, 0, CONTRACT), body
+    assert ready(expand_only=False)[0] == 503  # the control: 0006 would count as pending
+
+    worker = containers["magflow-worker"]
+    probe, worker_env = worker["startupProbe"]["exec"]["command"], container_env(worker)
+    assert run_container(probe, worker_env, pg).returncode == 0
+    without = {k: v for k, v in worker_env.items() if k != "HERD_EXPAND_ONLY"}
+    assert run_container(probe, without, pg).returncode == 1  # the control
+
+    job = contract_job()["spec"]["template"]["spec"]["containers"][0]
+    done = run_container(k8s_argv(job), container_env(job), pg)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"migrated 1 revision(s) to {HEAD}"), done.stdout
+    assert scalar(pg, "SELECT convalidated FROM pg_constraint WHERE conname = 'ck_orders_status'")
+    assert ready(expand_only=False)[0] == 200
 
 
 # -- the incident's tests, for real -------------------------------------------------------

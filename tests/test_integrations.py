@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAGFLOW = ROOT / "examples" / "magflow"
 INI = str(MAGFLOW / "alembic.ini")
 REVISIONS = ["0001_users", "0002_catalogue", "0003_seed_catalogue", "0004_heartbeats",
-             "0005_concurrent_indexes"]
+             "0005_concurrent_indexes", "0006_orders_status_check"]
 HEAD = REVISIONS[-1]
 PASSWORD = "pr0be-s3cret-pw"
 
@@ -104,10 +104,10 @@ def test_probe_reports_pending_revisions_of_a_partly_migrated_database(
         probe: ReadinessProbe, db: str) -> None:
     """A database two revisions behind is 'not ready' with pending == 2 and its real head
     as current."""
-    alembic_herd.upgrade(INI, url=db, target="0003_seed_catalogue", lock_timeout=60)
+    alembic_herd.upgrade(INI, url=db, target="0004_heartbeats", lock_timeout=60)
     result = probe.probe()
     assert result["status"] == "not ready"
-    assert result["current"] == ["0003_seed_catalogue"]
+    assert result["current"] == ["0004_heartbeats"]
     assert result["pending"] == 2
     assert "migrations pending" in result["reason"]
 
@@ -480,6 +480,7 @@ def test_celery_start_up_aborts_with_herds_message(role: str, db: str, tmp_path:
     output = proc.stdout + proc.stderr
     assert proc.returncode == alembic_herd.WaitTimeoutError.exit_code, output
     assert f"not starting the {role}" in output
-    assert re.search(r"not at head after [\d.]+ s: 5 revision\(s\) pending", output), output
+    assert re.search(rf"not at head after [\d.]+ s: {len(REVISIONS)} revision\(s\) pending",
+                     output), output
     assert PASSWORD not in output
     assert "Received task" not in output and "Sending due task" not in output

@@ -5,7 +5,10 @@ r4 expand) rolls out over release 1 (r1 only).
 * release-1 code restarted on a database ahead by expand revisions only starts (exit 0, one
   line), and refuses (exit 5) once r3 is applied, naming r3, when and by which host;
 * herd's revision graph (``herd_revisions``) is what lets release 1 decide, and a revision
-  without an entry counts as the unmarked setting.
+  without an entry counts as the unmarked setting;
+* release-1 replicas serving live traffic see no failed request through the whole expand
+  rollout (a restart included), and the contract step under the same traffic makes them
+  fail (the control that shows the traffic check can fail).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +33,22 @@ from sqlalchemy.engine import URL
 import alembic_herd
 from alembic_herd.integrations.readiness import ReadinessProbe
 from conftest import PROJECTS, render
-from test_entrypoint import BECOME_HERD, HERD, HOLD, HOST, app, error_line, herd, herd_env, lines
+from test_entrypoint import (
+    BECOME_HERD,
+    HERD,
+    HOLD,
+    HOST,
+    Running,
+    Spawn,
+    app,
+    error_line,
+    herd,
+    herd_env,
+    lines,
+    spawn,
+)
+
+__all__ = ["spawn"]  # the fixture, imported for its tests
 
 RELEASE_2 = PROJECTS / "rolling"
 LEFT = ("2 revision(s) left from contract revision r3 on: r3, r4 - deploy them after the old "
@@ -208,6 +229,51 @@ def test_readiness_probe_of_release_1_follows_the_phases(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+def test_readiness_probe_of_release_2_with_expand_only(db: URL) -> None:
+    """Release 2's probe with expand_only (pods started with `herd run --expand-only`) is
+    not ready while r2 is pending, ready at r2 with r3 and r4 'left' for the contract step,
+    and ready at r4; without expand_only it is not ready at r2 (which would stall the
+    rollout: the contract step waits for it)."""
+    ini, url = str(RELEASE_2 / "alembic.ini"), render(db)
+    alembic_herd.upgrade(ini, url=url, target="r1")
+    rolling, plain = ReadinessProbe(ini, url=url, expand_only=True), ReadinessProbe(ini, url=url)
+    try:
+        before = rolling.probe()
+        assert (before["status"], before["pending"], before["left"]) == (
+            "not ready", 1, ["r3", "r4"]), before
+        alembic_herd.upgrade(ini, url=url, expand_only=True)
+        expanded = rolling.probe()
+        assert (expanded["status"], expanded["pending"], expanded["left"]) == (
+            "ready", 0, ["r3", "r4"]), expanded
+        assert plain.probe()["reason"] == "migrations pending: 2 revision(s) to apply"
+        alembic_herd.upgrade(ini, url=url)
+        done = rolling.probe()
+        assert done["status"] == "ready" and "left" not in done, done
+    finally:
+        rolling.close()
+        plain.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_check_with_expand_only_is_current_at_the_expand_step(db: URL) -> None:
+    """`herd check --expand-only` (or HERD_EXPAND_ONLY=1, as a worker's startup probe gets
+    it) counts only the revisions before the first contract one: exit 1 while r2 is
+    pending, exit 0 at r2 naming what is left; a plain `herd check` is exit 1 there."""
+    ini, url = str(RELEASE_2 / "alembic.ini"), render(db)
+    alembic_herd.upgrade(ini, url=url, target="r1")
+    before = herd("check", "-c", ini, "--url", url, "--expand-only")
+    assert (before.returncode, before.stdout) == (1, "not current: 1 revision(s) pending (r2)\n")
+    alembic_herd.upgrade(ini, url=url, expand_only=True)
+    at_r2 = "current: alembic_version at r2; 2 revision(s) left for the contract step (r3, r4)\n"
+    for check in (herd("check", "-c", ini, "--url", url, "--expand-only"),
+                  herd("check", "-c", ini, "--url", url, env={"HERD_EXPAND_ONLY": "true"})):
+        assert (check.returncode, check.stdout) == (0, at_r2), check.stderr
+    assert herd("check", "-c", ini, "--url", url).returncode == 1
+    status = alembic_herd.status(ini, url=url, expand_only=True)
+    assert status.is_current and status.left == ("r3", "r4")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_expand_only_with_an_unmarked_revision_follows_the_setting(
         db: URL, tmp_path: Path) -> None:
     """An unmarked r2 counts as contract by default, so --expand-only applies nothing past
@@ -282,6 +348,126 @@ def test_expand_only_cannot_stop_a_wrapped_command(db: URL) -> None:
     assert "--expand-only cannot stop a wrapped migration command" in error_line(proc, 3)
 
 
+# -- live traffic ---------------------------------------------------------------------------
+
+# Release 1's requests, served continuously until SIGTERM: each one writes an account with the
+# column release 1 knows (legacy) and reads it back by naming its columns, in one transaction.
+# One line per request in the log: "START END ok" or "START END fail ERROR" (time.time()).
+RELEASE_1_TRAFFIC = """
+import signal, sys, time, uuid
+import sqlalchemy as sa
+url, log_path = sys.argv[1], sys.argv[2]
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+engine = sa.create_engine(url)
+insert = sa.text("INSERT INTO accounts (email, legacy) VALUES (:email, 'r1')")
+select = sa.text("SELECT id, email, legacy FROM accounts WHERE email = :email")
+print("serving", flush=True)
+with open(log_path, "a", buffering=1) as log:
+    while not stop:
+        email, start = uuid.uuid4().hex + "@example.com", time.time()
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert, {"email": email})
+                row = conn.execute(select, {"email": email}).one()
+                assert row.legacy == "r1", row
+            outcome = "ok"
+        except Exception as exc:
+            outcome = "fail " + type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0]
+        log.write(f"{start:.6f} {time.time():.6f} {outcome}\\n")
+        time.sleep(0.02)
+engine.dispose()
+"""
+
+
+Request = tuple[float, float, str]  # start, end, "ok" or "fail ERROR"
+
+
+def requests(log: Path) -> list[Request]:
+    """The complete lines of a replica's request log."""
+    found = []
+    for line in log.read_text().splitlines(keepends=True) if log.exists() else []:
+        if line.endswith("\n"):
+            start, end, outcome = line.rstrip("\n").split(" ", 2)
+            found.append((float(start), float(end), outcome))
+    return found
+
+
+def served(replicas: dict[str, tuple[Running, Path]], condition: Callable[[Request], bool],
+           count: int = 5, bound: float = 60) -> None:
+    """Wait until every replica logged ``count`` requests meeting ``condition`` while it
+    still runs."""
+    deadline = time.monotonic() + bound
+    for name, (running, log) in replicas.items():
+        while sum(map(condition, requests(log))) < count:
+            assert running.proc.poll() is None, (name, running.finish())
+            assert time.monotonic() < deadline, (name, requests(log)[-5:])
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_no_release_1_request_fails_during_the_expand_phase(
+        db: URL, releases: tuple[str, str], tmp_path: Path, spawn: Spawn) -> None:
+    """Two release-1 replicas (started through `herd run`) serve requests that read and write
+    the column r3 drops, continuously, while release 2 rolls out with --expand-only (two
+    'migrate', two 'run', released together) and one release-1 replica restarts on the
+    expanded database: no request that ended before the contract step failed, and every
+    replica served requests during the rollout and after r2. Control: the contract step
+    under the same traffic makes every release-1 request started after it fail."""
+    old, new = releases
+    url = render(db)
+    assert herd("migrate", "-c", old, "--url", url).returncode == 0
+
+    def replica(name: str) -> tuple[Running, Path]:
+        log = tmp_path / f"{name}.log"
+        running = spawn([*HERD, "run", "-c", old, "--url", url, "--",
+                         *app(RELEASE_1_TRAFFIC), url, str(log)])
+        running.out.wait_for("serving")
+        return running, log
+
+    replicas = {"a": replica("a"), "b": replica("b")}
+    served(replicas, lambda r: r[2] == "ok")
+
+    rollout_started = time.time()
+    rollout = released_together([["migrate", "--expand-only", "-c", new, "--url", url]] * 2 + [
+        ["run", "--expand-only", "-c", new, "--url", url, "--", *app("print('r2 up')")]] * 2)
+    assert [p.returncode for p in rollout] == [0] * 4, [p.stderr for p in rollout]
+    assert heads(db) == ["r2"]
+    expanded = time.time()
+    served(replicas, lambda r: r[0] > expanded)
+
+    # a release-1 replica restarts on the expanded database: it starts and serves
+    running, _ = replicas["b"]
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.finish().returncode == 0
+    replicas["b2"] = replica("b2")
+    assert replicas["b2"][0].err.wait_for(SAFE).rstrip().endswith(SAFE)
+    restarted = time.time()
+    live = {name: replicas[name] for name in ("a", "b2")}
+    served(live, lambda r: r[0] > restarted)
+
+    contract_started = time.time()
+    assert herd("migrate", "-c", new, "--url", url).returncode == 0
+    contracted = time.time()
+    served(live, lambda r: r[0] > contracted)
+    for running, _ in live.values():
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.finish().returncode == 0
+
+    for name, (_, log) in replicas.items():
+        done = requests(log)
+        expand = [r for r in done if r[1] < contract_started]
+        assert [r for r in expand if r[2] != "ok"] == [], name
+        if name != "b2":  # b2 started after the rollout
+            assert any(rollout_started < r[0] and r[1] < expanded for r in expand), name
+        assert any(r[0] > expanded for r in expand), name
+        # the control: after the contract step release 1's requests fail, naming the column
+        after = [r for r in done if r[0] > contracted]
+        if name != "b":
+            assert after and all(r[2].startswith("fail ") and "legacy" in r[2]
+                                 for r in after), (name, after[:3])
+
+
 # -- herd downgrade --------------------------------------------------------------------------
 
 
@@ -334,6 +520,101 @@ def test_downgrade_takes_the_migration_lock(db: URL) -> None:
         holder.communicate(input="", timeout=60)
     done = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes")
     assert done.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), done.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_downgrade_to_a_target_the_database_is_already_below(db: URL) -> None:
+    """A database already at or below the target (what a concurrent downgrade to a lower
+    revision leaves) has nothing to undo: exit 0 saying so, not Alembic's 'not a valid
+    downgrade target'; an unknown target is still exit 3."""
+    ini, url = str(RELEASE_2 / "alembic.ini"), render(db)
+    alembic_herd.upgrade(ini, url=url, target="r2")
+    for target in ("r3", "r4", "r2"):
+        done = herd("downgrade", target, "-c", ini, "--url", url, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("database already current at r2"), done.stdout
+    below = herd("downgrade", "r4", "-c", ini, "--url", url)
+    assert "database is at r2, already at or below r4; nothing to downgrade" in below.stderr
+    assert "Can't locate revision" in error_line(
+        herd("downgrade", "nope", "-c", ini, "--url", url), 3)
+    assert heads(db) == ["r2"]
+
+
+HOLD_DOWNGRADE = """
+    import os, time
+    hold = os.environ.get("ROLLING_HOLD_DOWNGRADE")
+    if hold:  # the fault: stop here until killed
+        open(hold, "w").write("started")
+        time.sleep(600)
+        open(hold + ".end", "w").write("not killed")
+"""
+
+
+def history_rows(ini: str, url: str) -> list[tuple[str, str, str | None]]:
+    rows = json.loads(herd("history", "-c", ini, "--url", url, "--json").stdout)
+    return [(r["revision"], r["status"], r["error"]) for r in reversed(rows)]
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_killed_downgrade_is_reconciled_by_the_next(db: URL, tmp_path: Path) -> None:
+    """`herd downgrade r2` is killed (SIGKILL) inside r3's downgrade, after r4's was
+    committed (a transaction per revision): both rows are left 'reverting'. The next
+    downgrade accounts for them against the version table: r4 is gone, so 'reverted'. r3 is
+    still there: on PostgreSQL the database rolled its downgrade back ('interrupted') and the
+    downgrade goes on; on MariaDB DDL is not transactional, so it stops (exit 10) naming r3
+    until `herd resolve r3`."""
+    project = tmp_path / "project"
+    shutil.copytree(RELEASE_2, project)
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "context.configure(connection=connection)",
+        "context.configure(connection=connection, transaction_per_migration=True)"))
+    r3 = project / "migrations" / "versions" / "r3_drop_legacy.py"
+    r3.write_text(r3.read_text().replace("def downgrade() -> None:\n",
+                                         "def downgrade() -> None:" + HOLD_DOWNGRADE))
+    ini, url = str(project / "alembic.ini"), render(db)
+    assert herd("migrate", "-c", ini, "--url", url).returncode == 0
+    mark = tmp_path / "hold"
+    killed = subprocess.Popen([*HERD, "downgrade", "r2", "-c", ini, "--url", url, "--yes"],
+                              env=herd_env({"ROLLING_HOLD_DOWNGRADE": str(mark)}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not mark.exists():
+            assert killed.poll() is None, killed.communicate()
+            assert time.monotonic() < deadline, "the downgrade never reached r3"
+            time.sleep(0.05)
+    finally:
+        killed.kill()
+        killed.communicate(timeout=30)
+    # the fault landed: inside r3's downgrade (start mark, no end mark), r4 undone
+    assert mark.read_text() == "started" and not Path(f"{mark}.end").exists()
+    assert heads(db) == ["r3"]
+    assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-2:] == [
+        ("r4", "reverting"), ("r3", "reverting")]
+
+    again = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes")
+    if db.get_backend_name() == "postgresql":
+        assert again.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), again.stderr
+        assert "accounted for 2 revision(s) a previous downgrade left reverting" in again.stderr
+        assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-3:] == [
+            ("r4", "reverted"), ("r3", "interrupted"), ("r3", "reverted")]
+    else:
+        refused = error_line(again, 10)
+        assert "the downgrade of revision r3 was started by pid " in refused
+        assert "DDL is not transactional, so the schema may be partly undone" in refused
+        assert "herd resolve r3" in refused
+        assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-2:] == [
+            ("r4", "reverted"), ("r3", "reverting")]
+        assert heads(db) == ["r3"]
+        assert herd("resolve", "r3", "-c", ini, "--url", url).returncode == 0
+        done = herd("downgrade", "r2", "-c", ini, "--url", url, "--yes")
+        assert done.stdout.startswith("downgraded 1 revision(s) (r3) to r2"), done.stderr
+        assert [(rev, status) for rev, status, _ in history_rows(ini, url)][-3:] == [
+            ("r4", "reverted"), ("r3", "resolved"), ("r3", "reverted")]
+    assert heads(db) == ["r2"]
+    r4_row = [error for rev, status, error in history_rows(ini, url) if rev == "r4"][-1]
+    assert r4_row is not None and "no longer in the version table" in r4_row
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -191,17 +191,19 @@ def status(
     allow_ahead: bool = False,
     connect_timeout: Duration | str = defaults.CONNECT_TIMEOUT,
     unmarked_phase: Phase = defaults.UNMARKED_PHASE,
+    expand_only: bool = False,
 ) -> Status:
     """Current heads, script heads, pending revisions, the lock holder, recent attempts.
     ``connect_timeout`` bounds connecting, retries included (a readiness check must not
-    hang on a host that does not answer)."""
+    hang on a host that does not answer). With ``expand_only`` the revisions from the
+    first contract one on are :attr:`Status.left`, not pending."""
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),
         lock_kind=lock, lock_key=lock_key, history_table=history_table, herd_schema=herd_schema,
         lock_url=lock_url, allow_ahead=allow_ahead,
         connect_timeout=to_seconds(connect_timeout, name="connect timeout"),
-        unmarked_phase=unmarked_phase,
+        unmarked_phase=unmarked_phase, expand_only=expand_only,
     )
     return runner.status(target, recent)
 
@@ -259,8 +261,8 @@ def resolve(
     with runner.session(deadline) as conn, runner.lock(conn).acquire(
             deadline, hint="a migration is running - wait for it, then resolve"):
         hist = runner.history(conn)
-        rows = [r for r in (*hist.unfinished(), *hist.unresolved_failures())
-                if r.revision == revision]
+        rows = [r for r in (*hist.unfinished(), *hist.unfinished_downgrades(),
+                            *hist.unresolved_failures()) if r.revision == revision]
         if not rows:
             raise ConfigurationError(
                 f"revision {revision!r} has no unfinished or failed attempt to resolve in "

@@ -7,10 +7,18 @@ with env.py, verifying the lock before each revision (and, for the lease, inside
 revision's transaction, as upgrades do). Each revision undone gets an attempt
 log row: ``reverting`` while it runs, then ``reverted``, ``failed``, ``rolled back`` (its
 transaction did not commit) or ``interrupted`` (a signal stopped the run).
+
+A downgrade that died (SIGKILL, a lost connection) leaves its rows ``reverting``. The next
+downgrade reconciles them against the version table before it plans, as upgrades do with
+``running`` rows: a revision no longer there was undone (``reverted``); one still there was
+rolled back by the database (``interrupted``), or, where DDL is not transactional (MySQL,
+MariaDB), may be partly undone, so the downgrade stops (exit 10) until an operator has
+looked and run ``herd resolve``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -29,7 +37,13 @@ from ._log import event
 from ._outcome import Outcome
 from ._phases import Phase, phase_of
 from ._signals import Interrupted, shielded
-from .errors import ConfigurationError, HerdError, MigrationError, RevisionNotFoundError
+from .errors import (
+    ConfigurationError,
+    HerdError,
+    IncompleteRevisionError,
+    MigrationError,
+    RevisionNotFoundError,
+)
 from .locks import Lock
 
 
@@ -49,6 +63,11 @@ def downgrade_under_lock(env: Environment, conn: Connection, lock: Lock, history
                          target: str, *, yes: bool, unmarked: Phase) -> Outcome:
     """Undo the revisions above ``target``; the caller holds ``lock``."""
     heads = read_heads(conn, env)
+    reconcile(env, conn, history, heads)
+    if _at_or_below(env, heads, target):  # e.g. another downgrade, to the same or lower
+        event("current", "database is at %s, already at or below %s; nothing to downgrade",
+              ", ".join(heads) or "base", target, heads=list(heads))
+        return Outcome(action="current", heads=heads)
     undo = plan(env, heads, target)
     if not undo:
         event("current", "database is at %s; nothing to downgrade to %s",
@@ -116,6 +135,53 @@ def downgrade_under_lock(env: Environment, conn: Connection, lock: Lock, history
           seconds=took)
     return Outcome(action="downgraded", heads=after, revisions=revisions,
                    migrate_seconds=took, lock=lock.describe())
+
+
+def _at_or_below(env: Environment, heads: tuple[str, ...], target: str) -> bool:
+    """Whether every head of the database is ``target`` or one of its ancestors: the
+    database has nothing above ``target`` (a relative target, '-1', never is)."""
+    if not heads:
+        return True
+    try:
+        script = env.script.get_revision(target)
+    except (ResolutionError, RevisionError, CommandError):
+        return False  # relative or unknown: plan() decides, and names the problem
+    return script is not None and set(heads) <= env.applied((script.revision,))
+
+
+def reconcile(env: Environment, conn: Connection, history: History,
+              heads: tuple[str, ...]) -> None:
+    """Account for the ``reverting`` rows of a downgrade that died; refuse to go on where
+    one may have left a revision partly undone (DDL not transactional)."""
+    leftover = history.unfinished_downgrades()
+    if not leftover:
+        return
+    applied = env.applied(heads)
+    transactional = _transactional(env, conn)
+    for row in leftover:
+        if row.revision not in applied:
+            history.restate(row, "reverted", "downgrade stopped before recording the end; the "
+                            "revision is no longer in the version table")
+        elif transactional:
+            history.restate(row, "interrupted", "downgrade stopped mid-way (died or lost its "
+                            "connection); the database rolled the revision's downgrade back")
+        else:
+            raise IncompleteRevisionError(
+                f"the downgrade of revision {row.revision} was started by pid {row.pid} on "
+                f"host {row.host} at {row.started.isoformat(timespec='seconds')} and never "
+                f"finished; {conn.dialect.name} DDL is not transactional, so the schema may be "
+                "partly undone. Inspect it, complete or undo the change (then 'alembic stamp' "
+                f"if completed), and run 'herd resolve {row.revision}'", revision=row.revision)
+    event("reconciled", "accounted for %d revision(s) a previous downgrade left reverting",
+          len(leftover), level=logging.WARNING)
+
+
+def _transactional(env: Environment, conn: Connection) -> bool:
+    if env.transactional_ddl is not None:
+        return env.transactional_ddl
+    from alembic.ddl.impl import DefaultImpl
+
+    return bool(DefaultImpl.get_by_dialect(conn.dialect).transactional_ddl)
 
 
 def _finish(env: Environment, conn: Connection, history: History, rows: list[Attempt], *,

@@ -403,5 +403,10 @@ class History:
     def unfinished(self) -> list[Attempt]:
         return self.rows(where=[self.table.c.status == "running"], newest_first=False)
 
+    def unfinished_downgrades(self) -> list[Attempt]:
+        """``reverting`` rows: a downgrade that stopped (killed, connection lost) before
+        recording what became of them."""
+        return self.rows(where=[self.table.c.status == "reverting"], newest_first=False)
+
     def of_attempt(self, attempt: str) -> list[Attempt]:
         return self.rows(where=[self.table.c.attempt == attempt], newest_first=False)

@@ -93,6 +93,8 @@ class Status:
     retrying: str | None = None
     """'leader retrying: attempt k of n, blocked by ...' while the lock's holder retries a
     revision whose lock wait timed out."""
+    left: tuple[str, ...] = ()
+    """With ``expand_only``: the revisions from the first contract one on, held back."""
 
     @property
     def is_current(self) -> bool:
@@ -112,6 +114,7 @@ class Status:
             "ahead": list(self.ahead),
             "ahead_expand": self.ahead_expand,
             "retrying": self.retrying,
+            "left": list(self.left),
         }
 
 

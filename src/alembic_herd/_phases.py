@@ -95,6 +95,16 @@ def revisions_between(
     return tuple(phased)
 
 
+def cut_at_contract(
+    script_directory: ScriptDirectory, pending: Sequence[str], *, unmarked: Phase = "contract",
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``pending`` (oldest first) split before its first contract revision: (the expand
+    revisions ``--expand-only`` applies, the revisions it leaves for the contract step)."""
+    phases = [phase_of(script_directory.get_revision(r), unmarked=unmarked) for r in pending]
+    first = phases.index("contract") if "contract" in phases else len(phases)
+    return tuple(pending[:first]), tuple(pending[first:])
+
+
 def _key(heads: str | Sequence[str] | None) -> str | tuple[str, ...]:
     if heads is None:
         return "base"

@@ -67,6 +67,9 @@ def check_line(st: Status) -> tuple[str, bool]:
                 "can run on it"), True
     if st.ahead:
         return f"current (ahead of this code): {at}, unknown {', '.join(st.ahead)}", True
+    if st.is_current and st.left:
+        return (f"current: {at}; {len(st.left)} revision(s) left for the contract step "
+                f"({', '.join(st.left)})"), True
     if st.is_current:
         return f"current: {at}", True
     return f"not current: {len(st.pending)} revision(s) pending ({', '.join(st.pending)})", False

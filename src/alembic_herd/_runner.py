@@ -297,7 +297,7 @@ class Runner:
                 url=display(self.url), version_table=self.env.qualified_version_table,
                 current_heads=heads, script_heads=self.env.script_heads(), pending=pending,
                 lock=lock.describe(), holder=holder, recent=rows, ahead=reader.ahead,
-                ahead_expand=reader.ahead_expand,
+                ahead_expand=reader.ahead_expand, left=reader.left,
                 retrying=retrying)
 
     # -- reconnecting ----------------------------------------------------------------------

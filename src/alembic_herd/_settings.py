@@ -180,8 +180,9 @@ def allow_ahead(fn: F) -> F:
 def expand_only(fn: F) -> F:
     return click.option("--expand-only", is_flag=True, envvar="HERD_EXPAND_ONLY",
                         show_envvar=True,
-                        help="Apply the revisions before the first contract one and stop (the "
-                             "first step of a rolling deploy); the rest is reported.")(fn)
+                        help="Stop before the first contract revision (the first step of a "
+                             "rolling deploy): migrate/run apply only the revisions before it, "
+                             "wait/check count only those; the rest is reported.")(fn)
 
 
 def unmarked_phase(fn: F) -> F:

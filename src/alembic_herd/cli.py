@@ -103,13 +103,14 @@ def wait(opts: Options, *, revision: str | None, target: str, timeout: float,
 @option.allow_ahead
 @option.connect_timeout
 @option.unmarked_phase
+@option.expand_only
 def check(opts: Options, *, revision: str | None, target: str, lock: str, allow_ahead: bool,
-          connect_timeout: float, unmarked_phase: Phase) -> int:
+          connect_timeout: float, unmarked_phase: Phase, expand_only: bool) -> int:
     """Exit 0 when the database is at the target, 1 when it is not (any other code is an
     error). Prints exactly one line."""
     st = status(opts.alembic_config(), target=option.chosen_target(revision, target),
                 lock=lock, recent=0, allow_ahead=allow_ahead, connect_timeout=connect_timeout,
-                unmarked_phase=unmarked_phase, **opts.project())
+                unmarked_phase=unmarked_phase, expand_only=expand_only, **opts.project())
     line, current = check_line(st)
     click.echo(line)
     return SUCCESS if current else NOT_CURRENT

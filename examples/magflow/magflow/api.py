@@ -68,7 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for ``settings`` (default: from the environment)."""
     settings = settings or Settings.from_env()
     url = settings.require_database_url()
-    probe = ReadinessProbe(settings.alembic_config, url=url, allow_ahead=settings.allow_ahead)
+    # expand_only: during a rolling deploy (HERD_EXPAND_ONLY) the contract revisions wait for
+    # a Job after the rollout, so they must not keep this pod from becoming Ready
+    probe = ReadinessProbe(settings.alembic_config, url=url, allow_ahead=settings.allow_ahead,
+                           expand_only=settings.expand_only)
 
     @asynccontextmanager
     async def resources(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # without it (uvicorn on a laptop), the app still never serves an outdated schema.
         lifespan = herd_lifespan(settings.alembic_config, url=url, mode=settings.herd_startup,
                                  timeout=settings.herd_timeout, allow_ahead=settings.allow_ahead,
+                                 expand_only=settings.expand_only,
                                  lifespan=resources)
 
     app = FastAPI(title="MagFlow", version=__version__, lifespan=lifespan)

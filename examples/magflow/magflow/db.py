@@ -46,6 +46,8 @@ orders = sa.Table(
     sa.Column("processed_at", sa.DateTime(timezone=True)),
     sa.Column("processed_by", sa.String(255)),
     sa.Index("ix_orders_user_created", "user_id", "created_at"),
+    sa.CheckConstraint("status IN ('pending', 'confirmed', 'rejected')",
+                       name="ck_orders_status"),
 )
 
 heartbeats = sa.Table(

@@ -9,9 +9,12 @@ MAGFLOW_BEAT_INTERVAL      seconds between the beat's heartbeat tasks (default 3
 MAGFLOW_HERD_STARTUP       ``wait`` (default), ``auto`` or ``off``: what the app and the
                            worker/beat do at start-up besides ``herd run`` (see api.py)
 HERD_TIMEOUT               how long that start-up waits for the schema (default 10m)
-HERD_ALLOW_AHEAD           ``true``: a database at revisions this code does not know (a
-                           newer release mid-way through a rolling deploy) counts as
-                           current and ready; for expand/contract migrations (default false)
+HERD_EXPAND_ONLY           ``true``: the rolling-deploy step (k8s/app.yaml): migrate and
+                           wait only up to the first contract revision, and count the
+                           rest as left for the contract Job, not pending (default false)
+HERD_ALLOW_AHEAD           ``true``: a database at revisions this code does not know counts
+                           as current and ready, contract revisions included - the override;
+                           without it herd's revision graph decides (default false)
 ALEMBIC_CONFIG             the alembic.ini (default: the one beside this package)
 =========================  ===============================================================
 """
@@ -43,6 +46,10 @@ def _startup(value: str) -> Startup:
     raise RuntimeError(f"MAGFLOW_HERD_STARTUP must be wait, auto or off, not {value!r}")
 
 
+def _flag(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -53,6 +60,7 @@ class Settings:
     herd_startup: Startup = "wait"
     herd_timeout: str = "10m"
     allow_ahead: bool = False
+    expand_only: bool = False
     alembic_config: str = DEFAULT_ALEMBIC_CONFIG
 
     @classmethod
@@ -68,7 +76,8 @@ class Settings:
             beat_interval=float(env.get("MAGFLOW_BEAT_INTERVAL", "30")),
             herd_startup=_startup(env.get("MAGFLOW_HERD_STARTUP", "wait")),
             herd_timeout=env.get("HERD_TIMEOUT", "10m"),
-            allow_ahead=env.get("HERD_ALLOW_AHEAD", "").lower() in ("1", "true", "yes", "on"),
+            allow_ahead=_flag(env.get("HERD_ALLOW_AHEAD", "")),
+            expand_only=_flag(env.get("HERD_EXPAND_ONLY", "")),
             alembic_config=env.get("ALEMBIC_CONFIG", DEFAULT_ALEMBIC_CONFIG),
         )
 

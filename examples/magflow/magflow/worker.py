@@ -66,7 +66,8 @@ if settings.broker_url.startswith("filesystem://"):
 
 if settings.herd_startup != "off":
     herd_celery.install(app, settings.alembic_config, url=settings.database_url,
-                        timeout=settings.herd_timeout, allow_ahead=settings.allow_ahead)
+                        timeout=settings.herd_timeout, allow_ahead=settings.allow_ahead,
+                        expand_only=settings.expand_only)
 
 
 def _engine() -> sa.engine.Engine:

@@ -39,7 +39,7 @@ from .._database import create_engine, display, driver_message, error_code
 from .._environment import load_environment
 from .._graph import judge
 from .._heads import version_table as _version_table
-from .._phases import Phase, check_unmarked
+from .._phases import Phase, check_unmarked, cut_at_contract
 from ..errors import HerdError
 
 __all__ = ["ASGIReadiness", "ReadinessProbe", "WSGIReadiness"]
@@ -54,8 +54,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_Compared = tuple[tuple[str, ...], tuple[str, ...], str | None]
-"""(pending, ahead, why a database ahead of the code is not ready, or None)."""
+_Compared = tuple[tuple[str, ...], tuple[str, ...], str | None, tuple[str, ...]]
+"""(pending, ahead, why a database ahead of the code is not ready or None, left for the
+contract step)."""
 
 # "the version table does not exist (yet)": a fresh database, not an outage
 _PG_MISSING = {"42P01", "3F000"}  # undefined_table, invalid_schema_name
@@ -72,6 +73,9 @@ class ReadinessProbe:
     rolling deploy) is ready when herd's revision graph shows they are all expand (one more
     query, once per set of heads), not ready otherwise; ``allow_ahead`` reports it ready
     regardless. ``unmarked_phase`` is what a revision without ``herd_phase`` counts as.
+    ``expand_only`` (for pods started with ``herd run --expand-only``) counts the revisions
+    from the first contract one on as left for the contract step, not pending: the pod is
+    ready once the expand revisions before it are applied (``"left"`` lists the rest).
     ``statement_timeout`` (PostgreSQL: a startup ``options`` parameter; set it to ``None``
     behind a pooler that refuses startup options) and ``connect_timeout`` are in seconds.
     """
@@ -89,6 +93,7 @@ class ReadinessProbe:
         statement_timeout: float | None = 2.0,
         unmarked_phase: Phase = defaults.UNMARKED_PHASE,
         history_table: str = defaults.HISTORY_TABLE,
+        expand_only: bool = False,
     ) -> None:
         env = load_environment(config, url=url, version_table=version_table,
                                version_table_schema=version_table_schema)
@@ -101,6 +106,7 @@ class ReadinessProbe:
         self.allow_ahead = allow_ahead
         check_unmarked(unmarked_phase)
         self.unmarked_phase = unmarked_phase
+        self.expand_only = expand_only
         self.history_table = history_table
         self._query = sa.select(_version_table(env).c.version_num)
         self._pending_cache: dict[tuple[str, ...], _Compared] = {}
@@ -119,6 +125,7 @@ class ReadinessProbe:
              "pending": 0,            # revisions an upgrade would apply
              "version_table": "app.alembic_version",
              "ahead": [...],          # only when the database has revisions the code lacks
+             "left": [...],           # only with expand_only: held for the contract step
              "reason": "..."}         # only when not ready
 
         Never raises for a database problem: that is a "not ready" answer.
@@ -128,7 +135,7 @@ class ReadinessProbe:
         except _Unreachable as exc:  # current: unknown (None), not empty
             return self._report(NOT_READY, None, 0, (), reason=str(exc))
         try:
-            pending, ahead, refusal = self._compare(current)
+            pending, ahead, refusal, left = self._compare(current)
         except HerdError as exc:  # heads the revision graph cannot reach the target from
             return self._report(NOT_READY, current, 0, (), reason=str(exc))
         except _Unreachable as exc:
@@ -137,9 +144,9 @@ class ReadinessProbe:
             return self._report(NOT_READY, current, 0, ahead, reason=refusal)
         if pending:
             state = "empty database" if not current else "migrations pending"
-            return self._report(NOT_READY, current, len(pending), ahead,
+            return self._report(NOT_READY, current, len(pending), ahead, left,
                                 reason=f"{state}: {len(pending)} revision(s) to apply")
-        return self._report(READY, current, 0, ahead)
+        return self._report(READY, current, 0, ahead, left)
 
     async def aprobe(self) -> dict[str, Any]:
         """:meth:`probe` in a worker thread, for async frameworks (never blocks the loop)."""
@@ -190,6 +197,10 @@ class ReadinessProbe:
         ahead = tuple(h for h in current if not self._env._known(h))
         # a database ahead of the code: what it lacks cannot be known from these scripts
         pending = () if ahead else self._env.pending(current, self.target)
+        left: tuple[str, ...] = ()
+        if pending and self.expand_only:
+            pending, left = cut_at_contract(self._env.script, pending,
+                                            unmarked=self.unmarked_phase)
         refusal = None
         if ahead and not self.allow_ahead:
             try:
@@ -204,11 +215,12 @@ class ReadinessProbe:
         with self._cache_lock:
             if len(self._pending_cache) > 64:
                 self._pending_cache.clear()
-            self._pending_cache[current] = (pending, ahead, refusal)
-        return pending, ahead, refusal
+            self._pending_cache[current] = (pending, ahead, refusal, left)
+        return pending, ahead, refusal, left
 
     def _report(self, status: str, current: tuple[str, ...] | None, pending: int,
-                ahead: tuple[str, ...], *, reason: str | None = None) -> dict[str, Any]:
+                ahead: tuple[str, ...], left: tuple[str, ...] = (), *,
+                reason: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "status": status,
             "current": None if current is None else list(current),
@@ -218,6 +230,8 @@ class ReadinessProbe:
         }
         if ahead:
             result["ahead"] = list(ahead)
+        if left:
+            result["left"] = list(left)
         if reason:
             result["reason"] = reason
         summary = f"{status}: {reason}" if reason else status

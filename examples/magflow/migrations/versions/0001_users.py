@@ -13,6 +13,7 @@ revision: str = "0001_users"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+herd_phase = "expand"  # the previous release keeps working
 
 
 def upgrade() -> None:

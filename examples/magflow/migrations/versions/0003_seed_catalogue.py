@@ -17,6 +17,7 @@ revision: str = "0003_seed_catalogue"
 down_revision: str | None = "0002_catalogue"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+herd_phase = "expand"  # the previous release keeps working
 
 CATALOGUE = [
     {"sku": "MF-FLOUR-1KG", "name": "Wheat flour 1 kg", "price_cents": 189, "stock": 500},

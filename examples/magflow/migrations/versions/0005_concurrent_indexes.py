@@ -16,6 +16,7 @@ revision: str = "0005_concurrent_indexes"
 down_revision: str | None = "0004_heartbeats"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+herd_phase = "expand"  # the previous release keeps working
 
 
 def upgrade() -> None:
