@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import resource
 import secrets
@@ -132,9 +133,13 @@ def worker(ini: str, url: str, threads: int, out: Path) -> int:
     woke: dict[int, float] = {}
     pause = _wakeup.Wakeup.__call__
 
+    cpu_at_first_wake: list[float] = []
+
     def timed_pause(self: _wakeup.Wakeup, seconds: float) -> None:
         pause(self, seconds)
         if self.notified:
+            if not cpu_at_first_wake:
+                cpu_at_first_wake.append(time.process_time())
             woke[threading.get_ident()] = time.monotonic()
 
     _wakeup.Wakeup.__call__ = timed_pause  # type: ignore[method-assign]
@@ -177,7 +182,9 @@ def worker(ini: str, url: str, threads: int, out: Path) -> int:
         thread.start()
     for thread in pool:
         thread.join(BOUND)
-    out.write_text(json.dumps({"results": results, "stamps": stamps}))
+    # this process's CPU from its first notification to the end: what waking its waiters cost
+    wake_cpu = time.process_time() - cpu_at_first_wake[0] if cpu_at_first_wake else None
+    out.write_text(json.dumps({"results": results, "stamps": stamps, "wake_cpu": wake_cpu}))
     return 0
 
 
@@ -244,10 +251,9 @@ def run_mode(mode: str, *, waiters: int, procs: int, window: float, max_connecti
             direct = admin.set(database=database)
             waiter_url = direct
             if mode == "pgbouncer":
-                sys.path.insert(0, str(ROOT))
-                from tests.faults.infra import PgBouncer
-
-                bouncer = PgBouncer("127.0.0.1", server.port, {role: password})
+                sys.path.insert(0, str(ROOT))  # the fault suite's PgBouncer, reused
+                infra = importlib.import_module("tests.faults.infra")
+                bouncer = infra.PgBouncer("127.0.0.1", server.port, {role: password})
                 config = bouncer.root / "pgbouncer.ini"  # room for every waiter: reload
                 config.write_text(config.read_text().replace(
                     "max_client_conn = 200", f"max_client_conn = {waiters + 100}").replace(
@@ -318,6 +324,11 @@ def run_mode(mode: str, *, waiters: int, procs: int, window: float, max_connecti
                 "xact_commit_per_second": (x1 - x0) / (t1 - t0),
                 "ready_after_leader_exit": summary(ready),
                 "notified_after_leader_exit": summary(notified),
+                # CPU the worker processes spent from their first notification to the end
+                # (only where notifications arrived), per waiter
+                "wake_cpu_per_waiter": (sum(d["wake_cpu"] for d in data if d["wake_cpu"])
+                                        / waiters if any(d["wake_cpu"] for d in data)
+                                        else None),
                 "release_to_leader_exit": leader_exit - t1,
                 "failures": sum(not r["ok"] for r in results) + (len(results) != waiters
                                                                   ) * (waiters - len(results)),
@@ -358,8 +369,8 @@ def _wait_for_lock(admin: URL, database: str, leader: subprocess.Popen[str]) -> 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        ini, url, threads, out = argv[1:5]
-        return worker(ini, url, int(threads), Path(out))
+        ini, url, threads, path = argv[1:5]
+        return worker(ini, url, int(threads), Path(path))
     parser = argparse.ArgumentParser(prog="python -m bench.herd1000", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--waiters", type=int, default=1000)

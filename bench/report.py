@@ -318,7 +318,7 @@ def herd1000_table(h: Results) -> str:
             f"{e['xact_commit_per_second']:.0f}",
             f"{woke.get('count', 0)}: {ms(woke.get('p50'), 0)} / {ms(woke.get('p99'), 0)}",
             ms(ready["p50"], 0), ms(ready["p99"], 0), ms(ready["max"], 0),
-            f"{e['failures']}/{e['waiters']}" + (
+            ms(e.get("wake_cpu_per_waiter"), 1), f"{e['failures']}/{e['waiters']}" + (
                 f", leader exit {e['leader_exit_code']}" if e["leader_exit_code"] else ""),
             ", ".join(e["heads"])])
     load = h.get("load_before") or ["?"]
@@ -329,5 +329,6 @@ def herd1000_table(h: Results) -> str:
             + table(["waiters connect", "waiters", "start → all waiting", "connections: peak",
                      "while waiting (median)", "statements/s while waiting (per waiter)",
                      "server commits/s", "woken by NOTIFY: count: p50 / p99 after the leader's "
-                     "exit", "leader exit → ready p50", "p99", "max", "failed",
+                     "exit", "leader exit → ready p50", "p99", "max",
+                     "client CPU per wake-up", "failed",
                      "heads after"], rows))

@@ -45,6 +45,7 @@ from sqlalchemy.engine import URL, make_url
 
 from . import projects
 from .backends import Backend
+from .sections import yoyo_available
 from .stats import median
 
 HERE = Path(__file__).resolve().parent
@@ -80,9 +81,7 @@ def tools_here() -> tuple[list[str], dict[str, str]]:
     why = node_available()
     if why:
         skipped["node-pg-migrate"] = why
-    try:
-        import yoyo  # noqa: F401
-    except ImportError:
+    if not yoyo_available():
         skipped["yoyo"] = "yoyo-migrations is not installed (pip install -e '.[bench]')"
     return [t for t in TOOLS if t not in skipped], skipped
 
