@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv demo demo-stack test test-sqla14 lint typecheck unit herd bench faults lockwait clean
+.PHONY: help venv demo demo-stack test test-sqla14 lint typecheck unit herd bench herd1000 faults lockwait clean
 
 help:
 	@echo "make demo   - start an embedded PostgreSQL and a herd of 8 replicas on it"
@@ -14,6 +14,7 @@ help:
 	@echo "make test   - lint, type-check and run every test (real databases)"
 	@echo "make test-sqla14 - the core tests under SQLAlchemy 1.4 and the oldest Alembic (make test runs it)"
 	@echo "make bench  - benchmarks vs plain Alembic and yoyo -> docs/benchmarks.md (~10 min)"
+	@echo "make herd1000 - 1,000 waiting replicas, directly and through PgBouncer -> docs/benchmarks.md (~10 min)"
 	@echo "make faults - fault injection, every scenario at full trials -> docs/faults.md (~30 min)"
 	@echo "make lockwait - an ALTER under live traffic, herd's lock waits vs none -> docs/faults.md (~2 min)"
 	@echo "make clean  - remove the virtual environment and caches"
@@ -32,6 +33,14 @@ BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
+
+# node-pg-migrate, the stampede's non-Python peer; without node/npm the report says it
+# was not run
+NODE_STAMP := bench/node/node_modules/.package-lock.json
+
+$(NODE_STAMP): bench/node/package-lock.json
+	@if command -v npm >/dev/null; then cd bench/node && npm ci --no-audit --no-fund --silent; \
+	else echo "npm not found: the stampede runs without node-pg-migrate"; fi
 
 demo: $(STAMP)
 	$(BIN)/herd demo
@@ -74,8 +83,14 @@ test-sqla14: $(SQLA14_STAMP)
 
 # everything in one run: bench/results/latest.json and docs/benchmarks.md (+ docs/img/);
 # BENCH_ARGS=--quick for a short smoke run
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# 1,000 waiting replicas (8 processes of threads in herd's real waiting path) on one
+# PostgreSQL, directly and through PgBouncer in transaction mode: bench/results/herd1000.json
+# and its table in docs/benchmarks.md; HERD1000_ARGS="--waiters 100" for a shorter run
+herd1000: $(BENCH_STAMP)
+	$(BIN)/python -m bench.herd1000 $(HERD1000_ARGS)
 
 # the fault-injection suite at full trials (kills, restarts, partitions, PgBouncer, 200
 # replicas, a plain alembic runner): tests/faults/results/*.json and docs/faults.md

@@ -32,7 +32,7 @@ _AUTOINCREMENT = {
 }
 
 
-def _yoyo_steps(backend: str) -> list[tuple[str, list[str]]]:
+def yoyo_steps(backend: str) -> list[tuple[str, list[str]]]:
     return [
         ("0001_accounts", [
             "CREATE TABLE accounts (id INTEGER NOT NULL PRIMARY KEY, "
@@ -52,7 +52,7 @@ def write_yoyo_set(backend: str, folder: Path) -> Path:
     """yoyo migrations equivalent to :data:`HERDSET` for ``backend``; returns the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     previous = None
-    for name, statements in _yoyo_steps(backend):
+    for name, statements in yoyo_steps(backend):
         depends = f"{{{previous!r}}}" if previous else "set()"
         steps = ",\n    ".join(f"step({sql!r})" for sql in statements)
         (folder / f"{name}.py").write_text(

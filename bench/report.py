@@ -68,6 +68,16 @@ def write(results: Results, report: Path) -> list[Path]:
     return written
 
 
+def write_block(report: Path, name: str, body: str) -> None:
+    """Replace the one table ``name`` in ``report`` (it must have the markers)."""
+    text = report.read_text()
+    marker = f"<!-- bench:{name} -->\n"
+    if marker not in text:
+        raise SystemExit(f"{report} has no {marker.strip()} marker: add one where the table goes")
+    report.write_text(BLOCK.sub(lambda m: m.group(1) + body + "\n" + m.group(3)
+                                if m["name"] == name else m.group(0), text))
+
+
 def blocks(r: Results) -> Iterator[tuple[str, str]]:
     """(name, Markdown) of every table this run has figures for."""
     measured = [b for b in BACKENDS if "version" in r["backends"].get(b, {})]
@@ -100,6 +110,9 @@ def blocks(r: Results) -> Iterator[tuple[str, str]]:
         [f"`python -c \"{k}\"`" if k.startswith("import") else f"`{k}`", s(v["median"])]
         for k, v in r.get("interpreter", {}).items()])
     yield "profile", _profile(r, measured)
+    yield "stampede", _stampede(r)
+    if r.get("herd1000"):
+        yield "herd1000", herd1000_table(r["herd1000"])
     yield "connections", _connections(r)
 
 
@@ -269,3 +282,53 @@ def _connections(r: Results) -> str:
             (y, "total"))])
     return table(["N", "herd: total", "herd's own", "Alembic's (leader's env.py)",
                   "herd, already current", "alembic upgrade head", "yoyo apply"], rows)
+
+
+def _stampede(r: Results) -> str:
+    st = r.get("stampede") or {}
+    rows = []
+    for n, tools in _by_n(st.get("summary", {})):
+        for tool, e in tools.items():
+            rows.append([n, tool, str(e["trials"]), s(e["all_exited_median"], 2),
+                         s(e["all_exited_max"], 2), s(e["cpu_per_process_median"]),
+                         s(e.get("leader_cpu_median")), s(e.get("waiter_cpu_median")),
+                         s(e["cpu_total_median"], 1), f"{e['failures']}/{e['processes']}",
+                         f"{e['incorrect_trials']}/{e['trials']}"])
+    if not rows:
+        return "(PostgreSQL was not part of this run.)"
+    skipped = "".join(f"\n\n{tool}: not run ({why})."
+                      for tool, why in st.get("skipped", {}).items())
+    return table(["N", "tool", "trials", "all exited (median)", "all exited (worst)",
+                  "CPU per process", "leader's CPU", "a waiting replica's CPU",
+                  "CPU, all processes", "failed", "trials with a wrong database"],
+                 rows) + skipped
+
+
+def herd1000_table(h: Results) -> str:
+    """The table of ``bench/results/herd1000.json`` (``make herd1000``)."""
+    rows = []
+    for mode, e in h.get("modes", {}).items():
+        ready = e["ready_after_leader_exit"]
+        woke = e.get("notified_after_leader_exit") or {}
+        rows.append([
+            "directly" if mode == "direct" else f"through PgBouncer (transaction mode, pool "
+            f"{e['pool_size']})", str(e["waiters"]), f"{e['start_to_all_waiting']:.0f} s",
+            str(e["connections_peak"]), f"{e['connections_window_median']:.0f}",
+            f"{e['statements_per_second']:.0f} ({e['statements_per_second'] / e['waiters']:.2f})",
+            f"{e['xact_commit_per_second']:.0f}",
+            f"{woke.get('count', 0)}: {ms(woke.get('p50'), 0)} / {ms(woke.get('p99'), 0)}",
+            ms(ready["p50"], 0), ms(ready["p99"], 0), ms(ready["max"], 0),
+            ms(e.get("wake_cpu_per_waiter"), 1), f"{e['failures']}/{e['waiters']}" + (
+                f", leader exit {e['leader_exit_code']}" if e["leader_exit_code"] else ""),
+            ", ".join(e["heads"])])
+    load = h.get("load_before") or ["?"]
+    git = h.get("machine", {}).get("git", {})
+    return (f"Run {h.get('started')}, commit `{git.get('commit') or 'unknown'}`"
+            f"{' (uncommitted changes)' if git.get('dirty') else ''}, load (1 min) at start "
+            f"{load[0]}, `python -m bench.herd1000 {' '.join(h.get('argv', []))}`.\n\n"
+            + table(["waiters connect", "waiters", "start → all waiting", "connections: peak",
+                     "while waiting (median)", "statements/s while waiting (per waiter)",
+                     "server commits/s", "woken by NOTIFY: count: p50 / p99 after the leader's "
+                     "exit", "leader exit → ready p50", "p99", "max",
+                     "client CPU per wake-up", "failed",
+                     "heads after"], rows))

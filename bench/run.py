@@ -25,12 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import machine, sections
+from . import machine, sections, stampede
 from .backends import ALL, Servers
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
 DEFAULT_REPORT = ROOT / "docs" / "benchmarks.md"
+HERD1000 = ROOT / "bench" / "results" / "herd1000.json"
 
 
 def _ints(text: str) -> list[int]:
@@ -54,6 +55,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="revision counts for the nothing-pending timings (default 10,500)")
     parser.add_argument("--chain", type=int, help="revisions in the per-migration chain "
                         "(default 200)")
+    parser.add_argument("--stampede", type=_ints, metavar="NS",
+                        help="whole-process stampede sizes on PostgreSQL (default 8,32)")
     parser.add_argument("--postgres-url", help="a PostgreSQL server (admin database URL) to "
                         "use instead of an embedded one")
     parser.add_argument("--mysql-url", help="MariaDB/MySQL server URL (default "
@@ -73,6 +76,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.reps = args.reps or (1 if quick else 5)
     args.sizes = args.sizes or ([10, 50] if quick else [10, 500])
     args.chain = args.chain or (20 if quick else 200)
+    args.stampede = args.stampede or ([4] if quick else [8, 32])
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     return args
 
@@ -104,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             "load_before": machine.load(),
             "source_digest": machine.source_digest(),
             "plan": {"ns": args.ns, "trials": {str(n): trials(n) for n in args.ns},
-                     "reps": args.reps, "sizes": args.sizes, "chain": args.chain},
+                     "reps": args.reps, "sizes": args.sizes, "chain": args.chain,
+                     "stampede": args.stampede},
         },
         "machine": machine.describe(),
         "backends": {},
         "herd_start": {}, "overhead": {}, "wakeup": {}, "connections": {},
         "idle_cost": {}, "readiness": {}, "per_migration": {},
-        "interpreter": {},
+        "interpreter": {}, "stampede": {},
         "notes": [],
     }
     if not sections.yoyo_available():
@@ -134,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["wakeup"][b.name] = sections.wakeup(start)
                 if b.name == "postgresql":
                     results["connections"][b.name] = sections.connections(start)
+            for b in backends:
+                if b.name == "postgresql" and b.server is not None:
+                    results["stampede"] = stampede.run(b, args.stampede, args.big_trials,
+                                                       tmp, log)
             results["interpreter"] = sections.interpreter_baseline(args.reps)
             for b in backends:
                 idle = sections.idle_cost(b, args.sizes, args.reps, tmp, log)
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                     b, args.chain, args.reps, tmp, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if HERD1000.exists():  # measured apart (make herd1000): carried along for the report
+        results["herd1000"] = json.loads(HERD1000.read_text())
     results["run"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["run"]["duration_seconds"] = round(time.monotonic() - began, 1)
     results["run"]["load_after"] = machine.load()
