@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+import alembic_herd
 from alembic_herd import IncompleteRevisionError, LockHeldError, LockLostError, LockTimeoutError
 from alembic_herd._database import create_engine
 from alembic_herd._durations import Deadline
@@ -159,11 +160,13 @@ def paused_leader(url: URL, tmp_path: Path, control: str) -> dict[str, Any]:
 def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
         dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """A `--lock table` leader SIGSTOPped inside a data migration past its lease: when it
-    resumes the database refuses its commit (the row exists once), it exits 11, its revision
-    is 'interrupted' (never 'failed') and the attempt log agrees with the version table.
-    PostgreSQL: the replica that took the lease migrated meanwhile. MariaDB: that replica
-    refused the revision left running (DDL is not transactional) and, once the first has
-    recorded its lost lock, the next run migrates. The control commits the stale write."""
+    resumes the database refuses its commit (the row exists once), it exits 11, and the
+    attempt log agrees with the version table. PostgreSQL: its revision is 'interrupted'
+    (rolled back), the replica that took the lease migrated meanwhile. MariaDB (DDL is not
+    transactional, so the revision may be partly applied): the replica that took the lease
+    refused the revision left running (exit 10), the first records it 'failed' - the same
+    verdict, not an 'interrupted' that lets the next run repeat half-applied DDL - and runs
+    stop on it until 'herd resolve'. The control commits the stale write."""
     with fresh_database(dialect, request, tmp_path) as url:
         prepare(url)
         run = paused_leader(url, tmp_path, "")
@@ -175,6 +178,15 @@ def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
         else:  # the stale holder committed nothing; its running row was in the way
             assert run["taker"]["exit_code"] == IncompleteRevisionError.exit_code, run["taker"]
             assert (run["seeded"], run["versions"]) == (0, [])
+            # and it says the same as the taker: its DDL (had f1 any) is not undone by a
+            # rollback, so f1 may be partly applied - every run stops on it until resolved
+            last = start(url, "table")
+            with reaped(last):
+                go(last)
+                refused = report(last)
+            assert refused["exit_code"] == IncompleteRevisionError.exit_code, refused
+            assert "herd resolve f1" in refused["error"], refused
+            alembic_herd.resolve(CONFIG, "f1", url=render(url))
             last = start(url, "table")
             with reaped(last):
                 go(last)
@@ -182,7 +194,8 @@ def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
         assert (seeded(url), versions(url)) == (1, ["f2"])
         rows = attempts(url)
         first = [(rev, status) for rev, status, pid in rows if pid == run["first"]["pid"]]
-        assert first == [("f1", "interrupted")], rows
+        verdict = "interrupted" if dialect == "postgresql" else "resolved"  # failed, resolved
+        assert first == [("f1", verdict)], rows
         assert not [r for r in rows if r[1] == "failed"], rows
         applied = Counter(rev for rev, status, _ in rows if status == "applied")
         assert applied == Counter({"f1": 1, "f2": 1}), rows
