@@ -15,7 +15,7 @@ help:
 	@echo "make test-sqla14 - the core tests under SQLAlchemy 1.4 and the oldest Alembic (make test runs it)"
 	@echo "make bench  - benchmarks vs plain Alembic and yoyo -> docs/benchmarks.md (~10 min)"
 	@echo "make herd1000 - 1,000 waiting replicas, directly and through PgBouncer -> docs/benchmarks.md (~10 min)"
-	@echo "make faults - fault injection, every scenario at full trials -> docs/faults.md (~30 min)"
+	@echo "make faults - fault injection, every scenario at full trials -> docs/faults.md (~90 min)"
 	@echo "make lockwait - an ALTER under live traffic, herd's lock waits vs none -> docs/faults.md (~2 min)"
 	@echo "make clean  - remove the virtual environment and caches"
 
@@ -92,8 +92,11 @@ bench: $(BENCH_STAMP) $(NODE_STAMP)
 herd1000: $(BENCH_STAMP)
 	$(BIN)/python -m bench.herd1000 $(HERD1000_ARGS)
 
-# the fault-injection suite at full trials (kills, restarts, partitions, PgBouncer, 200
-# replicas, a plain alembic runner): tests/faults/results/*.json and docs/faults.md
+# the fault-injection suite at full trials: the leader faulted inside a revision (SIGKILL,
+# SIGTERM, SIGINT, SIGSTOP past the lease and the keepalives, mixed lock kinds, a wrapped
+# command; 20 trials each on PostgreSQL and MariaDB, and their controls), restarts,
+# partitions, PgBouncer, 200 replicas, a plain alembic runner: tests/faults/results/*.json
+# and docs/faults.md (make test runs one trial of each leader fault class)
 faults: $(STAMP)
 	rm -f tests/faults/results/*.json
 	HERD_FAULTS_RESULTS=tests/faults/results $(BIN)/pytest tests/faults -m faults; \

@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+import alembic_herd
 from alembic_herd import IncompleteRevisionError, LockHeldError, LockLostError, LockTimeoutError
 from alembic_herd._database import create_engine
 from alembic_herd._durations import Deadline
@@ -159,11 +160,13 @@ def paused_leader(url: URL, tmp_path: Path, control: str) -> dict[str, Any]:
 def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
         dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """A `--lock table` leader SIGSTOPped inside a data migration past its lease: when it
-    resumes the database refuses its commit (the row exists once), it exits 11, its revision
-    is 'interrupted' (never 'failed') and the attempt log agrees with the version table.
-    PostgreSQL: the replica that took the lease migrated meanwhile. MariaDB: that replica
-    refused the revision left running (DDL is not transactional) and, once the first has
-    recorded its lost lock, the next run migrates. The control commits the stale write."""
+    resumes the database refuses its commit (the row exists once), it exits 11, and the
+    attempt log agrees with the version table. PostgreSQL: its revision is 'interrupted'
+    (rolled back), the replica that took the lease migrated meanwhile. MariaDB (DDL is not
+    transactional, so the revision may be partly applied): the replica that took the lease
+    refused the revision left running (exit 10), the first records it 'failed' - the same
+    verdict, not an 'interrupted' that lets the next run repeat half-applied DDL - and runs
+    stop on it until 'herd resolve'. The control commits the stale write."""
     with fresh_database(dialect, request, tmp_path) as url:
         prepare(url)
         run = paused_leader(url, tmp_path, "")
@@ -175,6 +178,15 @@ def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
         else:  # the stale holder committed nothing; its running row was in the way
             assert run["taker"]["exit_code"] == IncompleteRevisionError.exit_code, run["taker"]
             assert (run["seeded"], run["versions"]) == (0, [])
+            # and it says the same as the taker: its DDL (had f1 any) is not undone by a
+            # rollback, so f1 may be partly applied - every run stops on it until resolved
+            last = start(url, "table")
+            with reaped(last):
+                go(last)
+                refused = report(last)
+            assert refused["exit_code"] == IncompleteRevisionError.exit_code, refused
+            assert "herd resolve f1" in refused["error"], refused
+            alembic_herd.resolve(CONFIG, "f1", url=render(url))
             last = start(url, "table")
             with reaped(last):
                 go(last)
@@ -182,7 +194,8 @@ def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
         assert (seeded(url), versions(url)) == (1, ["f2"])
         rows = attempts(url)
         first = [(rev, status) for rev, status, pid in rows if pid == run["first"]["pid"]]
-        assert first == [("f1", "interrupted")], rows
+        verdict = "interrupted" if dialect == "postgresql" else "resolved"  # failed, resolved
+        assert first == [("f1", verdict)], rows
         assert not [r for r in rows if r[1] == "failed"], rows
         applied = Counter(rev for rev, status, _ in rows if status == "applied")
         assert applied == Counter({"f1": 1, "f2": 1}), rows
@@ -284,3 +297,84 @@ def test_unlock_of_one_kind_names_the_other_kinds_holder(pg: URL) -> None:
                 advisory.verify()
     finally:
         engine.dispose()
+
+
+# `herd downgrade base` through the library (the CLI has no --lease-ttl), its error as the
+# CLI's one line; "no-fence" switches the lease's fence off for the control.
+DOWNGRADE = """
+import sys
+import alembic_herd
+from alembic_herd.locks import Lock
+from alembic_herd.locks.lease import LeaseLock
+control, config, url = sys.argv[1:4]
+if control == "no-fence":
+    LeaseLock.fence = Lock.fence
+try:
+    alembic_herd.downgrade(config, "base", url=url, lock="table", lease_ttl=2,
+                           lock_timeout=30, yes=True)
+except alembic_herd.HerdError as exc:
+    print(f"herd: error: {exc}", file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+def paused_downgrade(url: URL, tmp_path: Path, control: str) -> dict[str, Any]:
+    """`herd downgrade base --lock table` paused inside f1's downgrade (its row deleted, not
+    committed; f2 already undone) past its 2 s lease; this test takes the lease over and
+    holds it; the downgrade resumes. Its exit, stderr and the database afterwards."""
+    import alembic_herd
+
+    alembic_herd.upgrade(CONFIG, url=render(url), lock="table", lock_timeout=30)
+    mark = tmp_path / f"down{control}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DOWNGRADE, control or "fenced", CONFIG, render(url)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HERD_TEST_MARK": str(mark), "HERD_TEST_TPM": "1"})
+    with reaped(proc):
+        deadline = time.monotonic() + SAFETY
+        while not (mark.exists() and ("f1", "reverting", proc.pid) in attempts(url)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGSTOP)  # inside f1's downgrade: its row deleted
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                taker = create_lock("table", conn,
+                                    LockKey.for_version_table("alembic_version", None, None))
+                with taker.acquire(Deadline(SAFETY)) as held:  # once the lease expired
+                    assert held and stopped(proc.pid)
+                    Path(f"{mark}.go").touch()
+                    os.kill(proc.pid, signal.SIGCONT)
+                    _, err = proc.communicate(timeout=SAFETY)
+        finally:
+            engine.dispose()
+    return {"code": proc.returncode, "err": err, "seeded": seeded(url),
+            "versions": versions(url), "attempts": attempts(url)}
+
+
+def test_a_downgrade_paused_past_its_lease_commits_nothing_and_exits_11(
+        pg: URL, tmp_path: Path) -> None:
+    """`herd downgrade` with `--lock table`, SIGSTOPped inside a data revision's downgrade
+    past its lease while another process takes the lease: when it resumes the database
+    refuses its commit (the row it deleted is back, f1 still in the version table), it
+    exits 11 with one line, and the attempt log says f2 'reverted', f1 'interrupted'. The
+    control (no fence) commits the stale downgrade."""
+    prepare(pg)
+    run = paused_downgrade(pg, tmp_path, "")
+    assert run["code"] == LockLostError.exit_code, run["err"][-2000:]
+    errors = [x for x in run["err"].splitlines() if x.startswith("herd: error:")]
+    assert len(errors) == 1 and "lease" in errors[0], run["err"][-2000:]
+    assert (run["seeded"], run["versions"]) == (1, ["f1"]), run
+    assert [(rev, status) for rev, status, _ in run["attempts"]
+            if status in ("reverted", "interrupted", "reverting", "failed")] == [
+        ("f2", "reverted"), ("f1", "interrupted")], run["attempts"]
+
+
+def test_control_a_downgrade_without_the_fence_commits_after_losing_its_lease(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The control of the test above: with the lease's fence switched off, the resumed
+    downgrade commits f1's undo although the lease is someone else's."""
+    with fresh_database("postgresql", request, tmp_path) as url:
+        prepare(url)
+        run = paused_downgrade(url, tmp_path, "no-fence")
+        assert (run["seeded"], run["versions"]) == (0, []), run

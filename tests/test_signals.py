@@ -221,3 +221,58 @@ def test_a_waiting_replica_stops_at_once_with_the_documented_code(
     assert proc.returncode == 128 + signum, err
     assert errors == [f"herd: error: stopped by {signal.Signals(signum).name}"]
     assert "Traceback" not in err
+
+
+def test_sigterm_to_a_downgrade_mid_revision_is_recorded_and_frees_the_lock(
+        pg: URL, tmp_path: Path) -> None:
+    """`herd downgrade base` SIGTERMed inside f1's downgrade (proved: its row deleted, the
+    revision 'reverting') exits 143 with one line naming the signal; the undo of f1 rolled
+    back (the row is back, f1 still in the version table), the attempt log says f2
+    'reverted' and f1 'interrupted', and the lock is free at once: the next downgrade
+    finishes within a 5 s lock timeout."""
+    import sqlalchemy as sa
+
+    import alembic_herd
+
+    config = str(Path(__file__).parent / "projects" / "fencing" / "alembic.ini")
+    engine = sa.create_engine(pg)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE seeded (name VARCHAR(20) NOT NULL)"))
+
+    def query(sql: str) -> list[tuple[object, ...]]:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+    try:
+        alembic_herd.upgrade(config, url=render(pg), lock_timeout=30)
+        mark = tmp_path / "mark"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "alembic_herd.cli", "downgrade", "-c", config, "base",
+             "--yes", "--url", render(pg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "HERD_TEST_MARK": str(mark), "HERD_TEST_TPM": "1"})
+        try:
+            until = time.monotonic() + 60
+            while not (mark.exists() and query(
+                    "SELECT 1 FROM herd_history WHERE revision = 'f1' AND status = 'reverting'")):
+                assert proc.poll() is None and time.monotonic() < until, proc.communicate()
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 143, err
+        errors = [x for x in err.splitlines() if x.startswith("herd: error:")]
+        assert len(errors) == 1 and errors[0].startswith("herd: error: stopped by SIGTERM"), err
+        assert "Traceback" not in err
+        assert query("SELECT count(*) FROM seeded") == [(1,)]
+        assert query("SELECT version_num FROM alembic_version") == [("f1",)]
+        assert query("SELECT revision, status FROM herd_history WHERE status IN "
+                     "('reverted', 'interrupted', 'reverting') ORDER BY id") == [
+            ("f2", "reverted"), ("f1", "interrupted")]
+        outcome = alembic_herd.downgrade(config, "base", url=render(pg), lock_timeout=5,
+                                         yes=True)
+        assert outcome.action == "downgraded"
+        assert query("SELECT count(*) FROM seeded") == [(0,)]
+    finally:
+        engine.dispose()

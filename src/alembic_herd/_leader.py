@@ -402,7 +402,7 @@ class Leader:
                     guard.close()
         except LockLostError:
             with shielded():
-                self._record_lost(rows, landed)
+                self._record_lost(rows, landed, mid_revision=inside[0])
             raise
         except HerdError:
             self._record_failure(rows, "stopped by herd")
@@ -419,7 +419,7 @@ class Leader:
             lost = self._lost_lock()
             if lost is not None:  # e.g. the version table moved under a paused leader
                 with shielded():
-                    self._record_lost(rows, landed)
+                    self._record_lost(rows, landed, mid_revision=inside[0])
                 raise lost from exc
             if any(exc is own for own in herds_own):  # herd's bug: not the migration's fault
                 self._record_interrupted(
@@ -652,7 +652,9 @@ class Leader:
         try:
             applied = self.env.applied(read_heads(self.conn, self.env))
             for row in rows:
-                if row.status == "running":
+                if row.status == "running" and row.revision in applied:  # e.g. a wrapped
+                    history.finish(row, "applied")  # command committed it before it failed
+                elif row.status == "running":
                     history.finish(row, "failed", error)
                     failed = row.revision
             self._roll_back(rows, applied, f"its transaction rolled back after "
@@ -674,13 +676,22 @@ class Leader:
             return None
         return None
 
-    def _record_lost(self, rows: list[Attempt], landed: set[str]) -> None:
+    def _record_lost(self, rows: list[Attempt], landed: set[str], *,
+                     mid_revision: bool) -> None:
         """The lock was lost: a revision whose transaction committed (``landed``) is
-        'applied', the one in progress 'interrupted' (its transaction rolled back, or on a
-        database without transactional DDL stopped at the fence), one that only waited for
-        a shared commit 'rolled back'. Never 'failed': the waiters are not told a migration
-        failed, one of them takes over."""
+        'applied', the one in progress 'interrupted' (its transaction rolled back), one that
+        only waited for a shared commit 'rolled back'. On a database without transactional
+        DDL the one in progress (``mid_revision``: its code ran up to the fence) may be
+        partly applied: it is 'failed', and every replica stops on it until 'herd resolve',
+        as the replica that took the lock over already did (it found it 'running')."""
         note = "the lock was lost (expired or taken over); its transaction rolled back"
+        if mid_revision and not self._transactional_guess():
+            partly = (f"the lock was lost (expired or taken over) inside the revision; "
+                      f"{self.dialect} DDL is not transactional, so it may be partly applied")
+            with suppress(SQLAlchemyError):  # as below: the next leader reconciles
+                for row in rows:
+                    if row.status == "running" and row.revision not in landed:
+                        self.history.finish(row, "failed", partly)
         self._record_interrupted(rows, note, landed=landed, why=note)
         event("lock_lost", "lost %s while migrating; stopped, another replica carries on",
               self.lock.describe(), level=logging.ERROR,

@@ -27,7 +27,9 @@ from conftest import unavailable
 from .infra import fault_server
 from .trials import prepare
 
-ROLE = "herd_fault"
+ROLE = f"herd_fault_{uuid.uuid4().hex[:8]}"
+"""The suite's role: a name of its own per session (servers are shared: another session's
+role, and its password, are left alone), dropped at the end."""
 SECRET = f"Fault-{uuid.uuid4().hex[:12]}"
 
 
@@ -88,6 +90,13 @@ class PostgresFixture:
         """The suite's superuser connection to ``url``'s database."""
         return self.admin.set(database=url.database)
 
+    def close(self) -> None:
+        """Drop the suite's role (its databases are gone by now)."""
+        eng = _admin(self.admin)
+        with eng.connect() as conn:
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {ROLE}"))
+        eng.dispose()
+
     @contextlib.contextmanager
     def database(self) -> Iterator[URL]:
         with _pg_database(self.admin, self.url) as url:
@@ -103,21 +112,26 @@ def fault_pg() -> Iterator[PostgresFixture]:
 
 
 @pytest.fixture(scope="session")
-def real_pg(fault_pg: PostgresFixture) -> PostgresFixture:
+def real_pg(fault_pg: PostgresFixture) -> Iterator[PostgresFixture]:
     """The machine's PostgreSQL at HERD_TEST_POSTGRES_URL (CI sets it) when set, else the
     suite's own server (the proxy and PgBouncer scenarios sit in front of a TCP port)."""
     raw = os.environ.get("HERD_TEST_POSTGRES_URL")
     if not raw:
         if "postgresql-server" in os.environ.get("HERD_REQUIRE_BACKENDS", ""):
             unavailable("postgresql-server", "HERD_TEST_POSTGRES_URL is not set")
-        return fault_pg
+        yield fault_pg
+        return
     admin = make_url(raw)
     try:
         with _admin(admin).connect():
             pass
     except sa.exc.OperationalError as exc:
         unavailable("postgresql-server", f"cannot connect: {exc}")
-    return PostgresFixture(admin, admin.host or "127.0.0.1", admin.port or 5432, None)
+    fixture = PostgresFixture(admin, admin.host or "127.0.0.1", admin.port or 5432, None)
+    try:
+        yield fixture
+    finally:
+        fixture.close()
 
 
 class MysqlFixture:
@@ -154,9 +168,16 @@ class MysqlFixture:
     def admin_of(self, url: URL) -> URL:
         return self.admin.set(database=url.database)
 
+    def close(self) -> None:
+        eng = _admin(self.admin)
+        with eng.connect() as conn:
+            for host in ("%", "localhost"):
+                conn.execute(sa.text(f"DROP USER IF EXISTS '{ROLE}'@'{host}'"))
+        eng.dispose()
+
 
 @pytest.fixture(scope="session")
-def mariadb() -> MysqlFixture:
+def mariadb() -> Iterator[MysqlFixture]:
     raw = os.environ.get("HERD_TEST_MYSQL_URL")
     if not raw:
         unavailable("mysql", "HERD_TEST_MYSQL_URL is not set")
@@ -166,5 +187,9 @@ def mariadb() -> MysqlFixture:
             pass
     except sa.exc.OperationalError as exc:
         unavailable("mysql", f"cannot connect: {exc}")
-    return MysqlFixture(admin)
+    fixture = MysqlFixture(admin)
+    try:
+        yield fixture
+    finally:
+        fixture.close()
 

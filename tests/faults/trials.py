@@ -133,10 +133,10 @@ class Herd:
 
     def add(self, mode: str, url: URL | str, *options: str, config: str = FAULTSET,
             env: dict[str, str] | None = None, prefix: Sequence[str] = (),
-            label: str = "replica") -> Replica:
+            label: str = "replica", program: Path = CHILD) -> Replica:
         url = render(url) if isinstance(url, URL) else url
         proc = subprocess.Popen(
-            [*prefix, sys.executable, str(CHILD), mode, config, url, *options],
+            [*prefix, sys.executable, str(program), mode, config, url, *options],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**self.env, **(env or {})})
         replica = Replica(proc, label)
@@ -322,37 +322,54 @@ def overlaps(marks: list[tuple[Any, ...]]) -> list[str]:
     return found
 
 
-def check_consistent(facts: Facts, *, stopped: Collection[int] = ()) -> list[str]:
-    """What is wrong with a trial that should have reached head on a transactional
-    database: schema at head, each data migration's row once, each revision's committed
-    marks once, no overlapping runs, and a history that tells what happened (every revision
-    applied once; nothing 'failed'; 'running' only for a process in ``stopped`` (killed, or
-    cut off from the database) whose revision is in the version table: it committed and
-    was stopped before recording the end, which the next migration's leader reconciles)."""
-    problems = []
+CHECKS = ("overlap", "rows", "head", "log", "exits")
+"""What every fault trial checks afterwards, by name: no two runs overlap, each data row (and
+each revision's committed marks) exactly once, the schema at head, an attempt log that
+agrees with the version table, every process's exit code documented."""
+
+
+def checks(facts: Facts, *, stopped: Collection[int] = ()) -> dict[str, list[str]]:
+    """What is wrong with a trial that should have reached head, by check (all but
+    ``exits``): no overlapping committed runs or attempts; each data migration's row and each
+    revision's committed marks once; the version table at head; a history that tells what
+    happened (every revision applied once; nothing left 'failed'; 'running' only for a
+    process in ``stopped`` (killed, or cut off from the database) whose revision is in the
+    version table: it committed and was stopped before recording the end, which the next
+    migration's leader reconciles)."""
+    found: dict[str, list[str]] = {name: [] for name in CHECKS}
+    found["overlap"] += facts.overlaps + history_overlaps(facts.history)
     if facts.versions != [HEAD]:
-        problems.append(f"version table {facts.versions}, expected [{HEAD!r}]")
+        found["head"].append(f"version table {facts.versions}, expected [{HEAD!r}]")
     if (facts.seeded, facts.second) != (1, 1):
-        problems.append(f"data migrations' rows: seeded={facts.seeded} second={facts.second}")
+        found["rows"].append(f"data migrations' rows: seeded={facts.seeded} "
+                             f"second={facts.second}")
     for rev in REVISIONS:
         if facts.starts[rev] != 1 or facts.ends[rev] != 1:
-            problems.append(f"{rev} committed {facts.starts[rev]} start / {facts.ends[rev]} "
-                            "end marks, expected 1")
-    problems += facts.overlaps
+            found["rows"].append(f"{rev} committed {facts.starts[rev]} start / "
+                                 f"{facts.ends[rev]} end marks, expected 1")
     applied = Counter(h["revision"] for h in facts.history if h["status"] == "applied")
     running = [h for h in facts.history if h["status"] == "running"]
     committed = set(facts.versions or [])
     for rev in REVISIONS:
         late = [h for h in running if h["revision"] == rev and h["pid"] in stopped]
         if applied[rev] + len(late) != 1:
-            problems.append(f"history: {rev} applied {applied[rev]} time(s)")
+            found["log"].append(f"history: {rev} applied {applied[rev]} time(s)")
     for h in facts.history:
         if h["status"] == "failed":
-            problems.append(f"history: {h['revision']} failed: {h['error']}")
+            found["log"].append(f"history: {h['revision']} failed: {h['error']}")
         if h["status"] == "running" and (h["pid"] not in stopped
                                          or h["revision"] not in committed):
-            problems.append(f"history: {h['revision']} still 'running' (pid {h['pid']})")
-    return problems
+            found["log"].append(f"history: {h['revision']} still 'running' (pid {h['pid']})")
+    return found
+
+
+def check_consistent(facts: Facts, *, stopped: Collection[int] = ()) -> list[str]:
+    """:func:`checks` as one list (the committed runs' overlaps, the rows, the head, the
+    history; attempts' overlaps are :func:`history_overlaps`, checked where a scenario
+    wants them)."""
+    found = checks(facts, stopped=stopped)
+    found["overlap"] = list(facts.overlaps)
+    return [problem for name in CHECKS for problem in found[name]]
 
 
 def history_overlaps(history: list[dict[str, Any]]) -> list[str]:

@@ -1,0 +1,98 @@
+"""The fault suite's replica: ``alembic_herd.demo.replica`` run as ``herd`` runs it, plus the
+test-only switches that turn one protection off for a control run.
+
+``python tests/faults/driver.py MODE CONFIG URL [options] [-- CMD...]`` - the arguments and
+the stdin/stdout protocol of :mod:`alembic_herd.demo.replica`. Like the ``herd`` CLI (and
+unlike the library, which leaves an application's signals alone) it handles SIGTERM and
+SIGINT: a signal stops the work, and the report says ``exit_code`` 128 + the signal, with
+the CLI's one ``herd: error:`` line in ``error``.
+
+``HERD_FAULT_CONTROL`` (comma-separated) switches protections off, for the controls only;
+it is read here and nowhere in the library:
+
+* ``no-signals`` - no signal handlers: SIGTERM/SIGINT kill the process at once, as before
+  herd handled them;
+* ``no-fence`` - the lease checks nothing inside a revision's transaction (a stale holder
+  commits);
+* ``no-rivals`` - a lock never looks at the other lock kinds (two kinds, two leaders);
+* ``no-group`` - a wrapped command runs the way herd used to run it (``subprocess.run``:
+  no process group, nothing forwarded, no parent-death signal); implies ``no-signals``.
+
+``HERD_FAULT_KEEPALIVES=idle,interval,count`` scales herd's TCP keepalives down (client and
+server side), so that a trial can pause a leader past them in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from alembic_herd import _command, _database, _leader, _lockwait
+from alembic_herd._signals import Interrupted, handling_signals
+from alembic_herd.demo import replica
+from alembic_herd.locks import Lock
+from alembic_herd.locks import postgresql as pg_lock
+from alembic_herd.locks.lease import LeaseLock
+
+CONTROLS = set(filter(None, os.environ.get("HERD_FAULT_CONTROL", "").split(",")))
+KNOWN = {"no-signals", "no-fence", "no-rivals", "no-group"}
+plain_act = replica.act  # the replica's own work, before act() below wraps it
+
+
+def scale_keepalives(text: str) -> None:
+    idle, interval, count = (int(v) for v in text.split(","))
+    old = new = _database.SERVER_KEEPALIVES
+    was = (_database._IDLE, _database._INTERVAL, _database._COUNT)
+    for name, before, after in zip(("idle", "interval", "count"), was, (idle, interval, count),
+                                   strict=True):
+        new = new.replace(f"('tcp_keepalives_{name}', {before})",
+                          f"('tcp_keepalives_{name}', {after})")
+    new = new.replace(f"('tcp_user_timeout', {(was[0] + was[1] * was[2]) * 1000})",
+                      f"('tcp_user_timeout', {(idle + interval * count) * 1000})")
+    assert new != old, "the keepalive expression changed shape: update the driver"
+    _database.KEEPALIVES = (idle, interval, count)  # type: ignore[attr-defined]  # client
+    _leader._KEEPALIVES = sa.text(f"SELECT {new}")
+    _lockwait._SERVER_KEEPALIVES = sa.text(f"SELECT {new}")
+    pg_lock._CLAIM = sa.text(pg_lock._CLAIM.text.replace(old, new))
+
+
+def plain_run(argv: Sequence[str], *, env: Mapping[str, str], **_: Any) -> _command.Finished:
+    """How herd ran a wrapped command before: a plain child, nothing forwarded."""
+    began = time.monotonic()
+    done = subprocess.run(list(argv), env=dict(env), check=False)
+    return _command.Finished(done.returncode, (), time.monotonic() - began)
+
+
+def act(args: Any, migrate_command: Sequence[str] = ()) -> dict[str, Any]:
+    if CONTROLS & {"no-signals", "no-group"}:
+        return plain_act(args, migrate_command)
+    with handling_signals():  # as the CLI: herd's exits.run_verb
+        try:
+            return plain_act(args, migrate_command)
+        except Interrupted as stop:
+            line = f"herd: error: stopped by {stop.name}" + (f" {stop.detail}" if stop.detail
+                                                             else "")
+            print(line, file=sys.stderr, flush=True)
+            return {"pid": os.getpid(), "exit_code": stop.exit_code, "type": "Interrupted",
+                    "error": line, "finished": time.time()}
+
+
+if __name__ == "__main__":
+    unknown = CONTROLS - KNOWN
+    assert not unknown, f"unknown HERD_FAULT_CONTROL {unknown}"
+    if os.environ.get("HERD_FAULT_KEEPALIVES"):
+        scale_keepalives(os.environ["HERD_FAULT_KEEPALIVES"])
+    if "no-fence" in CONTROLS:
+        LeaseLock.fence = Lock.fence  # type: ignore[method-assign]
+    if "no-rivals" in CONTROLS:
+        Lock.rival_holder = lambda self: None  # type: ignore[method-assign]
+    if "no-group" in CONTROLS:
+        _command.run = plain_run
+    replica.act = act
+    sys.exit(replica.main(sys.argv[1:]))
