@@ -156,9 +156,13 @@ def test_herds_statements_per_revision_are_a_small_constant(
 # catalog), the attempt log's baseline, the lock (LISTEN, try-lock, session settings), the
 # rival lease's table check, the heads again under the lock, the attempt log and revision
 # graph created, the reconcile reads, Alembic's own five, the migration session's settings
-# and server identity, the attempt-log writes, the final check, heads, unlock. These bounds
-# are today's counts, a guard against growth; issue 17's goal (at most 20) is not met yet.
-FRESH_BOUND = {"postgresql": 34, "mysql": 35, "sqlite": 37}
+# and server identity, the attempt-log writes, the final check, heads, unlock; since the
+# version table is learnt from env.py's own context (a read-mode run of env.py where its
+# offline mode leaves the schema open: the table's schema and current_schema(), asked twice)
+# and herd's tables are placed beside it (the schema privilege checked before migrating),
+# a few more. These bounds are today's counts, a guard against growth; issue 17's goal (at
+# most 20) is not met.
+FRESH_BOUND = {"postgresql": 44, "mysql": 42, "sqlite": 43}
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql", "sqlite"])

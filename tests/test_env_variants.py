@@ -58,7 +58,13 @@ def pg_tables(url: URL, schema: str) -> set[str]:
 
 
 def history(url: URL) -> list[tuple[str, str]]:
-    return [(r[0], r[1]) for r in rows(url, "SELECT revision, status FROM herd_history "
+    """The attempt log, wherever herd put it (beside the version table: 'app' for some)."""
+    table = "herd_history"
+    if url.get_backend_name() == "postgresql":
+        found = rows(url, "SELECT table_schema FROM information_schema.tables "
+                          "WHERE table_name = 'herd_history'")
+        table = f"{found[0][0]}.herd_history" if len(found) == 1 else table
+    return [(r[0], r[1]) for r in rows(url, f"SELECT revision, status FROM {table} "
                                             "ORDER BY id")]
 
 
@@ -392,7 +398,12 @@ def test_a_version_table_herd_does_not_watch_is_refused_before_anything_is_appli
         pg: URL) -> None:
     """Told to watch another schema (--version-table-schema elsewhere) than the one env.py's
     migration context uses ('app'), the leader refuses with ConfigurationError naming both
-    tables before any revision runs: waiters would never see the result."""
+    tables before any revision runs: waiters would never see the result. ('elsewhere'
+    exists: herd's tables go beside the version table it was told to watch.)"""
+    engine = sa.create_engine(pg)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE SCHEMA elsewhere"))
+    engine.dispose()
     with pytest.raises(ConfigurationError) as err:
         alembic_herd.upgrade(ONLINESCHEMA, url=render(pg), version_table_schema="elsewhere",
                              lock_timeout=30)

@@ -158,7 +158,8 @@ def paused_leader(url: URL, tmp_path: Path, control: str) -> dict[str, Any]:
 @pytest.mark.herd
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
-        dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        dialect: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A `--lock table` leader SIGSTOPped inside a data migration past its lease: when it
     resumes the database refuses its commit (the row exists once), it exits 11, and the
     attempt log agrees with the version table. PostgreSQL: its revision is 'interrupted'
@@ -166,7 +167,12 @@ def test_a_leader_paused_past_its_lease_commits_nothing_and_exits_11(
     transactional, so the revision may be partly applied): the replica that took the lease
     refused the revision left running (exit 10), the first records it 'failed' - the same
     verdict, not an 'interrupted' that lets the next run repeat half-applied DDL - and runs
-    stop on it until 'herd resolve'. The control commits the stale write."""
+    stop on it until 'herd resolve'. The control commits the stale write.
+
+    herd's attempt log exists before f1 here, as on every deploy after the first (on a
+    first deploy it appears only after the first revision: docs/design.md, "herd's
+    tables"), so that the taker can find f1's row."""
+    monkeypatch.setenv("HERD_TEST_EAGER_TABLES", "1")
     with fresh_database(dialect, request, tmp_path) as url:
         prepare(url)
         run = paused_leader(url, tmp_path, "")

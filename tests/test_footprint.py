@@ -153,7 +153,8 @@ def test_wrapped_command_with_an_empty_check_under_a_herd_of_8(
     """8 replicas released at once run the project's own upgrade command under herd: all
     succeed, the command took the new-database path (no 'seen' row: create_all made the
     tables, no revision ran), the database is at head with accounts.email, and herd's
-    attempt log (written after the command exited) says applied. The control (tables up
+    attempt log (written after the command exited) has the command's row and e1, e2
+    applied. The control (tables up
     front) fails; without herd, the command alone passes."""
     codes = herd_of_eight(server_url, {})
     assert codes == [0] * 8
@@ -162,7 +163,7 @@ def test_wrapped_command_with_an_empty_check_under_a_herd_of_8(
     assert "email" in {c["name"] for c in sa.inspect(sa.create_engine(server_url)).get_columns(
         "accounts")}
     assert sorted(scalar_rows(server_url, "SELECT revision, status FROM herd_history")) == [
-        ("e1", "applied"), ("e2", "applied")]
+        ("command", "applied"), ("e1", "applied"), ("e2", "applied")]  # the command's row
     check = alembic_check(server_url)
     assert check.returncode == 0, check.stdout + check.stderr
 

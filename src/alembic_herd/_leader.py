@@ -339,8 +339,9 @@ class Leader:
             start_heads, per_step = tuple(heads), not one_transaction
             plan = list(env.script._upgrade_revs(target, heads))  # type: ignore[arg-type]
             # the lock's check rides on the attempt log's write where both use one session
-            probe = (lock.probe if getattr(lock, "conn", None) is history.conn
-                     and not history.deferred else ())
+            # (from the first write herd's tables take: they may appear only after the first
+            # revision, see History.create_late)
+            rides = lock.probe if getattr(lock, "conn", None) is history.conn else ()
             last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             for step in plan:
@@ -350,6 +351,7 @@ class Leader:
                 # back), not a failed revision
                 inside[0] = False
                 with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
+                    probe = rides if not history.deferred else ()
                     if not probe:
                         lock.verify()
                     # one transaction for all: the revision just run stays 'running' in the
@@ -1030,10 +1032,10 @@ def _may_create(conn: Connection, schema: str | None, url: URL) -> None:
         exists = conn.scalar(sa.select(sa.func.count()).select_from(
             sa.table("pg_namespace", sa.column("nspname"))).where(
             sa.column("nspname") == schema))
-        if not exists:
-            raise ConfigurationError(
-                f"schema {schema!r} for herd's tables does not exist in database "
-                f"{display(url)!r}; create it, or name another with --herd-schema")
+        if not exists:  # env.py or the first revision creates it (the version table's
+            # schema, e.g. CREATE SCHEMA IF NOT EXISTS in env.py): herd's tables come after
+            # the first revision, and creating them then names the schema if it is missing
+            return
     allowed, name = conn.execute(query).one()
     if not allowed:
         raise PrivilegeError(
