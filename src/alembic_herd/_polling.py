@@ -71,6 +71,9 @@ def connect(engine: Engine, deadline: Deadline) -> Connection:
         return engine.connect()
     except DBAPIError as exc:
         if not is_transient(exc) or deadline.expired():
+            refused = refused_at_connect(exc, engine.url)  # no privilege on this database
+            if refused is not None:
+                raise refused from exc
             raise unavailable(exc, engine.url,
                               tried=time.monotonic() - began if is_transient(exc) else None
                               ) from exc
