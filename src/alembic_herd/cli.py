@@ -2,9 +2,8 @@
 
 Each verb parses its options (:mod:`._settings`: flags, environment, ``[tool.herd]``), makes
 one library call and turns the result into output and an exit code (:mod:`._exits`); the
-behaviour lives in the library. Log lines go to stderr as text or JSON
-(:mod:`._logformat`), and every line herd prints is masked, so that a password given in
-``--url`` or the environment is never shown.
+behaviour lives in the library. Log lines go to stderr as text or JSON (:mod:`._logformat`),
+every line masked: a password given in ``--url`` or the environment is never shown.
 """
 
 from __future__ import annotations
