@@ -75,6 +75,21 @@ from .trials import (
     until_landed,
 )
 
+
+@pytest.fixture(autouse=True)
+def _attempt_log_before_the_first_revision(request: pytest.FixtureRequest,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """MySQL/MariaDB: herd's attempt log exists before the first revision, as on every
+    deploy after the first. On a first deploy it appears only after the first revision (no
+    footprint before the application's own migration), so a leader killed inside that
+    revision leaves no 'running' row and the next leader meets the partly applied DDL
+    (exit 8, then 10 until 'herd resolve'): the documented limit in docs/design.md ("herd's
+    tables"), which these trials do not claim to cover. PostgreSQL runs on a fresh log."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("dialect") == "mysql":
+        monkeypatch.setenv("HERD_TEST_EAGER_TABLES", "1")
+
+
 HERE = Path(__file__).parent
 DRIVER = HERE / "driver.py"
 CMD = HERE / "migrate_cmd.py"
