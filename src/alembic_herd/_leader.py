@@ -156,7 +156,7 @@ class Leader:
         scripts = [self.env.script.get_revision(r) for r in pending]
         if history.exists():  # its graph too, unless an older herd made the log alone
             _herds_tables(self, scripts, log_exists=True)()
-        elif _EAGER_TABLES:
+        elif _eager_tables():
             _herds_tables(self, scripts)()
         else:  # no footprint before the application's: see _history.History.create_late
             _may_create(conn, history.table.schema, self.url)
@@ -970,9 +970,11 @@ def _same_server(a: URL, b: URL) -> bool:
     return (a.host, a.port, a.query.get("host")) == (b.host, b.port, b.query.get("host"))
 
 
-_EAGER_TABLES = os.environ.get("HERD_TEST_EAGER_TABLES") == "1"
-"""Tests only (the control of tests/test_footprint.py): create herd's tables before the
-migration runs, as herd did before it kept its rows in memory until the first commit."""
+def _eager_tables() -> bool:
+    """Tests only (controls, and fault trials that need the log from the start): create
+    herd's tables before the migration runs, as herd did before it kept its rows in memory
+    until the first commit. Read per run, not at import: a test sets it for one test."""
+    return os.environ.get("HERD_TEST_EAGER_TABLES") == "1"
 
 
 def _herds_tables(leader: Leader, scripts: list[Any], *,
