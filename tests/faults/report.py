@@ -56,7 +56,7 @@ LEADER_CLASSES = {
     "mixed": "mixed lock kinds (advisory/GET_LOCK + lease), leader SIGKILLed",
     "command": "`herd migrate -- CMD`, SIGTERM to herd",
 }
-DIALECTS = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
+DIALECTS = {"postgresql": "PostgreSQL", "mysql": "MariaDB", "sqlite": "SQLite"}
 
 
 def codes(counts: Counter[str]) -> str:
@@ -95,13 +95,22 @@ def controls(results: dict[str, Result]) -> list[str]:
             continue
         out += [f"{backend} (recorded {r['recorded']}): {r['trials']} control trials, "
                 f"faults landed in {r['landed']}.", "",
-                "| fault class | protection switched off | checks failed (each trial) |",
-                "|---|---|---|"]
+                "| fault class | protection switched off | aimed at | mode | "
+                "checks failed (each trial) |",
+                "|---|---|---|---|---|"]
         for t in r["trials_detail"]:
             failed = ", ".join(t["failed_checks"]) or "**none**"
-            out.append(f"| {t['class']} | `{t['control']}` | {failed} |")
-        total = ", ".join(f"{k}: {v}" for k, v in r["failed_checks"].items())
-        out += ["", f"Trials failing each check: {total}.", ""]
+            mode = "per migration" if t["tpm"] else "one transaction"
+            out.append(f"| {t['class']} | `{t['control']}` | {t['target']} | {mode} | "
+                       f"{failed} |")
+        out += ["", "| check | control trials failing it | made to fail by |", "|---|---|---|"]
+        cannot = r.get("cannot_fail", {})
+        for check, count in r["failed_checks"].items():
+            by = ", ".join(f"`{c}`" for c in r.get("failed_by", {}).get(check, []))
+            if not count:
+                by = f"**cannot fail here**: {cannot[check]}" if check in cannot else "**none**"
+            out.append(f"| {check} | {count} | {by} |")
+        out.append("")
     return out
 
 
@@ -276,10 +285,14 @@ def main(folder: Path, output: Path) -> None:
     if ctl:
         out += ["### 1c. Controls: one protection switched off", "",
                 "The same trials with one protection switched off in the replica "
-                "(`tests/faults/driver.py`, `HERD_FAULT_CONTROL`): signal handling "
-                "(`no-signals`), the lease's fence inside each revision's transaction "
-                "(`no-fence`, aimed at m1), the look at the other lock kinds (`no-rivals`), "
-                "the wrapped command's process group and forwarding (`no-group`).", "",
+                "(`tests/faults/driver.py`, `HERD_FAULT_CONTROL`): the lock itself (`no-lock`: "
+                "every replica leads at once), the take-over by a waiting replica (`no-takeover`), "
+                "signal handling (`no-signals`), the lease's "
+                "fence inside each revision's transaction (`no-fence`, aimed at m1), the look "
+                "at the other lock kinds (`no-rivals`), the wrapped command's process group "
+                "and forwarding (`no-group`). The second table says, for each check, which "
+                "controls made it fail; a check no control can make fail on a backend says "
+                "why.", "",
                 *ctl]
     for name, title, render in SCENARIOS:
         r = pick(results, name)
