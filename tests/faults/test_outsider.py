@@ -11,23 +11,32 @@ every revision applied once. (The plain runner may crash: that is its own race.)
 
 Each trial picks a revision at random and releases the second party (the herd, or the
 plain runner) once the first is inside it (its journal mark); it then proves the two really
-overlapped: the plain runner was inside a revision while herd's replicas ran. A trial where
-they did not (the first party finished before the second looked) is run again (bounded);
-one that never overlaps fails.
+overlapped: the plain runner was inside a revision while herd's replicas ran, or (the plain
+runner second) it reached the database while herd's leader was inside the revision and
+waited on a lock that leader's open transaction held. When the plain runner comes second,
+herd's leader is held inside the revision (``HERD_FAULT_GATE``: a long migration, on cue)
+until the plain runner is seen there - inside a revision, or waiting on a lock - so that on
+a loaded machine the plain runner's start-up cannot outlast the leader's revision (the
+leader's window was a sleep of a fraction of a second, and the trial missed). A trial where
+they did not overlap is run again (bounded); one that never overlaps fails.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 import time
 from collections import Counter
 from functools import partial
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import URL
 
 from .conftest import PostgresFixture
 from .trials import (
+    BOUND,
     REVISIONS,
     Herd,
     failures,
@@ -35,6 +44,7 @@ from .trials import (
     inspect_database,
     leaks,
     record,
+    rows,
     tally,
     until_landed,
 )
@@ -47,25 +57,37 @@ def run_trial(pg: PostgresFixture, rng: random.Random, outsider_first: bool, tpm
               secret: str) -> dict[str, Any]:
     with pg.database() as url:
         herd = Herd(env={"HERD_FAULT_STEP": str(STEP), "HERD_TEST_TPM": "1" if tpm else "0"})
-        outsider = herd.add("alembic", url, label="plain alembic")
-        replicas = [herd.add("herd", url, "--timeout", "120") for _ in range(REPLICAS)]
-        herd.ready()
         target = rng.choice(REVISIONS)
-        if outsider_first:  # the herd starts while the outsider is inside the target
-            herd.release([outsider])
-            herd.wait_for_run(target, outsider.pid)
-            herd.release(replicas)
-            herd_started = herd.released_at
-        else:  # the outsider starts while herd's leader is inside the target
-            herd.release(replicas)
-            herd_started = herd.released_at
-            herd.wait_for_run(target)
-            herd.release([outsider])
+        fd, gate = tempfile.mkstemp(prefix="herd-fault-gate-")
+        os.close(fd)
+        held = {} if outsider_first else {"HERD_FAULT_GATE": f"{target}:{gate}"}
+        outsider = herd.add("alembic", url, label="plain alembic")
+        replicas = [herd.add("herd", url, "--timeout", "120", env=held)
+                    for _ in range(REPLICAS)]
+        herd.ready()
+        collided = ""
+        try:
+            if outsider_first:  # the herd starts while the outsider is inside the target
+                herd.release([outsider])
+                herd.wait_for_run(target, outsider.pid)
+                herd.release(replicas)
+                herd_started = herd.released_at
+            else:  # the outsider starts while herd's leader is held inside the target
+                herd.release(replicas)
+                herd_started = herd.released_at
+                leading = herd.wait_for_run(target)
+                herd.release([outsider])
+                collided = collision(herd, pg.admin_of(url), outsider.pid, leading.pid, target)
+        finally:
+            os.unlink(gate)
         herd.finish()
         herd_done = max(r.report.get("finished", time.time()) for r in replicas)
         outsider_done = outsider.report.get("finished", time.time())
         during = [run for run in herd.runs if run.pid == outsider.pid
                   and run.started < herd_done and (run.ended or outsider_done) > herd_started]
+        fault = (f"the outsider ran {', '.join(run.revision for run in during)} while the herd "
+                 "ran" if during else collided or f"aimed at {target}: the outsider ran no "
+                 "revision while the herd ran, nor waited on herd's leader")
         facts = inspect_database(url)
         problems = []
         if facts.versions != ["m4"]:
@@ -83,10 +105,7 @@ def run_trial(pg: PostgresFixture, rng: random.Random, outsider_first: bool, tpm
         raced = sum("migration runner (not herd)" in r.stderr for r in replicas)
         return {
             "outsider_first": outsider_first, "tpm": tpm, "target": target,
-            "landed": bool(during),
-            "fault": f"the outsider ran {', '.join(run.revision for run in during)} while the "
-            "herd ran" if during else f"aimed at {target}: the outsider ran no revision while "
-            "the herd ran",
+            "landed": bool(during or collided), "fault": fault,
             "outsider": outsider.report.get("action") or outsider.report.get("type"),
             "outsider_error": (outsider.report.get("error") or "")[:160],
             "applied_by_outsider": by_outsider,
@@ -98,6 +117,33 @@ def run_trial(pg: PostgresFixture, rng: random.Random, outsider_first: bool, tpm
                               and "outside herd" in (h["error"] or "")],
             "problems": problems, "leaks": leaks(secret, herd.outputs),
         }
+
+
+def collision(herd: Herd, admin: URL, outsider: int, leader: int, target: str) -> str:
+    """Wait (bounded) until the outsider, started while herd's leader is held inside
+    ``target``, is there too: inside a revision (its journal mark), or waiting on a lock
+    (a session not herd's, in ``pg_stat_activity``), while the leader's run of ``target``
+    is still open. What it did, or '' when it never got there."""
+    until = time.monotonic() + BOUND
+    while time.monotonic() < until:
+        runs = herd.journal.runs()
+        if not any(r.pid == leader and r.revision == target and r.ended is None
+                   for r in runs):
+            return ""
+        inside = [r.revision for r in runs if r.pid == outsider]
+        if inside:
+            return f"the outsider entered {inside[0]} while herd's leader was inside {target}"
+        waiting = rows(admin, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND wait_event_type = 'Lock' AND "
+                              "coalesce(application_name, '') NOT LIKE 'herd%' AND "
+                              "pid <> pg_backend_pid()")[0][0]
+        if waiting:
+            return (f"the outsider waited on a lock held by herd's leader inside {target} "
+                    "(pg_stat_activity)")
+        if herd.replicas[0].proc.poll() is not None:  # the outsider exited
+            return ""
+        time.sleep(0.02)
+    return ""
 
 
 @pytest.mark.parametrize("trials", [pytest.param(2, id="fast"),
@@ -121,7 +167,9 @@ def test_a_plain_alembic_runner_mid_herd_is_survived_and_nothing_runs_twice(
         "outsider_outcomes": dict(Counter(r["outsider"] for r in results)),
         "checks": ["fault landed: the outsider was inside a revision (journal) while the herd's "
                    "replicas ran, started inside a revision of the outsider's or of herd's "
-                   "leader", "every herd replica exit 0", "version table at m4",
+                   "leader; or, started second, it waited on a lock of herd's leader's open "
+                   "revision (pg_stat_activity), the leader held there until it did",
+                   "every herd replica exit 0", "version table at m4",
                    "each revision committed once (marks), data rows once",
                    "no overlapping committed runs", "no 'failed' or 'running' history row",
                    "password never printed"],

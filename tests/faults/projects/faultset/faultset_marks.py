@@ -12,6 +12,10 @@ Each call leaves two marks, with the migrating process's pid:
 
 ``begin`` journals before its row and ``end`` after its row: a journalled end means every
 statement of the revision went through.
+
+``HERD_FAULT_GATE=REVISION:PATH`` holds a process inside REVISION's :func:`pause` for as long
+as the file PATH exists (at most two minutes): a trial keeps that revision under way until
+what it times against it has happened (a long migration, on cue), instead of racing a sleep.
 """
 
 import os
@@ -36,13 +40,18 @@ def _journal(revision: str, event: str) -> None:
 
 def _row(revision: str, event: str) -> None:
     bind = op.get_bind()
-    now = "clock_timestamp()" if bind.dialect.name == "postgresql" else "NOW(6)"
+    now = {"postgresql": "clock_timestamp()",
+           "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')"}.get(bind.dialect.name, "NOW(6)")
     bind.execute(sa.text(f"INSERT INTO fault_marks (pid, revision, event, at) "
                          f"VALUES (:pid, :rev, :event, {now})"),
                  {"pid": os.getpid(), "rev": revision, "event": event})
 
 
+_under_way = {"revision": ""}  # the revision this process is in (for the gate)
+
+
 def begin(revision: str) -> None:
+    _under_way["revision"] = revision
     _journal(revision, "start")
     _row(revision, "start")
 
@@ -55,3 +64,9 @@ def end(revision: str) -> None:
 def pause() -> None:
     """Sleep HERD_FAULT_STEP seconds (default 0): the window a fault is timed to land in."""
     time.sleep(float(os.environ.get("HERD_FAULT_STEP", "0")))
+    revision, _, gate = os.environ.get("HERD_FAULT_GATE", "").partition(":")
+    if not gate or revision != _under_way["revision"]:
+        return
+    until = time.monotonic() + 120
+    while os.path.exists(gate) and time.monotonic() < until:
+        time.sleep(0.01)
