@@ -153,9 +153,15 @@ def expected_victim(fault: Fault, dialect: str) -> int:
 def expected_survivors(fault: Fault, dialect: str) -> set[int]:
     """What the other replicas exit with: 0 where DDL is transactional; on MariaDB a
     revision cut in the middle may be half-applied, so every replica stops on it (exit 10,
-    or 9 when the victim recorded it 'failed' and they report that failure)."""
-    if dialect in ("postgresql", "sqlite") or fault.name == "sigstop-session":
+    or 9 when the victim recorded it 'failed' and they report that failure). herd treats
+    SQLite's DDL as not transactional (Alembic's SQLite dialect says so): a victim that
+    records its stop records the revision 'failed', and the others stop on it as on
+    MariaDB, although SQLite rolled it back; after a SIGKILL nothing was recorded (SQLite's
+    attempt rows are written after the run) and the next leader migrates."""
+    if dialect == "postgresql" or fault.name == "sigstop-session":
         return {0}
+    if dialect == "sqlite" and fault.signum == signal.SIGKILL:
+        return {0}  # SQLite rolled it back, and the killed leader's rows were still buffered
     return {9, 10}
 
 
@@ -246,7 +252,8 @@ UNDO = {
     "m1": ["DROP TABLE IF EXISTS items"],
     "m2": ["DROP TABLE IF EXISTS partial_b", "DROP TABLE IF EXISTS partial_a"],
     "m3": ["DELETE FROM items WHERE name = 'second'"],
-    "m4": ["DROP INDEX IF EXISTS ix_items_name ON items"],
+    "m4": ["DROP INDEX IF EXISTS ix_items_name ON items",  # MariaDB
+           "DROP INDEX IF EXISTS ix_items_name"],  # SQLite
 }
 
 
@@ -316,7 +323,7 @@ def run_trial(fault: Fault, database: Callable[[], AbstractContextManager[URL]],
         survivors = [r for r in replicas if r is not victim]
         codes = {"victim": victim.returncode,
                  "survivors": dict(Counter(r.returncode for r in survivors))}
-        resolved = repair(url) if dialect == "mysql" else []
+        resolved = repair(url) if dialect != "postgresql" else []
         facts = inspect_database(url)
         found = checks(facts, stopped=set() if fault.cleans_up else {victim.pid})
         documented = set(EXIT_CODES) | {0}
@@ -392,7 +399,8 @@ lock kind per file besides the lease (mixed kinds are the lease against the file
 covered here)."""
 FAST = [("sigkill", "postgresql"), ("sigkill", "mysql"), ("sigterm", "postgresql"),
         ("sigint", "mysql"), ("sigstop-lease", "postgresql"), ("sigstop-lease", "mysql"),
-        ("sigstop-session", "postgresql"), ("mixed", "mysql"), ("command", "postgresql")]
+        ("sigstop-session", "postgresql"), ("mixed", "mysql"), ("command", "postgresql"),
+        ("sigterm", "sqlite")]
 """``make test``'s quick variant: one trial of each class, on one backend or both (the
 full variant, ``make faults``, runs every class on both)."""
 CASES = [pytest.param(f, d, 1, id=f"{d}-fast-{f}") for f, d in FAST] + [

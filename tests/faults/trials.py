@@ -230,9 +230,10 @@ def rows(url: URL, sql: str, **params: Any) -> list[tuple[Any, ...]]:
 
 def prepare(url: URL) -> None:
     """The marks table every faultset revision writes into (outside any migration)."""
-    stamp = "TIMESTAMP(6)" if url.get_backend_name() == "mysql" else "TIMESTAMPTZ"
-    serial = ("INTEGER AUTO_INCREMENT PRIMARY KEY" if url.get_backend_name() == "mysql"
-              else "SERIAL PRIMARY KEY")
+    stamp, serial = {
+        "mysql": ("TIMESTAMP(6)", "INTEGER AUTO_INCREMENT PRIMARY KEY"),
+        "sqlite": ("TIMESTAMP", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+    }.get(url.get_backend_name(), ("TIMESTAMPTZ", "SERIAL PRIMARY KEY"))
     eng = engine(url)
     try:
         with eng.connect() as conn:
@@ -256,7 +257,9 @@ def holder_pid(url: URL) -> int | None:
     return None
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | str | None) -> datetime | None:
+    if isinstance(value, str):  # SQLite: text, in UTC
+        value = datetime.fromisoformat(value)
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
@@ -283,7 +286,9 @@ class Facts:
 def _maybe(url: URL, sql: str) -> list[tuple[Any, ...]] | None:
     try:
         return rows(url, sql)
-    except sa.exc.ProgrammingError:
+    except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
+        if isinstance(exc, sa.exc.OperationalError) and "no such table" not in str(exc):
+            raise  # SQLite says OperationalError for a missing table, and only then here
         return None
 
 
