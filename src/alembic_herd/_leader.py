@@ -149,12 +149,14 @@ class Leader:
                   "not migrating", ", ".join(heads), heads=list(heads))
             return Outcome(action="waited" if waited else "current", heads=heads,
                            waited_seconds=waited)
+        log_exists = history.exists()  # under the lock: when missing, reads of this
+        # scope's rows answer without a round trip until herd creates it (History.absent)
         failure = history.failure_after(self.baseline)
         if failure is not None:
             raise leader_failed(failure)
         self.target = self.pending.goal  # with --expand-only: the last expand revision
         scripts = [self.env.script.get_revision(r) for r in pending]
-        if history.exists():  # its graph too, unless an older herd made the log alone
+        if log_exists:  # its graph too, unless an older herd made the log alone
             _herds_tables(self, scripts, log_exists=True)()
         elif _eager_tables():
             _herds_tables(self, scripts)()
@@ -985,10 +987,12 @@ def _herds_tables(leader: Leader, scripts: list[Any], *,
 
     def create() -> None:
         try:
+            absent = history.absent  # the log was missing a moment ago: its graph too
             if not log_exists:
                 history.ensure()
             record_graph(conn, leader.env.qualified_version_table, scripts,
-                         history_table=qualified(history.table.schema, history.table.name))
+                         history_table=qualified(history.table.schema, history.table.name),
+                         absent=absent and not log_exists)
         except DBAPIError as exc:  # e.g. no CREATE on the schema
             if is_transient(exc):
                 raise unavailable(exc, leader.url) from exc
