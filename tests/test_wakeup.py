@@ -106,7 +106,7 @@ def test_through_a_transaction_pooler_a_waiter_polls_instead_of_listening(pg: UR
             wait = wakeup.waits(_defaults.POLL_INTERVAL)
             from tenacity import RetryCallState
 
-            state = RetryCallState(None, None, (), {})
+            state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
             state.attempt_number = 30  # the backoff has reached its cap
             assert 0.75 * _defaults.POOLED_POLL_INTERVAL <= wait(state) \
                 <= _defaults.POOLED_POLL_INTERVAL
