@@ -30,6 +30,8 @@ def test_the_leader_wakes_a_listening_waiter_and_no_other(pg: URL) -> None:
     engine = create_engine(pg)
     with engine.connect() as mine, engine.connect() as other:
         wakeup, control = Wakeup(mine, KEY), Wakeup(other, LockKey("herd:another_table"))
+        wakeup.start()
+        control.start()
         assert wakeup.listening and control.listening
         leader = threading.Thread(target=alembic_herd.upgrade, args=(CONFIG,),
                                   kwargs={"url": pg})
@@ -51,6 +53,7 @@ def test_waiters_finish_by_polling_when_the_leader_never_notifies(pg: URL,
     with admin.connect() as holder, engine.connect() as listener:
         holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": KEY.as_int64()})
         heard = Wakeup(listener, KEY)
+        heard.start()
         procs = [subprocess.Popen([HERD, "migrate", "-c", CONFIG, "--url", render(pg)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(4)]
@@ -99,9 +102,11 @@ def test_through_a_transaction_pooler_a_waiter_polls_instead_of_listening(pg: UR
         direct, pooled = create_engine(pg), create_engine(pooled_url)
         with direct.connect() as conn:
             control = Wakeup(conn, KEY)
+            control.start()
             assert control.listening and not control.pooled
         with pooled.connect() as conn:
             wakeup = Wakeup(conn, KEY)
+            wakeup.start()
             assert wakeup.pooled and not wakeup.listening
             wait = wakeup.waits(_defaults.POLL_INTERVAL)
             from tenacity import RetryCallState

@@ -150,6 +150,23 @@ class _Writes:
         self.advance = self.insert.add_cte(self.update.cte("done")).returning(t.c.id)
         self._table = t
         self._returning: dict[tuple[bool, tuple[Any, ...]], Any] = {}
+        self._guarded_update: Any = None
+        self._guarded_insert: Any = None
+
+    def guarded_update(self, guard: Any) -> Any:
+        """:attr:`update`, only where ``guard`` holds; built once."""
+        if self._guarded_update is None:
+            self._guarded_update = self.update.where(guard)
+        return self._guarded_update
+
+    def guarded_insert(self, guard: Any) -> Any:
+        """:attr:`insert` as ``INSERT ... SELECT`` of its values where ``guard`` holds."""
+        if self._guarded_insert is None:
+            t = self._table
+            names = [c.name for c in t.c if c.name != "id"]
+            values = sa.select(*[sa.bindparam(f"v_{n}", type_=t.c[n].type) for n in names])
+            self._guarded_insert = t.insert().from_select(names, values.where(guard))
+        return self._guarded_insert
 
     def returning(self, advance: bool, probe: tuple[Any, ...]) -> Any:
         """The insert (``advance``: with the previous row's update) returning the new id and
@@ -229,7 +246,7 @@ class History:
 
     def advance(self, done: Attempt | None, attempt: str, revision: str, *,
                 status: str = "running", uncommitted: bool = False,
-                probe: tuple[Any, ...] = ()) -> Attempt:
+                probe: tuple[Any, ...] = (), guard: Any = None) -> Attempt:
         """The step between two revisions: record ``done`` (the previous revision's row)
         ``applied`` and start ``revision``'s row. On PostgreSQL both go in one statement,
         so one round trip and one commit per revision (a data-modifying CTE); elsewhere
@@ -242,8 +259,14 @@ class History:
         ``probe``: columns returned by the same statement (PostgreSQL; a lock's
         :attr:`~alembic_herd.locks.Lock.probe`), in :attr:`probed`; ``None`` there when
         they were not read (another database, deferred rows): the caller checks another way.
+
+        ``guard``: a condition (a lock's :attr:`~alembic_herd.locks.Lock.guard`, MySQL/MariaDB)
+        the first write carries in its ``WHERE`` (the previous row's update, else the new
+        row's insert); :attr:`guarded` says whether it held (``None``: not checked). When it
+        did not, nothing more is written: the caller verifies the lock.
         """
         self.probed: tuple[Any, ...] | None = None
+        self.guarded: bool | None = None
         row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
         if done is not None:
@@ -266,7 +289,19 @@ class History:
             if probe:
                 self.probed = tuple(rest)
             return row
-        if done is not None:
+        if guard is not None:
+            if done is not None:
+                wrote = self.conn.execute(writes.guarded_update(guard), _finished(done))
+            else:
+                wrote = self.conn.execute(writes.guarded_insert(guard), self._inserted(row))
+            self.guarded = bool(wrote.rowcount)
+            if not self.guarded:
+                return row
+            if done is None:
+                row.id = wrote.lastrowid
+                return row
+            done.saved = True
+        elif done is not None:
             self._update(done)
         result = self.conn.execute(writes.insert, self._inserted(row))
         row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None

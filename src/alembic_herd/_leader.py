@@ -343,7 +343,9 @@ class Leader:
             # the lock's check rides on the attempt log's write where both use one session
             # (from the first write herd's tables take: they may appear only after the first
             # revision, see History.create_late)
-            rides = lock.probe if getattr(lock, "conn", None) is history.conn else ()
+            same_session = getattr(lock, "conn", None) is history.conn
+            rides = lock.probe if same_session else ()
+            carry = lock.guard if same_session and not rides else None
             last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             for step in plan:
@@ -354,12 +356,19 @@ class Leader:
                 inside[0] = False
                 with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
                     probe = rides if not history.deferred else ()
-                    if not probe:
+                    carried = carry if not history.deferred else None
+                    if not probe and carried is None:
                         lock.verify()
                     # one transaction for all: the revision just run stays 'running' in the
                     # table until the commit (it is 'applied' only once it is)
                     row = history.advance(done, attempt, script.revision,
-                                          uncommitted=one_transaction, probe=probe)
+                                          uncommitted=one_transaction, probe=probe,
+                                          guard=carried)
+                    if carried is not None and not history.guarded:  # wrote nothing
+                        lock.verify()  # raises: the guard is the lock's own check
+                        raise LockLostError(f"{lock.describe()}: the attempt log's write "
+                                            "found the lock gone; stopped before the next "
+                                            "revision - run herd again")
                     rows.append(row)
                     if probe:  # the lock checked by the same statement, before the revision
                         if history.probed is None:

@@ -68,31 +68,51 @@ class Wakeup(Sleep):
         self.notified = False
         self.pooled = False
         """The connection goes through a pooler: no LISTEN, a shorter polling backoff."""
-        self._raw = _notifying_driver(conn)
-        if self._raw is not None:
-            reported = getattr(getattr(self._raw, "info", None), "backend_pid", None)
-            if reported is not None and reported != conn.scalar(_BACKEND_PID):
-                self.pooled, self._raw = True, None
-            else:
-                conn.execute(sa.text(f"LISTEN {channel(key)}"))
+        self._conn, self._key = conn, key
+        self._raw: Any | None = None
+        self._started = False
+
+    def start(self) -> None:
+        """Tell a pooler, and LISTEN on a direct connection; once, when the first pause is
+        due (a replica that never waits, the leader that takes the lock at once, or a
+        replica that finds the database current, sends neither statement). A notification
+        sent before it is lost, which notification may be: the first pauses are short."""
+        if self._started:
+            return
+        self._started = True
+        raw = _notifying_driver(self._conn)
+        if raw is None:
+            return
+        reported = getattr(getattr(raw, "info", None), "backend_pid", None)
+        if reported is not None and reported != self._conn.scalar(_BACKEND_PID):
+            self.pooled = True
+            return
+        self._conn.execute(sa.text(f"LISTEN {channel(self._key)}"))
+        self._raw = raw
 
     @property
     def listening(self) -> bool:
         return self._raw is not None
 
     def waits(self, cap: float) -> Wait:
-        if self.pooled:  # polling is the only way to learn: often enough to be prompt,
-            # with a jitter of [3/4, 1] that spreads the herd without short pauses
-            step = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.POOLED_POLL_INTERVAL)
-            return lambda state: float(step(state) * random.uniform(0.75, 1.0))
-        if not self.listening:
-            return super().waits(cap)
         # a notification ends the pause early: the pause itself need not be short, and
-        # a jitter of [3/4, 1] keeps the herd's fallback polls apart without short ones
-        step = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.LISTEN_POLL_INTERVAL)
-        return lambda state: float(step(state) * random.uniform(0.75, 1.0))
+        # a jitter of [3/4, 1] keeps the herd's fallback polls apart without short ones.
+        # Through a pooler polling is the only way to learn: often enough to be prompt
+        listened = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.LISTEN_POLL_INTERVAL)
+        pooled = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.POOLED_POLL_INTERVAL)
+        plain = super().waits(cap)
+
+        def wait(state: Any) -> float:
+            self.start()  # the first pause is due: only now is this replica a waiter
+            if self.pooled or self.listening:
+                step = pooled if self.pooled else listened
+                return float(step(state) * random.uniform(0.75, 1.0))
+            return float(plain(state))
+
+        return wait
 
     def __call__(self, seconds: float) -> None:
+        self.start()
         self.notified = False
         if self._raw is None:
             time.sleep(seconds)
