@@ -118,8 +118,9 @@ SMALL, LARGE = 10, 30
 # herd's statements per revision beyond Alembic's own (its DDL and its version-table write):
 # PostgreSQL one, the attempt-log write that also returns the lock session's identity (the
 # fencing check); MySQL/MariaDB two (the previous row's update, which carries the lock check
-# in its WHERE, and the next row's insert: no RETURNING, no data-modifying CTE); SQLite none (one writer at a
-# time: the rows wait, and go in a few multi-row statements at the end).
+# in its WHERE, and the next row's insert: no RETURNING, no data-modifying CTE); SQLite
+# none (one writer at a time: the rows wait, and go in a few multi-row statements at the
+# end).
 PER_REVISION = {"postgresql": 1, "mysql": 2, "sqlite": 0}
 
 CASES = [

@@ -134,12 +134,12 @@ def test_the_leader_pays_one_check_and_one_write_per_revision(
     """Per revision, the leader writes the attempt log once and checks its lock: on
     PostgreSQL the check rides on that write (RETURNING the lock session's identity), on
     MySQL/MariaDB it rides in the WHERE of the previous row's update and the write is two
-    statements (no RETURNING, no data-modifying CTE there), on SQLite the rows wait until the end; plus one check and one write after the
-    last revision. On this fresh database herd's tables appear only after the first
-    revision (no footprint before it): that revision's check is a statement of its own, and
-    its row is inserted then. No row is written twice: a row already recorded as it
-    finished is not written again at the end (PyMySQL sends a batch of updates as one
-    statement per row)."""
+    statements (no RETURNING, no data-modifying CTE there), on SQLite the rows wait until
+    the end; plus one check and one write after the last revision. On this fresh database
+    herd's tables appear only after the first revision (no footprint before it): that
+    revision's check is a statement of its own, and its row is inserted then. No row is
+    written twice: a row already recorded as it finished is not written again at the end
+    (PyMySQL sends a batch of updates as one statement per row)."""
     monkeypatch.setenv("HERD_TEST_TPM", "1" if tpm else "0")
     outcome = alembic_herd.upgrade(HERDSET, url=db)
     assert outcome.action == "migrated" and len(outcome.revisions) == REVISIONS
@@ -187,3 +187,33 @@ def test_a_process_forked_after_import_names_itself(tmp_path: Any) -> None:
         pids = {row[0] for row in conn.execute(sa.text("SELECT pid FROM herd_history"))}
     engine.dispose()
     assert pids == {child} != {os.getpid()}
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held", "lost-control"])
+def test_a_mysql_attempt_log_write_carrying_the_lock_check_writes_nothing_without_the_lock(
+        request: pytest.FixtureRequest, tmp_path: Any, held: bool) -> None:
+    """MariaDB/MySQL: between two revisions the previous row's update carries the GET_LOCK
+    check in its WHERE (no check of its own). With the lock released on its session the
+    update matches nothing, the next row is not inserted and `guarded` says so (the leader
+    then verifies and stops); with the lock held both are written."""
+    from alembic_herd.locks import LockKey
+    from alembic_herd.locks.mysql import GetLock
+    from conftest import make_database
+
+    for url in make_database("mysql", request, tmp_path):
+        engine = create_engine(url)
+        with engine.connect() as raw:
+            conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            lock = GetLock(conn, LockKey(f"wtbookkeep_guard_{tmp_path.name}"))
+            assert lock.try_acquire()
+            history = History(conn, "alembic_version")
+            history.ensure()
+            first = history.start("a1", "r1")
+            if not held:
+                lock.release()
+            history.advance(first, "a1", "r2", guard=lock.guard)
+            assert history.guarded is held
+            statuses = [r.status for r in history.of_attempt("a1")]
+            assert statuses == (["applied", "running"] if held else ["running"]), statuses
+            lock.release()
+        engine.dispose()
