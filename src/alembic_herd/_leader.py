@@ -332,8 +332,8 @@ class Leader:
         def planned(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             nonlocal start_heads, per_step
             self._check_same_target(context)
-            _server_keepalives(context)
-            guard.attach(context)
+            if not guard.attach(context, also=SERVER_KEEPALIVES):  # one statement for both
+                _server_keepalives(context)
             # one transaction around every revision: nothing is committed until env.py's
             # transaction ends, so the last revision is logged 'applied' after that
             one_transaction = bool(context.impl.transactional_ddl
