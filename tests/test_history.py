@@ -121,10 +121,10 @@ def statements() -> Iterator[list[str]]:
 
 def _kind(statement: str) -> str | None:
     text = " ".join(statement.split()).lower()
+    if "herd_history" in text and text.startswith(("insert", "with", "update")):
+        return "history write"  # first: on MySQL/MariaDB a write may carry the lock check
     if "current_setting('application_name')" in text or "is_used_lock" in text:
         return "verify"
-    if "herd_history" in text and text.startswith(("insert", "with", "update")):
-        return "history write"
     return None
 
 
@@ -133,22 +133,29 @@ def test_the_leader_pays_one_check_and_one_write_per_revision(
         db: URL, statements: list[str], tpm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Per revision, the leader writes the attempt log once and checks its lock: on
     PostgreSQL the check rides on that write (RETURNING the lock session's identity), on
-    MySQL/MariaDB it is a statement of its own and the write two (no data-modifying CTE
-    there), on SQLite the rows wait until the end; plus one check and one write after the
-    last revision. On this fresh database herd's tables appear only after the first
-    revision (no footprint before it): that revision's check is a statement of its own, and
-    its row is inserted then (MySQL/MariaDB: one write more)."""
+    MySQL/MariaDB it rides in the WHERE of the previous row's update and the write is two
+    statements (no RETURNING, no data-modifying CTE there), on SQLite the rows wait until
+    the end; plus one check and one write after the last revision. On this fresh database
+    herd's tables appear only after the first revision (no footprint before it): that
+    revision's check is a statement of its own, and its row is inserted then. No row is
+    written twice: a row already recorded as it finished is not written again at the end
+    (PyMySQL sends a batch of updates as one statement per row)."""
     monkeypatch.setenv("HERD_TEST_TPM", "1" if tpm else "0")
     outcome = alembic_herd.upgrade(HERDSET, url=db)
     assert outcome.action == "migrated" and len(outcome.revisions) == REVISIONS
     counts = Counter(kind for s in statements if (kind := _kind(s)))
     backend = db.get_backend_name()
     if backend == "postgresql":
-        # per migration the first row is inserted once its revision committed, then the next
-        # revision's write marks it applied: one write more than in one transaction
-        assert counts == {"verify": 2, "history write": REVISIONS + (2 if tpm else 1)}
+        # per migration the first row is inserted once its revision committed and each
+        # row is marked applied by the next one's write (the last by a write of its own);
+        # in one transaction the rows are marked applied in one statement after the commit.
+        # Either way no row is written twice
+        assert counts == {"verify": 2, "history write": REVISIONS + 1}
     elif backend == "mysql":
-        assert counts == {"verify": REVISIONS + 1, "history write": 2 * REVISIONS + 1}
+        # the first row inserted after its revision, then per revision the previous row's
+        # update (carrying the lock check in its WHERE) and the next row's insert, and the
+        # last row's update; a check of its own before the first revision and the last write
+        assert counts == {"verify": 2, "history write": 2 * REVISIONS}
     else:  # the flock check is a stat(); the rows go in one statement at the end
         assert counts == {"history write": 1}
     assert {r[3] for r in _rows(db)} == {"applied"} and len(_rows(db)) == REVISIONS
@@ -180,3 +187,33 @@ def test_a_process_forked_after_import_names_itself(tmp_path: Any) -> None:
         pids = {row[0] for row in conn.execute(sa.text("SELECT pid FROM herd_history"))}
     engine.dispose()
     assert pids == {child} != {os.getpid()}
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held", "lost-control"])
+def test_a_mysql_attempt_log_write_carrying_the_lock_check_writes_nothing_without_the_lock(
+        request: pytest.FixtureRequest, tmp_path: Any, held: bool) -> None:
+    """MariaDB/MySQL: between two revisions the previous row's update carries the GET_LOCK
+    check in its WHERE (no check of its own). With the lock released on its session the
+    update matches nothing, the next row is not inserted and `guarded` says so (the leader
+    then verifies and stops); with the lock held both are written."""
+    from alembic_herd.locks import LockKey
+    from alembic_herd.locks.mysql import GetLock
+    from conftest import make_database
+
+    for url in make_database("mysql", request, tmp_path):
+        engine = create_engine(url)
+        with engine.connect() as raw:
+            conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            lock = GetLock(conn, LockKey(f"wtbookkeep_guard_{tmp_path.name}"))
+            assert lock.try_acquire()
+            history = History(conn, "alembic_version")
+            history.ensure()
+            first = history.start("a1", "r1")
+            if not held:
+                lock.release()
+            history.advance(first, "a1", "r2", guard=lock.guard)
+            assert history.guarded is held
+            statuses = [r.status for r in history.of_attempt("a1")]
+            assert statuses == (["applied", "running"] if held else ["running"]), statuses
+            lock.release()
+        engine.dispose()

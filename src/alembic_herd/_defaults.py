@@ -35,6 +35,13 @@ LISTEN_POLL_INTERVAL = 5.0
 """The backoff cap of a waiter that LISTENs for the leader's notifications (PostgreSQL with
 psycopg 3): a notification wakes it at once, so it polls only to cover a lost one."""
 
+POOLED_POLL_INTERVAL = 1.6
+"""The backoff cap of a PostgreSQL waiter whose connection goes through a pooler (PgBouncer
+in transaction mode loses LISTEN: no notification ever arrives). The waiter learns of the
+leader's end only by polling, so this bounds how late it is (issue 17: ready within 2 s of
+the leader's end) and sets its load: with a jitter of [3/4, 1], about 0.7 looks per second,
+one statement each once the wait is steady (see ``_runner``)."""
+
 NOTIFY_EVERY = 1.0
 """A leader notifies the waiters after a commit at most this often (and always at its end)."""
 

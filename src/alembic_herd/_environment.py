@@ -154,16 +154,18 @@ class VersionLocation:
         return f"{name} on {self.database}" if self.database else name
 
 
+_EFFECTIVE_SCHEMA = sa.text(
+    "SELECT coalesce((SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE c.relname = :t AND c.relkind IN ('r', 'p', 'v') "
+    "AND pg_catalog.pg_table_is_visible(c.oid) LIMIT 1), current_schema())")
+
+
 def effective_schema(conn: Connection, table: str) -> str | None:
     """The schema (database, on MySQL) a bare ``table`` means on ``conn`` now: where Alembic
     on that connection reads the version table, or creates it when it does not exist yet."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        found = conn.execute(sa.text(
-            "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE c.relname = :t AND c.relkind IN ('r', 'p', 'v') "
-            "AND pg_catalog.pg_table_is_visible(c.oid)"), {"t": table}).scalar()
-        return found or conn.execute(sa.text("SELECT current_schema()")).scalar()
+        return conn.execute(_EFFECTIVE_SCHEMA, {"t": table}).scalar()  # one round trip
     if dialect in ("mysql", "mariadb"):
         return conn.execute(sa.text("SELECT DATABASE()")).scalar()
     return None  # SQLite: 'main' unless env.py names an attached database

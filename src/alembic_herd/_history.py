@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -88,6 +88,9 @@ class Attempt:
     success: bool | None = None
     error: str | None = None
     id: int | None = None
+    saved: bool = field(default=True, compare=False, repr=False)
+    """The table holds what this row says in memory (``False``: finished in memory only,
+    :meth:`History.write` records it)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +150,23 @@ class _Writes:
         self.advance = self.insert.add_cte(self.update.cte("done")).returning(t.c.id)
         self._table = t
         self._returning: dict[tuple[bool, tuple[Any, ...]], Any] = {}
+        self._guarded_update: Any = None
+        self._guarded_insert: Any = None
+
+    def guarded_update(self, guard: Any) -> Any:
+        """:attr:`update`, only where ``guard`` holds; built once."""
+        if self._guarded_update is None:
+            self._guarded_update = self.update.where(guard)
+        return self._guarded_update
+
+    def guarded_insert(self, guard: Any) -> Any:
+        """:attr:`insert` as ``INSERT ... SELECT`` of its values where ``guard`` holds."""
+        if self._guarded_insert is None:
+            t = self._table
+            names = [c.name for c in t.c if c.name != "id"]
+            values = sa.select(*[sa.bindparam(f"v_{n}", type_=t.c[n].type) for n in names])
+            self._guarded_insert = t.insert().from_select(names, values.where(guard))
+        return self._guarded_insert
 
     def returning(self, advance: bool, probe: tuple[Any, ...]) -> Any:
         """The insert (``advance``: with the previous row's update) returning the new id and
@@ -176,11 +196,16 @@ class History:
         self._late: Callable[[], None] | None = None
         self._was_deferred = deferred
         self._unwritable = False  # creating the table failed: the rows stay in memory
+        self.absent = False
+        """The leader saw the table missing under the lock (:meth:`exists`): this scope's
+        rows are written only by the lock's holder, so until this process creates the table
+        there are none to read, and reads answer without a round trip."""
 
     # -- writing (leader only, under the lock) ------------------------------------------
 
     def ensure(self) -> None:
-        ensure_table(self.conn, self.table)
+        ensure_table(self.conn, self.table, absent=self.absent)
+        self.absent = False
 
     def create_late(self, then: Callable[[], None]) -> None:
         """Keep the rows in memory until :meth:`commit_point` (or :meth:`flush`); only then
@@ -204,6 +229,7 @@ class History:
             for row in rows:  # one by one: later updates need their ids
                 result = self.conn.execute(self._writes.insert, self._inserted(row))
                 row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                row.saved = True
 
     def _create_now(self) -> None:
         then, self._late = self._late, None
@@ -220,7 +246,7 @@ class History:
 
     def advance(self, done: Attempt | None, attempt: str, revision: str, *,
                 status: str = "running", uncommitted: bool = False,
-                probe: tuple[Any, ...] = ()) -> Attempt:
+                probe: tuple[Any, ...] = (), guard: Any = None) -> Attempt:
         """The step between two revisions: record ``done`` (the previous revision's row)
         ``applied`` and start ``revision``'s row. On PostgreSQL both go in one statement,
         so one round trip and one commit per revision (a data-modifying CTE); elsewhere
@@ -233,8 +259,14 @@ class History:
         ``probe``: columns returned by the same statement (PostgreSQL; a lock's
         :attr:`~alembic_herd.locks.Lock.probe`), in :attr:`probed`; ``None`` there when
         they were not read (another database, deferred rows): the caller checks another way.
+
+        ``guard``: a condition (a lock's :attr:`~alembic_herd.locks.Lock.guard`, MySQL/MariaDB)
+        the first write carries in its ``WHERE`` (the previous row's update, else the new
+        row's insert); :attr:`guarded` says whether it held (``None``: not checked). When it
+        did not, nothing more is written: the caller verifies the lock.
         """
         self.probed: tuple[Any, ...] | None = None
+        self.guarded: bool | None = None
         row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
         if done is not None:
@@ -251,11 +283,25 @@ class History:
                 values.update(_finished(done))
             first, *rest = self.conn.execute(writes.returning(done is not None, probe),
                                              values).one()
+            if done is not None:
+                done.saved = True
             row.id = first
             if probe:
                 self.probed = tuple(rest)
             return row
-        if done is not None:
+        if guard is not None:
+            if done is not None:
+                wrote = self.conn.execute(writes.guarded_update(guard), _finished(done))
+            else:
+                wrote = self.conn.execute(writes.guarded_insert(guard), self._inserted(row))
+            self.guarded = bool(wrote.rowcount)
+            if not self.guarded:
+                return row
+            if done is None:
+                row.id = wrote.lastrowid
+                return row
+            done.saved = True
+        elif done is not None:
             self._update(done)
         result = self.conn.execute(writes.insert, self._inserted(row))
         row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
@@ -282,10 +328,15 @@ class History:
             self._update(row)
 
     def write(self, rows: Sequence[Attempt]) -> None:
-        """Write the state ``rows`` have in memory, in one statement (executemany)."""
-        written = [_finished(row) for row in rows if row.id is not None]
-        if written and not self.deferred:
-            self.conn.execute(self._writes.update, written)
+        """Write the state ``rows`` have in memory and the table lacks (finished in memory
+        only: one transaction for all revisions), in one statement (executemany); rows
+        already written as they finished cost nothing (a driver without batched updates,
+        PyMySQL, would send one statement per row)."""
+        unsaved = [row for row in rows if row.id is not None and not row.saved]
+        if unsaved and not self.deferred:
+            self.conn.execute(self._writes.update, [_finished(row) for row in unsaved])
+            for row in unsaved:
+                row.saved = True
 
     @staticmethod
     def _finished(row: Attempt, status: str, error: str | None) -> None:
@@ -294,6 +345,7 @@ class History:
         row.status = status
         row.success = status in _SUCCESS
         row.error = error
+        row.saved = False
 
     def restate(self, row: Attempt, status: str, error: str | None = None) -> None:
         """Change a finished row's status (e.g. ``applied`` -> ``rolled back``)."""
@@ -328,6 +380,7 @@ class History:
 
     def _update(self, row: Attempt) -> None:
         self.conn.execute(self._writes.update, _finished(row))
+        row.saved = True
 
     def _inserted(self, row: Attempt) -> dict[str, Any]:
         return {f"v_{key}": value for key, value in self._values(row).items()}
@@ -339,10 +392,15 @@ class History:
     # -- reading ------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return exists(self.conn, self.table)
+        """Whether the table exists; the leader asks under the lock (see :attr:`absent`)."""
+        found = exists(self.conn, self.table)
+        self.absent = not found
+        return found
 
     def rows(self, *, where: Sequence[Any] = (), limit: int | None = None,
              newest_first: bool = True) -> list[Attempt]:
+        if self.absent:
+            return []
         t = self.table
         query = sa.select(t).where(t.c.scope == self.scope, *where)
         query = query.order_by(t.c.id.desc() if newest_first else t.c.id)

@@ -149,12 +149,14 @@ class Leader:
                   "not migrating", ", ".join(heads), heads=list(heads))
             return Outcome(action="waited" if waited else "current", heads=heads,
                            waited_seconds=waited)
+        log_exists = history.exists()  # under the lock: when missing, reads of this
+        # scope's rows answer without a round trip until herd creates it (History.absent)
         failure = history.failure_after(self.baseline)
         if failure is not None:
             raise leader_failed(failure)
         self.target = self.pending.goal  # with --expand-only: the last expand revision
         scripts = [self.env.script.get_revision(r) for r in pending]
-        if history.exists():  # its graph too, unless an older herd made the log alone
+        if log_exists:  # its graph too, unless an older herd made the log alone
             _herds_tables(self, scripts, log_exists=True)()
         elif _eager_tables():
             _herds_tables(self, scripts)()
@@ -330,8 +332,8 @@ class Leader:
         def planned(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             nonlocal start_heads, per_step
             self._check_same_target(context)
-            _server_keepalives(context)
-            guard.attach(context)
+            if not guard.attach(context, also=SERVER_KEEPALIVES):  # one statement for both
+                _server_keepalives(context)
             # one transaction around every revision: nothing is committed until env.py's
             # transaction ends, so the last revision is logged 'applied' after that
             one_transaction = bool(context.impl.transactional_ddl
@@ -341,7 +343,9 @@ class Leader:
             # the lock's check rides on the attempt log's write where both use one session
             # (from the first write herd's tables take: they may appear only after the first
             # revision, see History.create_late)
-            rides = lock.probe if getattr(lock, "conn", None) is history.conn else ()
+            same_session = getattr(lock, "conn", None) is history.conn
+            rides = lock.probe if same_session else ()
+            carry = lock.guard if same_session and not rides else None
             last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             for step in plan:
@@ -352,12 +356,19 @@ class Leader:
                 inside[0] = False
                 with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
                     probe = rides if not history.deferred else ()
-                    if not probe:
+                    carried = carry if not history.deferred else None
+                    if not probe and carried is None:
                         lock.verify()
                     # one transaction for all: the revision just run stays 'running' in the
                     # table until the commit (it is 'applied' only once it is)
                     row = history.advance(done, attempt, script.revision,
-                                          uncommitted=one_transaction, probe=probe)
+                                          uncommitted=one_transaction, probe=probe,
+                                          guard=carried)
+                    if carried is not None and not history.guarded:  # wrote nothing
+                        lock.verify()  # raises: the guard is the lock's own check
+                        raise LockLostError(f"{lock.describe()}: the attempt log's write "
+                                            "found the lock gone; stopped before the next "
+                                            "revision - run herd again")
                     rows.append(row)
                     if probe:  # the lock checked by the same statement, before the revision
                         if history.probed is None:
@@ -985,10 +996,12 @@ def _herds_tables(leader: Leader, scripts: list[Any], *,
 
     def create() -> None:
         try:
+            absent = history.absent  # the log was missing a moment ago: its graph too
             if not log_exists:
                 history.ensure()
             record_graph(conn, leader.env.qualified_version_table, scripts,
-                         history_table=qualified(history.table.schema, history.table.name))
+                         history_table=qualified(history.table.schema, history.table.name),
+                         absent=absent and not log_exists)
         except DBAPIError as exc:  # e.g. no CREATE on the schema
             if is_transient(exc):
                 raise unavailable(exc, leader.url) from exc

@@ -149,19 +149,22 @@ class Guard:
         """The revision's first write that a rollback cannot undo."""
         self._watch = _Watch(engine, url)
 
-    def attach(self, context: MigrationContext) -> None:
-        """Set the migration session's timeouts and start watching it."""
+    def attach(self, context: MigrationContext, also: str | None = None) -> bool:
+        """Set the migration session's timeouts and start watching it. ``also``: more
+        PostgreSQL settings (``set_config`` calls) for the same statement; whether they
+        were sent (else the caller sends them)."""
         conn = context.connection
         if not self.policy.on or conn is None:
-            return
-        pid = _configure(conn, self.policy, self.timeout)
+            return False
+        pid = _configure(conn, self.policy, self.timeout, also)
         if pid is None:  # SQLite: no lock waits to bound
-            return
+            return False
         self.conn = conn
         self.transactional = bool(context.impl.transactional_ddl)
         sa.event.listen(conn, "after_cursor_execute", self._executed)
         sa.event.listen(conn, "commit", self._commit)
         self._watch.start(conn.dialect.name, pid)
+        return also is not None and conn.dialect.name == "postgresql"
 
     def revision_starts(self, *, own_transaction: bool) -> None:
         """A revision begins. Earlier revisions' writes are theirs (committed with their
@@ -196,16 +199,18 @@ class Guard:
             self.committed = self.committed or self.uncommitted
 
 
-def _configure(conn: Connection, policy: Policy, timeout: float) -> int | None:
+def _configure(conn: Connection, policy: Policy, timeout: float,
+               also: str | None = None) -> int | None:
     """Give the session ``timeout`` seconds of lock wait per statement (and the statement
-    timeout); return its server-side id, for :class:`_Watch`."""
+    timeout; PostgreSQL: and ``also``, in the same statement); return its server-side id,
+    for :class:`_Watch`."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         settings = [("lock_timeout", timeout)]
         if policy.statement_timeout > 0:
             settings.append(("statement_timeout", policy.statement_timeout))
-        calls = ", ".join(f"set_config('{name}', '{math.ceil(value * 1000)}ms', false)"
-                          for name, value in settings)
+        calls = ", ".join([f"set_config('{name}', '{math.ceil(value * 1000)}ms', false)"
+                           for name, value in settings] + ([also] if also else []))
         return int(conn.execute(sa.text(f"SELECT pg_backend_pid(), {calls}")).scalar_one())
     if dialect in ("mysql", "mariadb"):
         whole = max(1, math.ceil(timeout))

@@ -241,6 +241,7 @@ class Runner:
             baseline = history.baseline()
             pending: tuple[str, ...] = ()
             next_report = 0.0
+            wakeup = Wakeup(conn, self.key)
 
             def look() -> Outcome | None:
                 nonlocal pending, next_report
@@ -252,13 +253,19 @@ class Runner:
                           f" after waiting {format_seconds(waited)}" if waited else "",
                           heads=list(heads), waited=waited)
                     return Outcome(action=action, heads=heads, waited_seconds=waited)
-                failure = history.failure_after(baseline)
-                if failure is None and deadline.elapsed() >= next_report:
-                    failure = _abandoned_failure(history, self.lock(conn))
+                report = deadline.elapsed() >= next_report
+                # through a pooler a look is one statement while the wait is steady: the
+                # attempt log is read with each report (a leader's failure is told a few
+                # seconds later; its end, which only the heads tell, at the next look)
+                failure = (history.failure_after(baseline)
+                           if report or not wakeup.pooled else None)
+                recent = history.rows(limit=_RECENT) if report else []
+                if failure is None and report:
+                    failure = _abandoned_failure(history, self.lock(conn), recent[:1])
                 if failure is not None:
                     raise leader_failed(failure)
-                if deadline.elapsed() >= next_report:
-                    retrying = _lockwait.retrying(history.rows(limit=_RECENT))
+                if report:
+                    retrying = _lockwait.retrying(recent)
                     event("waiting", "waiting for the database to reach %s: %d revision(s) "
                           "pending, %s so far%s", target, len(pending),
                           format_seconds(deadline.elapsed()),
@@ -268,7 +275,7 @@ class Runner:
                 call.saw_pending = True
                 return None
 
-            result = poll(look, deadline, self.poll_cap, Wakeup(conn, self.key))
+            result = poll(look, deadline, self.poll_cap, wakeup)
             if result is not None:
                 return result
             raise WaitTimeoutError(
@@ -417,13 +424,14 @@ class _Waiter:
                        leader=self.holder, lock=self.lock.describe())
 
 
-def _abandoned_failure(history: History, lock: Lock) -> Attempt | None:
-    """The latest attempt, when it failed and nobody holds the lock to try again: a waiter
-    that starts after a failed migration reports it instead of waiting out its timeout for
-    a migration nobody runs."""
+def _abandoned_failure(history: History, lock: Lock,
+                       latest: Sequence[Attempt] | None = None) -> Attempt | None:
+    """The latest attempt (``latest``: the newest row, already read), when it failed and
+    nobody holds the lock to try again: a waiter that starts after a failed migration
+    reports it instead of waiting out its timeout for a migration nobody runs."""
     from ._leader import BY_COMMAND, NEXT_OF_COMMAND
 
-    latest = history.rows(limit=1)
+    latest = history.rows(limit=1) if latest is None else latest
     if not latest:
         return None
     failed = latest[0] if latest[0].status == "failed" else None

@@ -62,8 +62,13 @@ def key_int64(text: str) -> int:
 _DDL_KEY = key_int64("alembic-herd:ddl")
 
 
-def ensure_table(conn: Connection, table: sa.Table) -> None:
+def ensure_table(conn: Connection, table: sa.Table, *, absent: bool = False) -> None:
     """Create ``table`` if it does not exist, safely under concurrency.
+
+    ``absent``: the caller saw the table missing a moment ago (under the lock), so the
+    existence check before creating is skipped; creating stays safe if it appeared since
+    (PostgreSQL: ``IF NOT EXISTS`` under the DDL lock; elsewhere the collision is caught and
+    the table re-checked).
 
     On PostgreSQL two concurrent ``CREATE TABLE IF NOT EXISTS`` collide on
     ``pg_type_typname_nsp_index``, so the table and its indexes are created by one ``DO``
@@ -71,13 +76,13 @@ def ensure_table(conn: Connection, table: sa.Table) -> None:
     own connection (no second connection, no session state; it works through PgBouncer in
     transaction pooling mode). Elsewhere a collision is caught and the table re-checked.
     """
-    if exists(conn, table):
+    if not absent and exists(conn, table):
         return
     try:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(_create_under_lock(conn, table))
         else:
-            table.create(conn, checkfirst=True)
+            table.create(conn, checkfirst=not absent)
     except DBAPIError:
         if not exists(conn, table):
             raise
@@ -133,7 +138,7 @@ def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], mis
                 raise
             if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
                 conn.rollback()
-            if not exists(conn, table):
+            if no_such_table(exc) or not exists(conn, table):
                 return missing
             if optional and denied(exc):
                 log.debug("%s %r is not readable by this database user; going on without "
@@ -148,6 +153,19 @@ _DENIED_SQLSTATES = {"42501"}  # PostgreSQL insufficient_privilege
 _DENIED_MYSQL = {1044, 1142, 1143}  # database access denied, table / column command denied
 
 
+
+
+_MISSING_SQLSTATES = {"42P01"}  # PostgreSQL undefined_table
+_MISSING_MYSQL = {1146}  # ER_NO_SUCH_TABLE
+
+
+def no_such_table(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server saying the table a query names does not exist: the
+    read's own error answers "is it there?" without another round trip."""
+    code = error_code(exc)
+    if code is not None:
+        return code in _MISSING_SQLSTATES | _MISSING_MYSQL
+    return "no such table" in str(getattr(exc, "orig", exc)).lower()  # SQLite
 
 
 def denied(exc: BaseException) -> bool:

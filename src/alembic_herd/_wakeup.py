@@ -9,10 +9,16 @@ heads within a round trip of the leader's end; without one the pause lasts its b
 capped at :data:`~._defaults.LISTEN_POLL_INTERVAL` (a few seconds: the load of a long
 migration stays low).
 
-Notification only accelerates: a NOTIFY that never arrives (a pooler in transaction mode
-drops LISTEN, a reconnect, a leader killed before it could notify) leaves the waiter on
-its polling backoff, which still sees the heads move or the lock come free. Other
-backends, and other PostgreSQL drivers, just poll.
+Notification only accelerates: a NOTIFY that never arrives (a reconnect, a leader killed
+before it could notify) leaves the waiter on its polling backoff, which still sees the
+heads move or the lock come free. Other backends, and other PostgreSQL drivers, just poll.
+
+A pooler in transaction mode (PgBouncer) loses LISTEN: it runs on whichever server session
+the pool lends, and notifications never reach this client, so a waiter there would wake
+only at its next poll, seconds later. Before listening the waiter compares the backend pid
+the server announced at startup with ``pg_backend_pid()`` (a pooler announces its own, as
+the advisory lock's refusal checks); through a pooler it does not LISTEN and polls on a
+shorter backoff, :data:`~._defaults.POOLED_POLL_INTERVAL` (one cheap statement per look).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ._polling import FIRST_PAUSE, Sleep, Wait
 from .locks import LockKey
 
 _NOTIFY = sa.text("SELECT pg_notify(:c, '')")
+_BACKEND_PID = sa.text("SELECT pg_backend_pid()")
 
 
 def channel(key: LockKey) -> str:
@@ -59,23 +66,53 @@ class Wakeup(Sleep):
 
     def __init__(self, conn: Connection, key: LockKey) -> None:
         self.notified = False
-        self._raw = _notifying_driver(conn)
-        if self._raw is not None:
-            conn.execute(sa.text(f"LISTEN {channel(key)}"))
+        self.pooled = False
+        """The connection goes through a pooler: no LISTEN, a shorter polling backoff."""
+        self._conn, self._key = conn, key
+        self._raw: Any | None = None
+        self._started = False
+
+    def start(self) -> None:
+        """Tell a pooler, and LISTEN on a direct connection; once, when the first pause is
+        due (a replica that never waits, the leader that takes the lock at once, or a
+        replica that finds the database current, sends neither statement). A notification
+        sent before it is lost, which notification may be: the first pauses are short."""
+        if self._started:
+            return
+        self._started = True
+        raw = _notifying_driver(self._conn)
+        if raw is None:
+            return
+        reported = getattr(getattr(raw, "info", None), "backend_pid", None)
+        if reported is not None and reported != self._conn.scalar(_BACKEND_PID):
+            self.pooled = True
+            return
+        self._conn.execute(sa.text(f"LISTEN {channel(self._key)}"))
+        self._raw = raw
 
     @property
     def listening(self) -> bool:
         return self._raw is not None
 
     def waits(self, cap: float) -> Wait:
-        if not self.listening:
-            return super().waits(cap)
         # a notification ends the pause early: the pause itself need not be short, and
-        # a jitter of [3/4, 1] keeps the herd's fallback polls apart without short ones
-        step = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.LISTEN_POLL_INTERVAL)
-        return lambda state: float(step(state) * random.uniform(0.75, 1.0))
+        # a jitter of [3/4, 1] keeps the herd's fallback polls apart without short ones.
+        # Through a pooler polling is the only way to learn: often enough to be prompt
+        listened = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.LISTEN_POLL_INTERVAL)
+        pooled = wait_exponential(multiplier=FIRST_PAUSE, max=defaults.POOLED_POLL_INTERVAL)
+        plain = super().waits(cap)
+
+        def wait(state: Any) -> float:
+            self.start()  # the first pause is due: only now is this replica a waiter
+            if self.pooled or self.listening:
+                step = pooled if self.pooled else listened
+                return float(step(state) * random.uniform(0.75, 1.0))
+            return float(plain(state))
+
+        return wait
 
     def __call__(self, seconds: float) -> None:
+        self.start()
         self.notified = False
         if self._raw is None:
             time.sleep(seconds)

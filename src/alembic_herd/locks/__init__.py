@@ -123,6 +123,12 @@ class Lock(ABC):
         """:meth:`verify` from the :attr:`probe` values another statement read."""
         raise NotImplementedError
 
+    guard: Any = None
+    """A SQL condition, true only while this session holds the lock, for another write on
+    the lock's session to carry in its ``WHERE`` (MySQL/MariaDB, no ``RETURNING``): a write
+    that matched nothing calls :meth:`verify`, and the check costs no round trip of its own.
+    ``None``: only :meth:`verify` (or :attr:`probe`) can tell."""
+
     def fence(self, conn: Connection, *, hold: bool) -> None:  # noqa: B027 - a hook
         """Inside the transaction of a revision about to commit, on the migration connection
         ``conn``: raise ``LockLostError`` (rolling that transaction back) if this process no

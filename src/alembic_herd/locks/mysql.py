@@ -8,6 +8,7 @@ key includes the database name, and names longer than MySQL's 64 characters are 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -62,6 +63,11 @@ class GetLock(Lock):
                 f"{self.describe()} is no longer held by this session; stopped before the "
                 "next revision - run herd again"
             )
+
+    @property
+    def guard(self) -> Any:
+        """``IS_USED_LOCK(name) = CONNECTION_ID()``, the condition :meth:`verify` reads."""
+        return sa.func.is_used_lock(sa.literal(self.name)) == sa.func.connection_id()
 
     def holder(self) -> Holder | None:
         conn_id = self.conn.scalar(sa.text("SELECT IS_USED_LOCK(:n)"), {"n": self.name})

@@ -46,6 +46,11 @@ from ..errors import ConfigurationError, Holder, LockLostError
 from . import Lock, LockKey
 
 _ACQUIRE = sa.text("SELECT pg_try_advisory_lock(:k), pg_backend_pid()")
+_FIRST_ACQUIRE = sa.text(
+    "SELECT CASE WHEN pg_backend_pid() = :reported THEN pg_try_advisory_lock(:k) END, "
+    "pg_backend_pid()")
+"""The first try, with the pooler check in the same statement: the lock is only tried on
+the backend the connection announced at startup (NULL, not tried, on any other)."""
 _CLAIM = sa.text(
     f"""
     SELECT set_config('application_name', :name, false), {SERVER_KEEPALIVES},
@@ -86,9 +91,18 @@ class AdvisoryLock(Lock):
         return f"lock {self.key.name!r} (postgresql advisory)"
 
     def try_acquire(self) -> bool:
-        if not self._direct:
-            self._check_direct()
-        got, backend = self.conn.execute(_ACQUIRE, {"k": self._int}).one()
+        reported = None if self._direct else _reported_backend_pid(self.conn)
+        if reported is None:
+            if not self._direct:
+                self._check_direct()  # the driver does not tell: ask first
+            got, backend = self.conn.execute(_ACQUIRE, {"k": self._int}).one()
+        else:
+            got, backend = self.conn.execute(_FIRST_ACQUIRE, {"k": self._int,
+                                                              "reported": reported}).one()
+            if got is None:  # another backend ran it: nothing was tried there
+                raise self._pooled(f"it announced backend pid {reported} at startup, but "
+                                   f"its statements run on backend {backend}")
+            self._direct = True
         if not got:
             return False
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
