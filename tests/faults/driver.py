@@ -67,6 +67,7 @@ def scale_keepalives(text: str) -> None:
     assert new != old, "the keepalive expression changed shape: update the driver"
     _database.KEEPALIVES = (idle, interval, count)  # type: ignore[attr-defined]  # client
     _leader._KEEPALIVES = sa.text(f"SELECT {new}")
+    _leader.SERVER_KEEPALIVES = new  # type: ignore[attr-defined]  # rides with the lock wait
     _lockwait._SERVER_KEEPALIVES = sa.text(f"SELECT {new}")
     pg_lock._CLAIM = sa.text(pg_lock._CLAIM.text.replace(old, new))
 
