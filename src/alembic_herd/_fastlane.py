@@ -571,10 +571,8 @@ class _Db:
         return str(exc)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.conn.close()
-        except Exception:
-            pass
 
 
 def _pg_connect(url: Url) -> tuple[Any, Any]:
