@@ -219,9 +219,9 @@ def parse(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Setting
                 environ.get(v) for v in _ENVVARS["config"]) and pyproject is not None and (
                 dest in table.get(verb, {}) or dest in table.get("", {})):
             values[dest] = str((pyproject.parent / str(values[dest])).resolve())
-    for key in (*table.get(verb, {}), *table.get("", {})):
-        if key not in _KNOWN_KEYS:
-            raise Fallback(f"[tool.herd] {key}")
+    for keys in table.values():  # the normal path refuses an unknown key in any table
+        if set(keys) - _KNOWN_KEYS - _OTHER_KEYS:
+            raise Fallback("[tool.herd] key")
     if positional:
         if "target" in given and given["target"] != positional[0]:
             raise Fallback("two targets")
@@ -231,6 +231,9 @@ def parse(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Setting
 
 
 _KNOWN_KEYS = {dest for opts in _OPTIONS.values() for dest, _ in opts.values()}
+_OTHER_KEYS = {"recent", "limit", "yes", "force", "since", "dialect", "server_version",
+               "pending", "replicas", "keep"}
+"""Options of the other verbs (a ``[tool.herd]`` key the lane ignores, as click does)."""
 
 
 def _validate(values: dict[str, Any]) -> None:
@@ -243,7 +246,7 @@ def _validate(values: dict[str, Any]) -> None:
         raise Fallback("-v")
     if values["target"] not in ("head", "heads"):
         raise Fallback("target")
-    for name, choices in (("log_format", ("text", "json")), ("lock", ("auto",)),
+    for name, choices in (("log_format", ("text", "json")), ("lock", ("auto", "advisory", "table", "file")),
                           ("unmarked_phase", ("contract", "expand")),
                           ("mode", ("auto", "migrate", "wait"))):
         if name in values and values[name] not in choices:
@@ -671,6 +674,10 @@ def plan(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Plan:
     if len(parts) > 2 or not all(p.strip() for p in parts):
         raise Fallback("history table")
     herd_schema = parts[0] if len(parts) == 2 else settings["herd_schema"]
+    lock = settings["lock"]
+    if (lock == "advisory" and herd.backend == "sqlite") or (
+            lock == "file" and herd.backend != "sqlite"):
+        raise Fallback("lock kind")
     if herd.backend == "sqlite":
         if herd_schema not in (None, "main"):
             raise Fallback("sqlite schema")
@@ -681,6 +688,8 @@ def plan(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Plan:
 
 def at_head(p: Plan) -> tuple[Stamp | None, str]:
     """The stamp when the database is at its heads (else ``None``), and the graph's state."""
+    if p.herd.backend == "sqlite" and not Path(p.herd.database or "").is_file():
+        return None, "missing"  # a new database: its first migration may leave a graph
     db = _Db(p.herd)
     try:
         stamp, state = read_stamp(db, p.herd_schema, p.key)
