@@ -90,8 +90,9 @@ def comparable(result: subprocess.CompletedProcess[str]) -> tuple[int, str, list
         if line.startswith("{"):
             data = json.loads(line)
             data.pop("time"), data.pop("replica")
-            line = json.dumps(data, sort_keys=True)
-        err.append(re.sub(r"^\d\d:\d\d:\d\d herd\[[^\]]+\]", "T herd[R]", line))
+            err.append(json.dumps(data, sort_keys=True))
+        else:
+            err.append(re.sub(r"^\d\d:\d\d:\d\d herd\[[^\]]+\]", "T herd[R]", line))
     return result.returncode, result.stdout, err
 
 

@@ -246,7 +246,8 @@ def _validate(values: dict[str, Any]) -> None:
         raise Fallback("-v")
     if values["target"] not in ("head", "heads"):
         raise Fallback("target")
-    for name, choices in (("log_format", ("text", "json")), ("lock", ("auto", "advisory", "table", "file")),
+    for name, choices in (("log_format", ("text", "json")),
+                          ("lock", ("auto", "advisory", "table", "file")),
                           ("unmarked_phase", ("contract", "expand")),
                           ("mode", ("auto", "migrate", "wait"))):
         if name in values and values[name] not in choices:
