@@ -391,7 +391,8 @@ def _files(folder: Path) -> list[Path]:
 
 
 _LITERAL = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
-_USERINFO = re.compile(r"(://[^/@\s]*?):[^/\s]*@")
+_USERINFO = re.compile(r"(://[^:/@\s]*):\S*@")
+"""``://user:password@`` up to the last ``@`` (a password may hold ``/``, ``:`` or ``@``)."""
 
 
 def fingerprint(settings: Settings, project: Project, environ: Mapping[str, str],
