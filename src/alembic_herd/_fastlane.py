@@ -194,6 +194,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Setting
             value, i = args[i], i + 1
         else:
             raise Fallback(f"{name} without a value")
+        if not value.strip():
+            raise Fallback(f"{name} empty")  # the normal path's own reading (or error)
         if kind == "multi":
             given[dest] = (*given.get(dest, ()), value)
         else:
