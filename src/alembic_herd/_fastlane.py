@@ -398,7 +398,7 @@ _USERINFO = re.compile(r"(://[^:/@\s]*):\S*@")
 
 
 def fingerprint(settings: Settings, project: Project, environ: Mapping[str, str],
-                servers: Sequence[tuple[Any, ...]]) -> str:
+                servers: Sequence[Any]) -> str:
     """The hash of everything that decides what the normal path concludes (module doc)."""
     digest = hashlib.sha256()
 
@@ -419,7 +419,7 @@ def fingerprint(settings: Settings, project: Project, environ: Mapping[str, str]
                  "history_table", "herd_schema"):
         add(name, settings[name])
     add("x", json.dumps(list(settings["x_argument"] or ())))
-    add("servers", json.dumps([list(s) for s in servers]))
+    add("servers", json.dumps(list(servers)))
     add("ini-path", str(project.ini.resolve()))
     add("ini", project.ini.read_bytes())
     add("pyproject", settings.pyproject.read_bytes() if settings.pyproject else None)
@@ -686,7 +686,10 @@ def plan(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Plan:
         if herd_schema not in (None, "main"):
             raise Fallback("sqlite schema")
         herd_schema = None
-    key = fingerprint(settings, project, environ, [app.server, herd.server, app.query])
+    # whether the URL has a password: the stamp keeps the URL as herd displays it, with
+    # 'user:***@' or 'user@' (the password itself never enters the fingerprint)
+    key = fingerprint(settings, project, environ,
+                      [app.server, herd.server, app.query, app.password is not None])
     return Plan(settings, app, herd, text, key, herd_schema)
 
 
