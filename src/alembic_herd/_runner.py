@@ -171,6 +171,7 @@ class Runner:
             if not pending:
                 event("current", "database %s is current at %s; nothing to do",
                       display(self.url), ", ".join(heads) or "base", heads=list(heads))
+                self._stamp(conn, call.pending, heads)
                 return Outcome(action="current", heads=heads)
             from ._leader import Leader
             from ._wakeup import Wakeup, notify
@@ -188,16 +189,17 @@ class Runner:
                 with lock.acquire(call.deadline, poll_cap=self.poll_cap, hint=waiter.hint,
                                   while_waiting=waiter.look, pause=wakeup) as held:
                     if not held:
-                        return waiter.outcome()
-                    led = True
-                    leader = Leader(self.env, conn, lock, history, call.pending,
-                                    baseline=baseline, waited=waiter.waited(), command=command,
-                                    lock_wait=self.lock_wait)
-                    began = time.monotonic()
-                    try:
-                        outcome = leader.run()
-                    finally:
-                        call.leading_seconds = time.monotonic() - began
+                        outcome = waiter.outcome()
+                    else:
+                        led = True
+                        leader = Leader(self.env, conn, lock, history, call.pending,
+                                        baseline=baseline, waited=waiter.waited(),
+                                        command=command, lock_wait=self.lock_wait)
+                        began = time.monotonic()
+                        try:
+                            outcome = leader.run()
+                        finally:
+                            call.leading_seconds = time.monotonic() - began
             finally:
                 if led and not conn.invalidated:  # the lock is free: wake the waiters (they
                     # re-read the heads or take it); never mask the error on its way out
@@ -205,7 +207,20 @@ class Runner:
                         notify(conn, self.key)
             if outcome.action == "waited" and outcome.leader is None and waiter.holder:
                 outcome = replace(outcome, leader=waiter.holder)
+            if not conn.invalidated:
+                self._stamp(conn, call.pending, outcome.heads, migrated=led)
             return outcome
+
+    def _stamp(self, conn: Connection, pending: Pending, heads: Sequence[str], *,
+               migrated: bool = False) -> None:
+        """The database is at ``heads`` with nothing pending: for the ``herd`` command's
+        fast lane, record it when those are the script heads (:func:`._fastlane.record`)."""
+        if pending.ahead or pending.left:
+            return
+        from ._fastlane import record
+
+        record(conn, self.env, heads, url=self.url, herd_schema=self.herd_schema,
+               migrated=migrated)
 
     # -- downgrade -------------------------------------------------------------------------
 
@@ -252,6 +267,7 @@ class Runner:
                     event(action, "database is current at %s%s", ", ".join(heads),
                           f" after waiting {format_seconds(waited)}" if waited else "",
                           heads=list(heads), waited=waited)
+                    self._stamp(conn, call.pending, heads)
                     return Outcome(action=action, heads=heads, waited_seconds=waited)
                 report = deadline.elapsed() >= next_report
                 # through a pooler a look is one statement while the wait is steady: the
@@ -300,6 +316,8 @@ class Runner:
                 from . import _lockwait
 
                 retrying = _lockwait.retrying(history.rows(limit=_RECENT))
+            if not pending:
+                self._stamp(conn, reader, heads)
             return Status(
                 url=display(self.url), version_table=self.env.qualified_version_table,
                 current_heads=heads, script_heads=self.env.script_heads(), pending=pending,

@@ -1,0 +1,905 @@
+"""The fast lane: ``herd check`` / ``migrate`` / ``run`` at head without SQLAlchemy, Alembic
+or env.py (every restart of every pod).
+
+It may answer one thing only: "the database is at the script heads, nothing to do". Any
+doubt (an option it does not know, a URL it cannot read, no stamp, a stamp of other inputs,
+a connection error, a version table elsewhere than stamped) raises :class:`Fallback`, and
+the normal path runs as if the lane did not exist, producing its own output and errors.
+
+**The stamp.** When the normal path (started from the ``herd`` command) has found the
+database at the script heads, it records in herd's revision graph (``herd_revisions``; one
+row, scope :data:`SCOPE`, revision = the fingerprint) where env.py's version table really
+is (schema-qualified, as ``Environment.locate`` learnt it), how herd names it, and the
+heads. It never creates a table for this: the row is written only where the graph already
+exists and this user may write it (:func:`record`).
+
+**The fingerprint** (:func:`fingerprint`) hashes what decides the normal path's answer:
+alembic.ini, the nearest pyproject.toml, every file under the script location and every
+version location (``__pycache__`` aside), herd's settings that name tables, schemas, the
+section, ``-x`` arguments and the database (URL without its password), the values of the
+environment variables env.py names literally (passwords in URL-like values removed),
+herd's version, Alembic's ``__init__`` and :data:`FORMAT`. The assumption that remains:
+env.py's choice of version table depends on nothing else (not on another module's
+environment variables, the time, or a file outside those hashed). ``HERD_FAST_LANE=0``
+switches the lane off.
+
+**The lane** (:func:`main`) reads the verb's options the way click would (command line >
+environment > ``[tool.herd]`` > defaults, validating every value it accepts), resolves the
+URL without env.py (``--url``/``HERD_DATABASE_URL``/``DATABASE_URL`` or a static
+``sqlalchemy.url``), connects with the raw driver (psycopg 3 / psycopg2, pymysql, sqlite3),
+reads the stamp and the version table at the stamped place, and, when they agree, prints
+what the normal path prints at head and exits 0 (``herd run`` execs its command).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import parse_qsl, unquote
+
+FORMAT = 1
+"""The stamp's format; part of the fingerprint."""
+SCOPE = "herd:stamp"
+"""The graph's ``scope`` of stamp rows (version tables' scopes are table names)."""
+SWITCH = "HERD_FAST_LANE"
+"""``HERD_FAST_LANE=0`` (or off/false/no) switches the lane off; stamps are then not
+written either."""
+CONNECT_TIMEOUT = 3
+"""The lane tries once, briefly: on any failure the normal path connects with its retries."""
+
+_GRAPH_TABLE = "herd_revisions"  # = _defaults.GRAPH_TABLE (not imported: nothing else needed)
+_HISTORY_TABLE = "herd_history"
+_VERBS = ("check", "migrate", "run")
+
+
+class Fallback(Exception):
+    """The lane cannot decide: the normal path runs."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the normal path needs to write a stamp the lane will find (:func:`record`)."""
+
+    fingerprint: str
+    server: tuple[Any, ...]
+    """(backend, user, host, port, database) of herd's connection, as the lane made it."""
+    herd_schema: str | None
+    """Where the lane looks for herd's graph (from the settings alone)."""
+    state: str
+    """What the lane found: 'writable', 'present' (privilege unknown), 'readonly',
+    'missing' (no graph table yet), 'unknown' (no connection)."""
+
+
+REQUEST: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "alembic_herd_stamp_request", default=None)
+
+
+def switched_off(environ: Mapping[str, str]) -> bool:
+    return environ.get(SWITCH, "").strip().lower() in ("0", "off", "false", "no")
+
+
+# -- the options, read as click reads them ------------------------------------------------
+
+_COMMON = {  # option -> (name, kind); kind: value, flag, multi, count
+    "-c": ("config", "value"), "--config": ("config", "value"),
+    "-n": ("name", "value"), "--name": ("name", "value"),
+    "-d": ("script_location", "value"), "--script-location": ("script_location", "value"),
+    "-x": ("x_argument", "multi"), "--x-argument": ("x_argument", "multi"),
+    "--url": ("url", "value"), "--lock-url": ("lock_url", "value"),
+    "--version-table": ("version_table", "value"),
+    "--version-table-schema": ("version_table_schema", "value"),
+    "--history-table": ("history_table", "value"), "--herd-schema": ("herd_schema", "value"),
+    "-v": ("verbose", "count"), "--verbose": ("verbose", "count"),
+    "-q": ("quiet", "flag"), "--quiet": ("quiet", "flag"),
+    "--log-format": ("log_format", "value"), "--traceback": ("traceback", "flag"),
+    "--target": ("target", "value"), "--lock": ("lock", "value"),
+    "--allow-ahead": ("allow_ahead", "flag"), "--expand-only": ("expand_only", "flag"),
+    "--unmarked-phase": ("unmarked_phase", "value"),
+}
+_UPGRADING = {
+    "--lock-timeout": ("lock_timeout", "value"),
+    "--lock-wait-timeout": ("lock_wait_timeout", "value"),
+    "--lock-wait-attempts": ("lock_wait_attempts", "value"),
+    "--lock-wait-budget": ("lock_wait_budget", "value"),
+    "--statement-timeout": ("statement_timeout", "value"),
+}
+_OPTIONS = {
+    "check": {**_COMMON, "--connect-timeout": ("connect_timeout", "value")},
+    "migrate": {**_COMMON, **_UPGRADING},
+    "run": {**_COMMON, **_UPGRADING, "--timeout": ("timeout", "value"),
+            "--mode": ("mode", "value"), "--migrate-command": ("migrate_command", "value")},
+}
+_ENVVARS = {
+    "config": ["ALEMBIC_CONFIG"], "url": ["HERD_DATABASE_URL", "DATABASE_URL"],
+    "lock_url": ["HERD_LOCK_URL"], "history_table": ["HERD_HISTORY_TABLE"],
+    "herd_schema": ["HERD_SCHEMA"], "log_format": ["HERD_LOG_FORMAT"], "lock": ["HERD_LOCK"],
+    "allow_ahead": ["HERD_ALLOW_AHEAD"], "expand_only": ["HERD_EXPAND_ONLY"],
+    "unmarked_phase": ["HERD_UNMARKED_PHASE"], "lock_timeout": ["HERD_LOCK_TIMEOUT"],
+    "lock_wait_timeout": ["HERD_LOCK_WAIT_TIMEOUT"],
+    "lock_wait_attempts": ["HERD_LOCK_WAIT_ATTEMPTS"],
+    "lock_wait_budget": ["HERD_LOCK_WAIT_BUDGET"],
+    "statement_timeout": ["HERD_STATEMENT_TIMEOUT"], "timeout": ["HERD_TIMEOUT"],
+    "connect_timeout": ["HERD_CONNECT_TIMEOUT"], "mode": ["HERD_MODE"],
+    "migrate_command": ["HERD_MIGRATE_COMMAND"],
+}
+_DEFAULTS: dict[str, Any] = {
+    "config": "alembic.ini", "history_table": _HISTORY_TABLE, "log_format": "text",
+    "lock": "auto", "unmarked_phase": "contract", "target": "head", "mode": "auto",
+    "verbose": 0, "quiet": False, "traceback": False, "allow_ahead": False,
+    "expand_only": False, "x_argument": (),
+}
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+_DURATIONS = {"lock_timeout", "lock_wait_budget", "timeout", "connect_timeout"}
+_DURATIONS_OR_OFF = {"lock_wait_timeout", "statement_timeout"}
+
+
+@dataclass
+class Settings:
+    verb: str
+    values: dict[str, Any]
+    command: list[str] | None
+    pyproject: Path | None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values.get(name)
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Settings:
+    """The verb's settings, or :class:`Fallback` for anything the lane does not handle."""
+    if not argv or argv[0] not in _VERBS:
+        raise Fallback("not a verb of the lane")
+    verb, args = argv[0], list(argv[1:])
+    options = _OPTIONS[verb]
+    command: list[str] | None = None
+    if "--" in args:
+        if verb == "check":
+            raise Fallback("-- with check")
+        cut = args.index("--")
+        args, command = args[:cut], args[cut + 1:]
+    given: dict[str, Any] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if not token.startswith("-") or token == "-":
+            positional.append(token)
+            continue
+        name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
+        if name not in options:
+            raise Fallback(f"option {name}")
+        dest, kind = options[name]
+        if kind in ("flag", "count"):
+            if eq:
+                raise Fallback(f"{name}=")
+            given[dest] = given.get(dest, 0) + 1 if kind == "count" else True
+            continue
+        if eq:
+            value = inline
+        elif i < len(args):
+            value, i = args[i], i + 1
+        else:
+            raise Fallback(f"{name} without a value")
+        if not value.strip():
+            raise Fallback(f"{name} empty")  # the normal path's own reading (or error)
+        if kind == "multi":
+            given[dest] = (*given.get(dest, ()), value)
+        else:
+            given[dest] = value
+    if len(positional) > 1:
+        raise Fallback("several arguments")
+    pyproject = _find_pyproject(cwd)
+    table = _tool_herd(pyproject)
+    values: dict[str, Any] = {}
+    names = {dest for dest, _ in options.values()}
+    for dest in names | {"target"}:
+        if dest in given:
+            values[dest] = given[dest]
+        elif any(environ.get(var) for var in _ENVVARS.get(dest, ())):
+            values[dest] = next(environ[v] for v in _ENVVARS[dest] if environ.get(v))
+        elif dest in table.get(verb, {}):
+            values[dest] = table[verb][dest]
+        elif dest in table.get("", {}):
+            values[dest] = table[""][dest]
+        else:
+            values[dest] = _DEFAULTS.get(dest)
+        if dest == "config" and dest not in given and not any(
+                environ.get(v) for v in _ENVVARS["config"]) and pyproject is not None and (
+                dest in table.get(verb, {}) or dest in table.get("", {})):
+            values[dest] = str((pyproject.parent / str(values[dest])).resolve())
+    for keys in table.values():  # the normal path refuses an unknown key in any table
+        if set(keys) - _KNOWN_KEYS - _OTHER_KEYS:
+            raise Fallback("[tool.herd] key")
+    if positional:
+        if "target" in given and given["target"] != positional[0]:
+            raise Fallback("two targets")
+        values["target"] = positional[0]
+    _validate(values)
+    return Settings(verb, values, command, pyproject)
+
+
+_KNOWN_KEYS = {dest for opts in _OPTIONS.values() for dest, _ in opts.values()}
+_OTHER_KEYS = {"recent", "limit", "yes", "force", "since", "dialect", "server_version",
+               "pending", "replicas", "keep"}
+"""Options of the other verbs (a ``[tool.herd]`` key the lane ignores, as click does)."""
+
+
+def _validate(values: dict[str, Any]) -> None:
+    """Every value is one the normal path accepts (else it would fail: fall back), and
+    none asks for something the lane does not do."""
+    from ._durations import to_seconds
+    from .errors import ConfigurationError
+
+    if values.get("verbose"):
+        raise Fallback("-v")
+    if values["target"] not in ("head", "heads"):
+        raise Fallback("target")
+    for name, choices in (("log_format", ("text", "json")),
+                          ("lock", ("auto", "advisory", "table", "file")),
+                          ("unmarked_phase", ("contract", "expand")),
+                          ("mode", ("auto", "migrate", "wait"))):
+        if name in values and values[name] not in choices:
+            raise Fallback(name)
+    for name in ("quiet", "traceback", "allow_ahead", "expand_only"):
+        value = values.get(name)
+        if isinstance(value, str):
+            if value.strip().lower() not in _TRUE | _FALSE:
+                raise Fallback(name)
+            values[name] = value.strip().lower() in _TRUE
+        elif value is not None and not isinstance(value, bool):
+            raise Fallback(name)
+    for name in _DURATIONS | _DURATIONS_OR_OFF:
+        value = values.get(name)
+        if value is None or isinstance(value, bool):
+            if value is not None:
+                raise Fallback(name)
+            continue
+        if name in _DURATIONS_OR_OFF and str(value).strip().lower() in ("off", "0"):
+            continue
+        try:
+            if not isinstance(value, int | float):
+                to_seconds(str(value), name=name)
+        except ConfigurationError as exc:
+            raise Fallback(name) from exc
+    attempts = values.get("lock_wait_attempts")
+    if attempts is not None:
+        try:
+            if int(str(attempts)) < 1:
+                raise Fallback("attempts")
+        except ValueError as exc:
+            raise Fallback("attempts") from exc
+    words = values.get("migrate_command")
+    if isinstance(words, str):
+        try:
+            values["migrate_command"] = shlex.split(words) or None
+        except ValueError as exc:
+            raise Fallback("migrate command") from exc
+    elif isinstance(words, list | tuple):
+        values["migrate_command"] = [str(w) for w in words] or None
+    x = values.get("x_argument")
+    if x is not None and not isinstance(x, list | tuple):
+        raise Fallback("x-argument")
+    for name in ("config", "name", "script_location", "url", "lock_url", "version_table",
+                 "version_table_schema", "history_table", "herd_schema"):
+        if values.get(name) is not None and not isinstance(values[name], str):
+            raise Fallback(name)
+
+
+def _find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _tool_herd(path: Path | None) -> dict[str, dict[str, Any]]:
+    """``[tool.herd]`` as {'': shared keys, verb: its table}, keys as option names."""
+    if path is None:
+        return {}
+    text = path.read_text()
+    if "herd" not in text:
+        return {}
+    import tomllib
+
+    try:
+        table = tomllib.loads(text).get("tool", {}).get("herd", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise Fallback("pyproject") from exc
+    if not isinstance(table, dict):
+        raise Fallback("[tool.herd]")
+    result: dict[str, dict[str, Any]] = {"": {}}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            result[key] = {k.replace("-", "_"): v for k, v in value.items()}
+            if key not in ("check", "migrate", "run", "wait", "status", "history",
+                           "downgrade", "resolve", "unlock", "lint", "demo"):
+                raise Fallback("[tool.herd.?]")
+        else:
+            result[""][key.replace("-", "_")] = value
+    return result
+
+
+# -- the project: alembic.ini, the scripts ------------------------------------------------
+
+
+@dataclass
+class Project:
+    ini: Path
+    section: str
+    script_dir: Path
+    version_dirs: list[Path]
+    ini_url: str | None
+
+
+def read_project(settings: Settings, cwd: Path) -> Project:
+    import configparser
+
+    ini = Path(settings["config"])
+    if not ini.is_absolute():
+        ini = cwd / ini
+    if not ini.is_file():
+        raise Fallback("no config file")
+    section = settings["name"] or "alembic"
+    parser = configparser.ConfigParser({"here": os.path.abspath(os.path.dirname(ini))})
+    try:
+        parser.read([str(ini)])
+        if not parser.has_section(section):
+            raise Fallback("no section")
+        where = settings["script_location"] or parser.get(section, "script_location",
+                                                          fallback=None)
+        url = parser.get(section, "sqlalchemy.url", fallback=None)
+        locations = parser.get(section, "version_locations", fallback=None)
+        sourceless = parser.get(section, "sourceless", fallback="false")
+    except configparser.Error as exc:
+        raise Fallback("ini") from exc
+    if not where or ":" in where or sourceless.strip().lower() in _TRUE:
+        raise Fallback("script location")
+    script_dir = Path(where)
+    if not script_dir.is_absolute():
+        script_dir = cwd / script_dir
+    if not (script_dir / "env.py").is_file():
+        raise Fallback("no env.py")
+    version_dirs = []
+    for token in re.split(r"[\s,;:]+", locations or ""):
+        if token:
+            path = Path(token) if Path(token).is_absolute() else cwd / token
+            if not path.is_dir():
+                raise Fallback("version location")
+            version_dirs.append(path)
+    return Project(ini, section, script_dir, version_dirs, url)
+
+
+def _files(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        found.extend(Path(root) / name for name in sorted(files))
+    return found
+
+
+_LITERAL = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
+_USERINFO = re.compile(r"(://[^:/@\s]*):\S*@")
+"""``://user:password@`` up to the last ``@`` (a password may hold ``/``, ``:`` or ``@``)."""
+
+
+def fingerprint(settings: Settings, project: Project, environ: Mapping[str, str],
+                servers: Sequence[Any]) -> str:
+    """The hash of everything that decides what the normal path concludes (module doc)."""
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes | str | None) -> None:
+        raw = b"\0" if data is None else (data.encode() if isinstance(data, str) else data)
+        digest.update(f"{label}:{len(raw)}:".encode())
+        digest.update(raw)
+
+    from . import __version__
+
+    add("format", str(FORMAT))
+    add("herd", __version__)
+    import importlib.util
+
+    spec = importlib.util.find_spec("alembic")
+    add("alembic", Path(spec.origin).read_bytes() if spec and spec.origin else None)
+    for name in ("name", "script_location", "version_table", "version_table_schema",
+                 "history_table", "herd_schema"):
+        add(name, settings[name])
+    add("x", json.dumps(list(settings["x_argument"] or ())))
+    add("servers", json.dumps(list(servers)))
+    add("ini-path", str(project.ini.resolve()))
+    add("ini", project.ini.read_bytes())
+    add("pyproject", settings.pyproject.read_bytes() if settings.pyproject else None)
+    for label, folder in (("scripts", project.script_dir),
+                          *(("versions", d) for d in project.version_dirs)):
+        add(label, str(folder.resolve()))
+        for path in _files(folder):
+            add(str(path.relative_to(folder)), path.read_bytes())
+    env_py = (project.script_dir / "env.py").read_text(errors="replace")
+    for name in sorted(set(_LITERAL.findall(env_py))):
+        value = environ.get(name)
+        add(f"env {name}", None if value is None else _USERINFO.sub(r"\1@", value))
+    return digest.hexdigest()
+
+
+# -- the URL ------------------------------------------------------------------------------
+
+_QUERY = {
+    "postgresql": {"sslmode", "sslrootcert", "sslcert", "sslkey", "application_name",
+                   "connect_timeout", "host", "port"},
+    "mysql": {"charset"},
+    "sqlite": set(),
+}
+
+
+@dataclass(frozen=True)
+class Url:
+    backend: str
+    user: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    database: str | None
+    query: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def server(self) -> tuple[Any, ...]:
+        return (self.backend, self.user, self.host, self.port, self.database)
+
+
+def parse_url(text: str) -> Url:
+    """A URL of a supported backend, or :class:`Fallback`."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise Fallback("url")
+    dialect, _, driver = scheme.partition("+")
+    backend = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql",
+               "mariadb": "mysql", "sqlite": "sqlite"}.get(dialect)
+    drivers = {"postgresql": ("", "psycopg", "psycopg2", "psycopg2cffi", "asyncpg",
+                              "psycopg_async"),
+               "mysql": ("pymysql", "aiomysql", "asyncmy"), "sqlite": ("", "pysqlite",
+                                                                      "aiosqlite")}
+    if backend is None or driver not in drivers[backend]:
+        raise Fallback("driver")
+    rest, _, query_text = rest.partition("?")
+    query = tuple(parse_qsl(query_text, keep_blank_values=True))
+    if any(k not in _QUERY[backend] for k, _ in query) or len({k for k, _ in query}) != len(
+            query):
+        raise Fallback("url query")
+    if backend == "sqlite":
+        if not rest.startswith("/") or rest in ("/", "/:memory:") or "%" in rest:
+            raise Fallback("sqlite url")
+        return Url("sqlite", None, None, None, None, rest[1:], query)
+    netloc, _, database = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    user = password = None
+    if at:
+        raw_user, colon, raw_password = userinfo.partition(":")
+        user = unquote(raw_user)
+        password = unquote(raw_password) if colon else None
+    if "[" in hostport or "," in hostport or "%" in database or "/" in database:
+        raise Fallback("url host")
+    host, colon, port_text = hostport.partition(":")
+    try:
+        port = int(port_text) if colon else None
+    except ValueError as exc:
+        raise Fallback("port") from exc
+    return Url(backend, user or None, password, host or None, port, database or None, query)
+
+
+def resolve_url(settings: Settings, project: Project) -> tuple[Url, Url, str]:
+    """(the application's URL, herd's connection's URL, the text of the first)."""
+    text = settings["url"] or project.ini_url
+    if not text:
+        raise Fallback("no URL without env.py")
+    app = parse_url(text)
+    return app, parse_url(settings["lock_url"]) if settings["lock_url"] else app, text
+
+
+# -- the database -------------------------------------------------------------------------
+
+
+def _quote(backend: str, *names: str | None) -> str:
+    q = "`" if backend == "mysql" else '"'
+    return ".".join(f"{q}{n.replace(q, q + q)}{q}" for n in names if n)
+
+
+class _Db:
+    """One raw DB-API connection, autocommit."""
+
+    module: Any
+
+    def __init__(self, url: Url) -> None:
+        self.backend = url.backend
+        try:
+            if url.backend == "postgresql":
+                self.module, self.conn = _pg_connect(url)
+                self.errors: tuple[type[BaseException], ...] = (self.module.Error,)
+            elif url.backend == "mysql":
+                import pymysql
+
+                self.module = pymysql
+                kwargs: dict[str, Any] = {"autocommit": True,
+                                          "connect_timeout": CONNECT_TIMEOUT,
+                                          "database": url.database, "port": url.port or 3306}
+                if url.user:
+                    kwargs["user"] = url.user
+                if url.password is not None:
+                    kwargs["password"] = url.password
+                kwargs["host"] = url.host or "localhost"
+                kwargs.update(dict(url.query))
+                self.conn = pymysql.connect(**kwargs)
+                self.errors = (pymysql.Error,)
+            else:
+                import sqlite3
+
+                self.module = sqlite3
+                path = Path(url.database or "")
+                if not path.is_file():
+                    raise Fallback("no sqlite file")
+                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                            isolation_level=None, timeout=5)
+                self.errors = (sqlite3.Error,)
+        except Fallback:
+            raise
+        except Exception as exc:  # no driver, refused, unreachable: the normal path says
+            raise Fallback("connect") from exc
+
+    @property
+    def mark(self) -> str:
+        return "?" if self.backend == "sqlite" else "%s"
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def code(self, exc: BaseException) -> str | int | None:
+        if self.backend == "postgresql":
+            return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if self.backend == "mysql":
+            return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return str(exc)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def _pg_connect(url: Url) -> tuple[Any, Any]:
+    kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "dbname": url.database,
+                              "application_name": f"herd {socket.gethostname()} {os.getpid()}"}
+    for key, value in (("user", url.user), ("password", url.password), ("host", url.host),
+                       ("port", url.port)):
+        if value is not None:
+            kwargs[key] = value
+    kwargs.update(dict(url.query))
+    try:
+        import psycopg
+    except ImportError:
+        import psycopg2  # type: ignore[import-untyped,unused-ignore]
+
+        conn = psycopg2.connect(**kwargs)
+        conn.autocommit = True
+        return psycopg2, conn
+    return psycopg, psycopg.connect(autocommit=True, prepare_threshold=None, **kwargs)
+
+
+_MISSING = {"42P01", "3F000", 1146, 1049}
+_DENIED = {"42501", 1142, 1044, 1143}
+
+
+@dataclass(frozen=True)
+class Stamp:
+    table: str
+    schema: str | None
+    display: str
+    heads: tuple[str, ...]
+    url: str
+
+
+def read_stamp(db: _Db, herd_schema: str | None, key: str) -> tuple[Stamp | None, str]:
+    """The stamp of ``key`` (``None`` when there is none) and what the graph is to this
+    user (:attr:`Request.state`)."""
+    graph = _quote(db.backend, herd_schema, _GRAPH_TABLE)
+    m = db.mark
+    try:
+        if db.backend == "postgresql":
+            row = db.rows(f"SELECT (SELECT parents FROM {graph} WHERE scope = {m} AND "
+                          f"revision = {m}), has_table_privilege({m}, 'INSERT')",
+                          (SCOPE, key, graph))[0]
+            state = "writable" if row[1] else "readonly"
+        else:
+            found = db.rows(f"SELECT parents FROM {graph} WHERE scope = {m} AND revision = {m}",
+                            (SCOPE, key))
+            row = (found[0][0] if found else None,)
+            state = "present"
+    except db.errors as exc:
+        code = db.code(exc)
+        if code in _MISSING or (isinstance(code, str) and "no such table" in code):
+            return None, "missing"
+        if code in _DENIED:
+            return None, "readonly"
+        raise Fallback("stamp unreadable") from exc
+    if row[0] is None:
+        return None, state
+    try:
+        data = json.loads(row[0])
+        stamp = Stamp(str(data["table"]), data["schema"], str(data["display"]),
+                      tuple(str(h) for h in data["heads"]), str(data["url"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Fallback("stamp format") from exc
+    return stamp, state
+
+
+def read_heads(db: _Db, stamp: Stamp) -> tuple[str, ...]:
+    table = _quote(db.backend, stamp.schema, stamp.table)
+    try:
+        return tuple(sorted(str(r[0]) for r in db.rows(f"SELECT version_num FROM {table}")))
+    except db.errors as exc:
+        raise Fallback("version table") from exc
+
+
+# -- the lane -----------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    settings: Settings
+    app: Url
+    herd: Url
+    url_text: str
+    key: str
+    herd_schema: str | None
+
+
+def plan(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Plan:
+    settings = parse(argv, environ, cwd)
+    project = read_project(settings, cwd)
+    app, herd, text = resolve_url(settings, project)
+    history = settings["history_table"] or _HISTORY_TABLE
+    parts = history.split(".")
+    if len(parts) > 2 or not all(p.strip() for p in parts):
+        raise Fallback("history table")
+    herd_schema = parts[0] if len(parts) == 2 else settings["herd_schema"]
+    lock = settings["lock"]
+    if (lock == "advisory" and herd.backend == "sqlite") or (
+            lock == "file" and herd.backend != "sqlite"):
+        raise Fallback("lock kind")
+    if herd.backend == "sqlite":
+        if herd_schema not in (None, "main"):
+            raise Fallback("sqlite schema")
+        herd_schema = None
+    # whether the URL has a password: the stamp keeps the URL as herd displays it, with
+    # 'user:***@' or 'user@' (the password itself never enters the fingerprint)
+    key = fingerprint(settings, project, environ,
+                      [app.server, herd.server, app.query, app.password is not None])
+    return Plan(settings, app, herd, text, key, herd_schema)
+
+
+def at_head(p: Plan) -> tuple[Stamp | None, str]:
+    """The stamp when the database is at its heads (else ``None``), and the graph's state."""
+    if p.herd.backend == "sqlite" and not Path(p.herd.database or "").is_file():
+        return None, "missing"  # a new database: its first migration may leave a graph
+    db = _Db(p.herd)
+    try:
+        stamp, state = read_stamp(db, p.herd_schema, p.key)
+        if stamp is None:
+            return None, state
+        if p.settings["target"] == "head" and len(stamp.heads) != 1:
+            raise Fallback("several heads")
+        if read_heads(db, stamp) != tuple(sorted(stamp.heads)):
+            return None, state
+        return stamp, state
+    finally:
+        db.close()
+
+
+def console() -> NoReturn:
+    """The ``herd`` console script: the lane, then (when it cannot answer) the normal
+    path, :func:`alembic_herd.cli.main`."""
+    argv = sys.argv[1:]
+    main(argv)
+    from .cli import main as normal_path
+
+    normal_path(argv)
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
+    """Answer at head and leave (never returns then); otherwise set :data:`REQUEST` for the
+    normal path and return."""
+    environ = os.environ if environ is None else environ
+    debug = environ.get("HERD_FAST_LANE_DEBUG") == "1"
+    if switched_off(environ):
+        _debug(debug, "off")
+        return
+    try:
+        p = plan(argv, environ, Path.cwd())
+    except Exception as exc:
+        _debug(debug, f"fell back: {_why(exc)}")
+        return
+    state = "unknown"
+    try:
+        stamp, state = at_head(p)
+    except Exception as exc:
+        _debug(debug, f"fell back: {_why(exc)}")
+        stamp = None
+    else:
+        if stamp is None:
+            _debug(debug, f"fell back: no stamp at head (herd's graph: {state})")
+    if stamp is not None:
+        executable = None
+        if p.settings.verb == "run":
+            command = p.settings.command
+            executable = shutil.which(command[0]) if command else None
+        if _runnable(p, executable):
+            _debug(debug, "answered")
+            _answer(p, stamp, executable)
+        _debug(debug, "fell back: the normal path refuses these options")
+    REQUEST.set(Request(p.key, p.herd.server, p.herd_schema, state))
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, Fallback) else type(exc).__name__
+
+
+def _debug(on: bool, text: str) -> None:
+    """``HERD_FAST_LANE_DEBUG=1``: one line on stderr saying what the lane did (the reasons
+    name options and states, never a value)."""
+    if on:
+        sys.stderr.write(f"herd: fast lane: {text}\n")
+
+
+def _runnable(p: Plan, executable: str | None) -> bool:
+    """The normal path would not refuse this combination before reading the heads."""
+    s = p.settings
+    if s.verb == "migrate":
+        return not (s.command is not None and (not s.command or s["expand_only"]))
+    if s.verb == "run":
+        if executable is None:
+            return False
+        if s["mode"] != "wait" and s["migrate_command"] and s["expand_only"]:
+            return False
+    return True
+
+
+def _answer(p: Plan, stamp: Stamp, executable: str | None) -> NoReturn:
+    """Print what the normal path prints at head, then exit 0 (``run``: exec)."""
+    s = p.settings
+    heads = ", ".join(stamp.heads) or "base"
+    secrets = [x for x in (p.app.password, p.herd.password) if x]
+    log = _Log(s["log_format"], quiet=bool(s["quiet"]) or s.verb == "check", secrets=secrets)
+    if s.verb == "check":
+        _out(f"current: {stamp.display} at {heads}", secrets)
+        _leave(0)
+    wait = s.verb == "run" and s["mode"] == "wait"
+    if wait:
+        log.event("current", f"database is current at {heads}", heads=list(stamp.heads),
+                  waited=0.0)
+    else:
+        log.event("current", f"database {stamp.url} is current at {heads}; nothing to do",
+                  heads=list(stamp.heads))
+    done = f"database already current at {heads}"
+    if s.verb == "migrate":
+        _out(done, secrets)
+        _leave(0)
+    command = s.command or []
+    log.event("exec", f"{done}; starting {' '.join(command)}", command=command[0])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # the normal path says why (nothing on stdout yet)
+        os.execv(executable or command[0], command)
+    raise Fallback("exec")
+
+
+def _mask(text: str, secrets: Sequence[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return _USERINFO.sub(r"\1:***@", text)
+
+
+def _out(line: str, secrets: Sequence[str]) -> None:
+    sys.stdout.write(_mask(line, secrets) + "\n")
+
+
+def _leave(code: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Log:
+    """herd's log lines as :mod:`._logformat` writes them (INFO only)."""
+
+    def __init__(self, log_format: str, *, quiet: bool, secrets: Sequence[str]) -> None:
+        self.json = log_format == "json"
+        self.quiet = quiet
+        self.secrets = secrets
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    def event(self, event: str, message: str, **fields: Any) -> None:
+        if self.quiet:
+            return
+        now = time.time()
+        if self.json:
+            from datetime import UTC, datetime
+
+            data: dict[str, Any] = {
+                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                "level": "info", "replica": self.replica, "event": event, "message": message}
+            data.update({k: v for k, v in fields.items() if k not in data})
+            line = json.dumps(data, default=str)
+        else:
+            line = f"{time.strftime('%H:%M:%S', time.localtime(now))} herd[{self.replica}] " \
+                   f"{message}"
+        sys.stderr.write(_mask(line, self.secrets) + "\n")
+
+
+# -- the stamp, written by the normal path ------------------------------------------------
+
+
+def record(conn: Any, env: Any, heads: Sequence[str], *, url: Any, herd_schema: str | None,
+           migrated: bool = False) -> None:
+    """Write the stamp for the current :data:`REQUEST` (``herd`` command only): the
+    database on herd's connection ``conn`` is at ``heads``, the script heads of ``env``
+    (an :class:`~._environment.Environment` located on ``conn``). Only into an existing
+    graph this user may write (``migrated``: this run may just have created it); any
+    failure is ignored (the lane then keeps falling back)."""
+    request = REQUEST.get()
+    if request is None or switched_off(os.environ):
+        return
+    if request.state in ("readonly", "unknown") or (request.state == "missing"
+                                                    and not migrated):
+        return
+    import logging
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ._database import display
+    from ._graph import _upsert, graph_table
+
+    log = logging.getLogger("alembic_herd")
+    try:
+        engine_url = conn.engine.url
+        backend = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql",
+                   "sqlite": "sqlite"}.get(engine_url.get_backend_name())
+        server = (backend, engine_url.username or None, engine_url.host or None,
+                  engine_url.port, engine_url.database or None)
+        location = env.location
+        if (server != request.server or herd_schema != request.herd_schema
+                or location is None or (backend != "sqlite" and not location.schema)
+                or tuple(sorted(heads)) != tuple(sorted(env.script_heads()))):
+            return
+        stamp = json.dumps({"table": location.table, "schema": location.schema,
+                            "display": env.qualified_version_table, "heads": sorted(heads),
+                            "url": display(url)})
+        table = graph_table(_GRAPH_TABLE, herd_schema)
+        conn.execute(_upsert(conn.dialect.name, table, [
+            {"scope": SCOPE, "revision": request.fingerprint, "parents": stamp,
+             "phase": None}]))
+        if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
+            conn.commit()
+        REQUEST.set(None)  # once per run
+    except (SQLAlchemyError, OSError) as exc:
+        log.debug("fast lane: no stamp written (%s)", type(exc).__name__)
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+        except SQLAlchemyError:
+            pass
