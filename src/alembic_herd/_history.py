@@ -2,8 +2,12 @@
 
 Rows are written on the leader's lock connection (autocommit), outside the migration's own
 transaction, so a failure or a kill leaves its trace even when the migration is rolled back.
-SQLite allows one writer at a time, so there the rows are buffered and written once the
-migration has finished (``deferred``).
+SQLite allows one writer at a time, so there the rows are buffered (``deferred``): a
+revision that commits on its own has its ``applied`` row written in its own transaction,
+on the migration's connection (:meth:`History.applied_in`), or, where herd's tables do not
+exist yet, right after its commit (:meth:`History.landed`); the rest is written once the
+migration has finished. A leader killed between two revisions thus leaves a log that
+agrees with the version table.
 
 No footprint before the application's: where the table does not exist yet, the leader
 keeps its rows in memory (:meth:`History.create_late`) and creates the table (and the
@@ -27,7 +31,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -196,6 +200,7 @@ class History:
         self._late: Callable[[], None] | None = None
         self._was_deferred = deferred
         self._unwritable = False  # creating the table failed: the rows stay in memory
+        self._tentative: tuple[Attempt, Attempt] | None = None  # see applied_in
         self.absent = False
         """The leader saw the table missing under the lock (:meth:`exists`): this scope's
         rows are written only by the lock's holder, so until this process creates the table
@@ -212,6 +217,12 @@ class History:
         run ``then`` (which creates this table and herd's others) and write them."""
         self._late = then
         self.deferred = True
+
+    @property
+    def one_writer(self) -> bool:
+        """Deferred because the database has one writer at a time (SQLite), not only
+        until herd's tables appear."""
+        return self._was_deferred
 
     @property
     def late(self) -> bool:
@@ -270,7 +281,8 @@ class History:
         row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
         if done is not None:
-            self._finished(done, "applied", None)
+            if not self._recorded(done):
+                self._finished(done, "applied", None)
             if uncommitted:
                 done, row.error = None, SHARED_TRANSACTION
         if self.deferred:
@@ -323,9 +335,55 @@ class History:
 
     def finish(self, row: Attempt, status: str, error: str | None = None, *,
                write: bool = True) -> None:
+        if status == "applied" and self._recorded(row):
+            return
         self._finished(row, status, error)
         if write and not self.deferred:
             self._update(row)
+
+    def _recorded(self, row: Attempt) -> bool:
+        """Deferred mode: ``row`` is already in the table as 'applied' (:meth:`landed`)."""
+        return self.deferred and row.saved and row.id is not None and row.status == "applied"
+
+    def applied_in(self, conn: Connection, row: Attempt) -> bool:
+        """Deferred mode (SQLite), a revision that commits on its own: write ``row`` as
+        'applied' on ``conn``, the migration's own connection, inside the revision's
+        transaction after its version-table update, so that it commits (or rolls back) with
+        the revision. ``row`` itself changes only once :meth:`landed` says it committed.
+        Returns whether it wrote (not where herd's tables are still to be created)."""
+        self._tentative = None
+        if not self._was_deferred or self._late is not None or self._unwritable or self.absent:
+            return False
+        done = replace(row)
+        self._finished(done, "applied", None)
+        result = conn.execute(self._writes.insert, self._inserted(done))
+        done.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        done.saved = True
+        self._tentative = (row, done)
+        return True
+
+    def landed(self, row: Attempt) -> None:
+        """Deferred mode (SQLite): ``row``'s revision committed on its own. Its 'applied'
+        row went in with it (:meth:`applied_in`), or is written now, on this connection,
+        before the next revision's transaction begins (creating herd's tables first where
+        they wait: :meth:`create_late`), with whatever else is buffered."""
+        tentative, self._tentative = self._tentative, None
+        if not self._was_deferred or self._unwritable:
+            return
+        if tentative is not None and tentative[0] is row:
+            done = tentative[1]
+            for key in ("id", *_FINISHED):
+                setattr(row, key, getattr(done, key))
+            row.saved = True
+            self._pending = [r for r in self._pending if r is not row]
+            return
+        self._finished(row, "applied", None)
+        self._create_now()
+        rows, self._pending = self._pending, []
+        for each in rows:  # one by one: later updates need their ids
+            result = self.conn.execute(self._writes.insert, self._inserted(each))
+            each.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            each.saved = True
 
     def write(self, rows: Sequence[Attempt]) -> None:
         """Write the state ``rows`` have in memory and the table lacks (finished in memory

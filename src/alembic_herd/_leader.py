@@ -312,6 +312,11 @@ class Leader:
             try:
                 lock.fence(ctx.connection,
                            hold=per_step or [step.up_revision_id] == last)
+                if per_step and history.one_writer and rows \
+                        and rows[-1].revision == step.up_revision_id:
+                    # SQLite: its 'applied' row commits with it (herd's own connection
+                    # cannot write while this one holds the write transaction)
+                    history.applied_in(ctx.connection, rows[-1])
             except LockLostError:
                 raise
             except Exception as exc:  # herd's own check failed: not the migration's fault
@@ -387,6 +392,9 @@ class Leader:
                 yield step
                 if per_step:  # Alembic committed the step before asking for the next
                     landed.add(script.revision)
+                    if history.one_writer:  # SQLite: its row is in the log before the next
+                        with shielded():  # revision starts (see History.landed)
+                            history.landed(row)
                 if history.late:  # the first revision ran (per step: and committed); its
                     # own emptiness check is behind it: herd's tables may appear now
                     with shielded():
