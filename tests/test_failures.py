@@ -305,6 +305,26 @@ def test_a_leader_that_loses_its_lock_session_mid_revision_stops_then_starts_ove
     assert len({r["attempt"] for r in rows}) == 2
 
 
+@pytest.mark.parametrize("eager", ["0", "1"], ids=["tables-after-s1", "tables-before"])
+def test_sqlite_leader_killed_after_a_commit_leaves_the_log_agreeing_with_the_versions(
+        request: pytest.FixtureRequest, tmp_path: Path, eager: str) -> None:
+    """SQLite has one writer, so herd keeps its 'running' rows in memory; a revision that
+    committed still has its 'applied' row in the log when the leader is SIGKILLed in the
+    next one (before, every row waited for the end of the run, and s1 had none). s1's row
+    goes in right after its commit, with herd's tables (fresh database), or, where the
+    tables exist, inside s1's own transaction on the migration's connection."""
+    with fresh_database("sqlite", request, tmp_path) as url:
+        with replica("herd", SLOW, url, HERD_TEST_SLOW="300",
+                     HERD_TEST_EAGER_TABLES=eager) as leader:
+            eventually(lambda: versions(url) == ["s1"] and has_table(url, "partial_a"),
+                       "the leader to be inside s2", leader)
+            os.kill(leader.pid, signal.SIGKILL)
+            leader.wait(SAFETY)
+        assert versions(url) == ["s1"]
+        assert [(r["revision"], r["status"], r["pid"]) for r in history(url)] == [
+            ("s1", "applied", leader.pid)]
+
+
 def test_mariadb_leader_killed_mid_revision_is_refused_until_an_operator_resolves_it(
         request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ) -> None:
