@@ -12,6 +12,7 @@ help:
 	@echo "make demo   - start an embedded PostgreSQL and a herd of 8 replicas on it"
 	@echo "make demo-stack - the MagFlow stack (3 app replicas, worker, beat) as local processes"
 	@echo "make test   - lint, type-check and run every test (real databases)"
+	@echo "make herd   - the herd tests at full size (64 replicas, 3 trials each; ~15 min)"
 	@echo "make test-sqla14 - the core tests under SQLAlchemy 1.4 and the oldest Alembic (make test runs it)"
 	@echo "make bench  - benchmarks vs plain Alembic and yoyo -> docs/benchmarks.md (~10 min)"
 	@echo "make herd1000 - 1,000 waiting replicas, directly and through PgBouncer -> docs/benchmarks.md (~10 min)"
@@ -54,8 +55,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers, whole files each (the suite is bound by CPU: most tests start real processes,
+# and one worker left a core idle); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: lint typecheck test-sqla14
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+# the herd tests at full size: 64 replicas, three trials per backend and transaction mode
+herd: $(STAMP)
+	HERD_TEST_N=64 HERD_TEST_TRIALS=3 $(BIN)/pytest -m herd
 
 # SQLAlchemy 1.4 with the oldest versions pyproject.toml claims, in a venv of its own; 1.4 has
 # no psycopg 3 dialect, so PostgreSQL goes through psycopg2 (tests/conftest.py translates

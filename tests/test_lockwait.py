@@ -270,7 +270,7 @@ def test_the_next_leader_drops_the_invalid_index_of_a_leader_killed_mid_build(pg
         # a backend waiting for a lock does not notice its client is gone: end it as the
         # server's keepalives or an operator would, before the blocker lets it finish
         rows(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
-                 "'CREATE INDEX CONCURRENTLY%'")
+                 "'CREATE INDEX CONCURRENTLY%' AND datname = current_database()")
         blocker.rollback()
     engine.dispose()
     assert rows(pg, invalid) == [(1,)]
