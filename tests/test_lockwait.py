@@ -167,7 +167,13 @@ def test_a_lock_timeout_after_part_of_the_revision_committed_is_not_retried(
         assert lw.migrate(url, "--target", "l1").returncode == 0
         with lw.blocking(url):
             leader = herd("migrate", "--lock-wait-timeout", "1s", url=url)
-            time.sleep(3.0)
+            # the fault must land before the blocker ends (a fixed sleep did not, on a loaded
+            # machine): PostgreSQL's first attempt timed out and was rolled back; MariaDB's
+            # leader stops at its first timeout with the blocker still held
+            if backend == "postgresql":
+                eventually(lambda: lock_waits(url), "a first lock wait timeout")
+            else:
+                leader.wait(timeout=SAFETY)
         _, err = leader.communicate(timeout=SAFETY)
         attempts = rows(url, "SELECT status FROM herd_history WHERE revision = 'l2'")
         if backend == "postgresql":
