@@ -50,6 +50,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote
 
+from . import _defaults as defaults
+from ._codes import DENIED, NO_SUCH_SCHEMA, NO_SUCH_TABLE
+
 FORMAT = 1
 """The stamp's format; part of the fingerprint."""
 SCOPE = "herd:stamp"
@@ -60,8 +63,8 @@ written either."""
 CONNECT_TIMEOUT = 3
 """The lane tries once, briefly: on any failure the normal path connects with its retries."""
 
-_GRAPH_TABLE = "herd_revisions"  # = _defaults.GRAPH_TABLE (not imported: nothing else needed)
-_HISTORY_TABLE = "herd_history"
+_GRAPH_TABLE = defaults.GRAPH_TABLE
+_HISTORY_TABLE = defaults.HISTORY_TABLE
 _VERBS = ("check", "migrate", "run")
 
 
@@ -136,8 +139,8 @@ _ENVVARS = {
     "migrate_command": ["HERD_MIGRATE_COMMAND"],
 }
 _DEFAULTS: dict[str, Any] = {
-    "config": "alembic.ini", "history_table": _HISTORY_TABLE, "log_format": "text",
-    "lock": "auto", "unmarked_phase": "contract", "target": "head", "mode": "auto",
+    "config": defaults.CONFIG_FILE, "history_table": _HISTORY_TABLE, "log_format": "text",
+    "lock": "auto", "unmarked_phase": defaults.UNMARKED_PHASE, "target": "head", "mode": "auto",
     "verbose": 0, "quiet": False, "traceback": False, "allow_ahead": False,
     "expand_only": False, "x_argument": (),
 }
@@ -601,8 +604,7 @@ def _pg_connect(url: Url) -> tuple[Any, Any]:
     return psycopg, psycopg.connect(autocommit=True, prepare_threshold=None, **kwargs)
 
 
-_MISSING = {"42P01", "3F000", 1146, 1049}
-_DENIED = {"42501", 1142, 1044, 1143}
+_MISSING = NO_SUCH_TABLE | NO_SUCH_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -634,7 +636,7 @@ def read_stamp(db: _Db, herd_schema: str | None, key: str) -> tuple[Stamp | None
         code = db.code(exc)
         if code in _MISSING or (isinstance(code, str) and "no such table" in code):
             return None, "missing"
-        if code in _DENIED:
+        if code in DENIED:
             return None, "readonly"
         raise Fallback("stamp unreadable") from exc
     if row[0] is None:

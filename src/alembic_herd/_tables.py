@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
+from ._codes import DENIED, NO_SUCH_TABLE
 from ._compat import create_if_not_exists
 from ._database import driver_message, error_code
 from .errors import ConfigurationError, PrivilegeError
@@ -149,28 +150,18 @@ def read_if_exists(conn: Connection, table: sa.Table, read: Callable[[], T], mis
     raise AssertionError("unreachable")
 
 
-_DENIED_SQLSTATES = {"42501"}  # PostgreSQL insufficient_privilege
-_DENIED_MYSQL = {1044, 1142, 1143}  # database access denied, table / column command denied
-
-
-
-
-_MISSING_SQLSTATES = {"42P01"}  # PostgreSQL undefined_table
-_MISSING_MYSQL = {1146}  # ER_NO_SUCH_TABLE
-
-
 def no_such_table(exc: BaseException) -> bool:
     """Whether ``exc`` is the server saying the table a query names does not exist: the
     read's own error answers "is it there?" without another round trip."""
     code = error_code(exc)
     if code is not None:
-        return code in _MISSING_SQLSTATES | _MISSING_MYSQL
+        return code in NO_SUCH_TABLE
     return "no such table" in str(getattr(exc, "orig", exc)).lower()  # SQLite
 
 
 def denied(exc: BaseException) -> bool:
     """Whether ``exc`` is the server refusing a privilege (not a missing object)."""
-    return error_code(exc) in _DENIED_SQLSTATES | _DENIED_MYSQL
+    return error_code(exc) in DENIED
 
 
 def current_user(conn: Connection) -> str:
