@@ -748,7 +748,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
         return
     state = "unknown"
     db: _Db | None = None
-    lane: tuple[dict[str, int], float] | None = None
+    lane: tuple[dict[str, int] | None, float] | None = None
     try:
         if _may_wait(p):
             db = _Db(p.herd)
