@@ -133,7 +133,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Setting
             given[dest] = value
     if len(positional) > 1:
         raise Fallback("several arguments")
-    pyproject = _find_pyproject(cwd)
+    pyproject = find_pyproject(cwd)
     table = _tool_herd(pyproject)
     values: dict[str, Any] = {}
     names = {dest for dest, _ in options.values()}
@@ -230,7 +230,8 @@ def _validate(values: dict[str, Any]) -> None:
             raise Fallback(name)
 
 
-def _find_pyproject(start: Path) -> Path | None:
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml at or above ``start`` (the normal path reads the same)."""
     for folder in (start, *start.parents):
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
