@@ -71,6 +71,18 @@ def downgrade() -> None:
 NO_HANDOFF = ("import alembic_herd._lanewait as lane; lane.baselines = lambda db, p: None; "
               "from alembic_herd._fastlane import console; console()")
 """The control: the lane hands the normal path no baselines (what it saw before waiting)."""
+NO_VERIFY = ("import alembic_herd._fastlane as lane\n"
+             "real, calls = lane.at_head, []\n"
+             "def trusting(p, db=None):\n"
+             "    calls.append(p)\n"
+             "    if len(calls) == 1:\n"
+             "        return real(p, db)\n"
+             "    return lane.Stamp('alembic_version', None, 'alembic_version', ('f2',), ''), "
+             "'writable'\n"
+             "lane.at_head = trusting\n"
+             "lane.console()\n")
+"""The control: a lane that answers once the gate is free, without reading the stamp and
+the version table."""
 
 pytestmark = pytest.mark.skipif(not SCRIPT.is_file(), reason="no herd console script")
 
@@ -205,17 +217,19 @@ def test_the_herd_waits_in_the_lane_and_the_database_is_migrated_once(
     assert rows(db, "SELECT count(*) FROM settings WHERE name = 'seeded'") == [(1,)]
 
 
-@pytest.mark.parametrize("handoff", [True, False], ids=["lane", "control-no-handoff"])
+@pytest.mark.parametrize("variant", ["lane", "control-no-handoff", "control-no-verify"])
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 def test_the_leaders_failure_reaches_the_replicas_in_the_lane(
-        db: URL, tmp_path: Path, handoff: bool, backend: str) -> None:
+        db: URL, tmp_path: Path, variant: str, backend: str) -> None:
     """The holder fails on f2: the replicas that waited in the lane report its failure
-    (exit 9) and nobody tries f2 again. The control hands the normal path nothing from the
-    lane: the replicas then take herd's lock as newcomers and run the broken revision
-    again (more than one failed attempt), which the checks catch."""
+    (exit 9) and nobody tries f2 again. Two controls, each caught by the checks: a lane
+    that hands the normal path nothing of what it saw (the replicas take herd's lock as
+    newcomers and run the broken revision again: more than one failed attempt), and a lane
+    that answers once the gate is free without reading the database (they exit 0)."""
     where, gate = tmp_path / "proj", tmp_path / "gate"
     shutil.copytree(PROJECTS / "fail-raise", where, ignore=shutil.ignore_patterns("__pycache__"))
-    program = None if handoff else [sys.executable, "-c", NO_HANDOFF]
+    program = {"lane": None, "control-no-handoff": [sys.executable, "-c", NO_HANDOFF],
+               "control-no-verify": [sys.executable, "-c", NO_VERIFY]}[variant]
     n = 4
     with herd_of(n, where, ["migrate"], environment(db, gate), tmp_path,
                  program=program) as replicas:
@@ -232,7 +246,7 @@ def test_the_leaders_failure_reaches_the_replicas_in_the_lane(
             f"pid {herd_pid(first)} " in r.stderr() and "failed on revision f2" in r.stderr()
             for r in replicas if r is not first),
     }
-    if handoff:
+    if variant == "lane":
         assert all(checks.values()), (checks, codes, [r.stderr() for r in replicas])
     else:
         assert not all(checks.values()), "the control did not fail: the test cannot tell"
