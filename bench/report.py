@@ -292,7 +292,8 @@ def _stampede(r: Results) -> str:
             rows.append([n, tool, str(e["trials"]), s(e["all_exited_median"], 2),
                          s(e["all_exited_max"], 2), s(e["cpu_per_process_median"]),
                          s(e.get("leader_cpu_median")), s(e.get("waiter_cpu_median")),
-                         s(e["cpu_total_median"], 1), f"{e['failures']}/{e['processes']}",
+                         s(e["cpu_total_median"], 1), ms(e.get("exit_tax_p50")),
+                         ms(e.get("exit_tax_max")), f"{e['failures']}/{e['processes']}",
                          f"{e['incorrect_trials']}/{e['trials']}"])
     if not rows:
         return "(PostgreSQL was not part of this run.)"
@@ -300,7 +301,8 @@ def _stampede(r: Results) -> str:
                       for tool, why in st.get("skipped", {}).items())
     return table(["N", "tool", "trials", "all exited (median)", "all exited (worst)",
                   "CPU per process", "leader's CPU", "a waiting replica's CPU",
-                  "CPU, all processes", "failed", "trials with a wrong database"],
+                  "CPU, all processes", "last line → exit p50", "max", "failed",
+                  "trials with a wrong database"],
                  rows) + skipped
 
 
