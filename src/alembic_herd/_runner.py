@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -54,7 +54,7 @@ from .errors import (
 from .locks import Lock, LockKey, choose, create_lock
 
 if TYPE_CHECKING:
-    from . import _lockwait
+    from . import _fastlane, _lockwait
     from ._history import Attempt, History
     from ._wakeup import Wakeup
 
@@ -218,10 +218,11 @@ class Runner:
         fast lane, record it when those are the script heads (:func:`._fastlane.record`)."""
         if pending.ahead or pending.left:
             return
-        fastlane = sys.modules.get(f"{__package__}._fastlane")
-        if fastlane is None:  # only the fast lane sets a request to record: a process that
-            return  # never imported it (the library's callers) need not import it now
-        fastlane.record(conn, self.env, heads, url=self.url, herd_schema=self.herd_schema,
+        if lane_request() is None:  # only the command's fast lane asks for a stamp
+            return
+        from ._fastlane import record  # imported already: lane_request() says so
+
+        record(conn, self.env, heads, url=self.url, herd_schema=self.herd_schema,
                migrated=migrated)
 
     # -- downgrade -------------------------------------------------------------------------
@@ -453,12 +454,18 @@ class _Waiter:
                        leader=self.holder, lock=self.lock.describe())
 
 
+def lane_request() -> _fastlane.Request | None:
+    """The ``herd`` command's fast-lane request of this run, if any. Only the fast lane sets
+    one, and the command's entry point is that module: a process that never imported it
+    (the library's callers) has none, and need not import it to learn so."""
+    fastlane = sys.modules.get(f"{__package__}._fastlane")
+    return None if fastlane is None else cast("_fastlane.Request | None", fastlane.REQUEST.get())
+
+
 def _lane_baseline(scope: str, baseline: int) -> int:
     """``baseline``, or the earlier one the ``herd`` command's fast lane read before it
     waited for another replica (:mod:`._lanewait`): that replica's failure is news."""
-    from ._fastlane import REQUEST
-
-    request = REQUEST.get()
+    request = lane_request()
     if request is None or request.baselines is None:
         return baseline
     return min(baseline, request.baselines.get(scope, 0))
