@@ -97,6 +97,8 @@ def blocks(r: Results) -> Iterator[tuple[str, str]]:
                              "commit → release", "p50 from commit", "max from commit"]),
         ("idle", _idle, ["database", "revisions", "`herd migrate`", "`alembic upgrade head`",
                          "ratio", "`herd check`", "`alembic current`", "ratio", "runs"]),
+        ("idle-cpu", _idle_cpu, ["database", "revisions", *(f"`{c}`" for c in IDLE_CPU),
+                                 "runs"]),
         ("readiness", _readiness, ["database", "probe p50", "probe p99", "built once",
                                    "`status()` per call", "bare SELECT", "calls"]),
         ("per-migration", _per_migration, [
@@ -235,6 +237,17 @@ def _idle(r: Results, b: str) -> list[Row]:
              s(e["herd check"]["median"]), s(e["alembic current"]["median"]),
              x(e["ratios"]["herd check / alembic current"]), str(len(e["herd check"]["runs"]))]
             for size, e in _by_n(r["idle_cost"].get(b, {}))]
+
+
+IDLE_CPU = ("herd check", "herd migrate", "herd run -- true", "alembic current",
+            "alembic upgrade head")
+
+
+def _idle_cpu(r: Results, b: str) -> list[Row]:
+    """CPU (user + sys) per whole process at head, mean over the runs (issue 17 point 4)."""
+    return [[BACKENDS[b], size, *(s(e[c].get("cpu_mean")) for c in IDLE_CPU),
+             str(len(e["herd check"].get("cpu_runs", [])))]
+            for size, e in _by_n(r["idle_cost"].get(b, {})) if "cpu_mean" in e["herd check"]]
 
 
 def _readiness(r: Results, b: str) -> list[Row]:

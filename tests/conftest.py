@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -114,6 +115,16 @@ def pg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
 
 def render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
+
+
+def rows(url: URL, sql: str) -> list[tuple[Any, ...]]:
+    """Run one query on a throwaway engine and return all rows."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -28,7 +28,7 @@ from alembic_herd import (
     ConfigurationError,
     RevisionNotFoundError,
 )
-from conftest import PROJECTS, make_database, render
+from conftest import PROJECTS, make_database, render, rows
 from herd_harness import Result, release
 
 fresh_database = contextlib.contextmanager(make_database)
@@ -37,15 +37,6 @@ fresh_database = contextlib.contextmanager(make_database)
 def ini(project: str) -> str:
     return str(PROJECTS / project / "alembic.ini")
 
-
-def rows(url: URL, sql: str) -> list[tuple[Any, ...]]:
-    """Run one query on a throwaway engine and return all rows."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
 
 
 def scalar(url: URL, sql: str) -> Any:

@@ -270,3 +270,34 @@ def test_the_lane_leaves_urls_it_does_not_read_to_sqlalchemy(text: str) -> None:
 
     with pytest.raises(Fallback):
         parse_url(text)
+
+
+@pytest.mark.parametrize("verb", ["check", "migrate", "run"])
+def test_the_lanes_options_are_clicks_options(verb: str) -> None:
+    """The lane reads options without click (which it must not import), from a table of its
+    own: every option it reads is the click option of that name, with the same destination,
+    environment variables and default; every click option it does not read makes it fall
+    back. A new option or environment variable added to the CLI alone fails here."""
+    import click
+
+    from alembic_herd import _laneargs, cli
+
+    group = next(v for v in vars(cli).values() if isinstance(v, click.Group))
+    lane = _laneargs._OPTIONS[verb]
+    seen = set()
+    for param in group.commands[verb].params:
+        if not isinstance(param, click.Option):
+            continue
+        envvar = param.envvar
+        envvars = [envvar] if isinstance(envvar, str) else list(envvar or [])
+        for opt in param.opts:
+            seen.add(opt)
+            if opt not in lane:
+                with pytest.raises(_laneargs.Fallback):
+                    _laneargs.parse([verb, opt, "x"], {}, Path("/"))
+                continue
+            assert lane[opt][0] == param.name, (verb, opt)
+            assert _laneargs._ENVVARS.get(param.name, []) == envvars, (verb, opt)
+            if param.name in _laneargs._DEFAULTS and isinstance(param.default, str | int):
+                assert str(_laneargs._DEFAULTS[param.name]) == str(param.default), (verb, opt)
+    assert set(lane) <= seen, set(lane) - seen

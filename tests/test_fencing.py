@@ -33,6 +33,7 @@ from alembic_herd._database import create_engine
 from alembic_herd._durations import Deadline
 from alembic_herd.locks import LockKey, choose, create_lock
 from conftest import PROJECTS, make_database, render
+from conftest import rows as query
 
 CONFIG = str(PROJECTS / "fencing" / "alembic.ini")
 SAFETY = 120.0  # seconds: a bound on waiting for what must happen, never a measurement
@@ -51,14 +52,6 @@ elif sys.argv[1] == "no-rivals":  # a lock never looks at the other kinds
 sys.exit(replica.main(sys.argv[2:]))
 """
 
-
-def query(url: URL, sql: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
 
 
 def prepare(url: URL) -> None:

@@ -34,6 +34,7 @@ from alembic_herd._history import history_table
 from alembic_herd.locks.lease import lease_table
 from alembic_herd_autogen import HERDS_COLUMNS, include_name, is_herds
 from conftest import PROJECTS, make_database, render
+from conftest import rows as scalar_rows
 from herd_harness import release
 
 PROJECT = PROJECTS / "emptycheck"
@@ -57,14 +58,6 @@ def herd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return subprocess.run([str(BIN / "herd"), *args], check=False, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=180)
 
-
-def scalar_rows(url: URL, sql: str) -> list[tuple[object, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql)).all()]
-    finally:
-        engine.dispose()
 
 
 def tables(url: URL) -> set[str]:

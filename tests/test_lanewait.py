@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from conftest import PROJECTS, render
+from conftest import PROJECTS, render, rows
 
 SCRIPT = Path(sys.executable).with_name("herd")
 WAITING = "on this project's gate"
@@ -162,14 +161,6 @@ def herd_pid(r: Replica) -> str:
 def finish(replicas: list[Replica]) -> list[int]:
     return [r.proc.wait(timeout=BOUND) for r in replicas]
 
-
-def rows(url: URL, sql: str) -> list[tuple[object, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
 
 
 def at_d4(where: Path, url: URL, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from alembic.config import Config
 from . import _defaults as defaults
 from ._durations import spell, to_seconds
 from ._environment import load_config
+from ._laneargs import find_pyproject
 from ._logformat import LOG_FORMATS, LogFormat
 from .errors import ConfigurationError
 
@@ -394,12 +395,6 @@ def command_to_start() -> tuple[list[str], str]:
 # -- [tool.herd] ----------------------------------------------------------------------------
 
 
-def _find_pyproject(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _option_names(command: click.Command) -> set[str]:
@@ -415,7 +410,7 @@ def project_defaults(verbs: Mapping[str, click.Command],
     overrides them for one verb. A relative ``config`` is relative to the pyproject.toml.
     A key no verb has, or a table naming no verb, is refused.
     """
-    path = _find_pyproject(start or Path.cwd())
+    path = find_pyproject(start or Path.cwd())
     if path is None:
         return {}
     try:
