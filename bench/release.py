@@ -168,6 +168,14 @@ def _capture_herd_events(events: dict[str, float]) -> None:
 
     _count_sql(events)
     events["polls"] = 0
+    from alembic_herd import _wakeup
+
+    def woken(self: Any, seconds: float, _original: Any = _wakeup.Wakeup.__call__) -> None:
+        _original(self, seconds)  # the first notification: CPU from here to the end is the
+        if self.notified and "woke_cpu_at" not in events:  # wake-up's cost (_child)
+            events["woke_cpu_at"] = time.process_time()
+
+    _wakeup.Wakeup.__call__ = woken  # type: ignore[method-assign]
     sa.event.listen(sa.engine.Engine, "commit", committed)
     logger = logging.getLogger("alembic_herd")
     logger.handlers[:] = [Capture()]
@@ -294,6 +302,8 @@ def _child(op: str, spec: dict[str, Any], go: int, out: Path) -> None:
             traceback.print_exc()
             report = {"error": str(exc), "type": type(exc).__name__, "exit_code": 1}
         code = report["exit_code"]
+        if "woke_cpu_at" in events:  # CPU from the first notification to the return
+            events["wake_cpu"] = time.process_time() - events.pop("woke_cpu_at")
         result = ChildResult(code == 0, start, time.time(), action=report.get("action"),
                              error=(str(report.get("error") or "").strip().splitlines()
                                     or [""])[0][:300] or None,

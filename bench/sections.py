@@ -149,6 +149,9 @@ def _wakeups(trial: release.Trial, tool: str) -> dict[str, Any]:
         out["leader_statements"] = int(leader.events.get("statements", 0))
         out["leader_cpu"] = leader.cpu
         out["waiter_cpu"] = [c.cpu for c in waiters if c.cpu is not None]
+        # CPU from a waiter's first notification to its return (woken waiters only)
+        out["waiter_wake_cpu"] = [c.events["wake_cpu"] for c in waiters
+                                  if "wake_cpu" in c.events]
     if "migrated" in leader.events:
         out["release_after_migrated"] = released - leader.events["migrated"]
     if "committed" in leader.events:  # the migration's commit: what the waiters watch for
@@ -272,6 +275,9 @@ def wakeup(start: dict[str, Any]) -> dict[str, Any]:
                     [r["leader_cpu"] for r in records if r.get("leader_cpu") is not None])
                 entry["waiter_cpu_median"] = median(
                     [c for r in records for c in r.get("waiter_cpu", [])])
+                wake_cpu = [c for r in records for c in r.get("waiter_wake_cpu", [])]
+                if wake_cpu:
+                    entry["waiter_wake_cpu"] = summary(wake_cpu)
             out.setdefault(n, {})[tool] = entry
     return out
 

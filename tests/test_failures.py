@@ -9,6 +9,7 @@ worker waiting for a leader that fails, and a database ahead of the code.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -504,6 +505,17 @@ def test_wait_until_current_reports_the_leaders_failure_instead_of_timing_out(
     """A worker in wait_until_current raises LeaderFailedError with the leader's error as
     soon as the leader's migration fails, whether it started before or during the attempt."""
     result: dict[str, BaseException] = {}
+    waiting = threading.Event()
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, "herd_event", None) == "waiting":
+                waiting.set()
+
+    logger, handler = logging.getLogger("alembic_herd"), Waiting()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
     def worker() -> None:
         try:
@@ -519,13 +531,15 @@ def test_wait_until_current_reports_the_leaders_failure_instead_of_timing_out(
         eventually(lambda: running(pg, "f2"), "the leader to start f2", leader)
         if order == "leader-first":
             thread.start()
-        # the worker is in its wait loop: it has read the attempt log and checks it for news
-        eventually(lambda: any("herd_history.id >" in s[3]
-                               for s in herd_sessions(pg, [os.getpid()])),
-                   "the worker to wait", leader)
+        # the worker is in its wait loop: it has read the attempt log's baseline and said
+        # that it waits (then it looks at the heads, and at the log when the failed leader
+        # notifies it or when it reports)
+        eventually(waiting.is_set, "the worker to wait", leader)
         gate.touch()
         leader.wait(SAFETY)
         thread.join(SAFETY)
+    logger.removeHandler(handler)
+    logger.setLevel(level)
     assert leader.returncode == 8
     error = result.get("error")
     assert isinstance(error, LeaderFailedError), repr(error)

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -113,8 +114,8 @@ def test_through_a_transaction_pooler_a_waiter_polls_instead_of_listening(pg: UR
 
             state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
             state.attempt_number = 30  # the backoff has reached its cap
-            assert 0.75 * _defaults.POOLED_POLL_INTERVAL <= wait(state) \
-                <= _defaults.POOLED_POLL_INTERVAL
+            assert _defaults.POOLED_POLL_JITTER * _defaults.POOLED_POLL_INTERVAL \
+                <= wait(state) <= _defaults.POOLED_POLL_INTERVAL
         seen: list[object] = []
         waiter = threading.Thread(target=lambda: seen.append(alembic_herd.wait_until_current(
             CONFIG, url=pooled_url, timeout=120)))
@@ -126,3 +127,157 @@ def test_through_a_transaction_pooler_a_waiter_polls_instead_of_listening(pg: UR
         pooled.dispose()
     finally:
         bouncer.close()
+
+
+@pytest.mark.parametrize("per_step", [False, True], ids=["one-transaction", "per-migration"])
+def test_a_waiter_returns_on_the_commit_before_the_leader_releases(
+        pg: URL, per_step: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader NOTIFYs as soon as the plan's last revision has committed, before its
+    attempt-log bookkeeping and its release: a replica waiting for the lock verifies the
+    heads and returns 'waited' while the leader still holds the lock. The leader's release
+    is held back until the waiter has returned (bounded); a waiter woken only by the
+    release (or by polling, which never reads the heads while the lock is held on a
+    LISTENing connection) could not return first. Both replicas call `upgrade`; whichever
+    takes the lock leads."""
+    from alembic_herd import _wakeup
+    from alembic_herd.locks.postgresql import AdvisoryLock
+
+    monkeypatch.setenv("HERD_TEST_TPM", "1" if per_step else "0")
+    admin = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
+    listening = threading.Semaphore(0)
+    start = Wakeup.start
+
+    def counted_start(self: Wakeup) -> None:
+        first = not self._started
+        start(self)
+        if first and self.listening:
+            listening.release()
+
+    monkeypatch.setattr(_wakeup.Wakeup, "start", counted_start)
+    returned = threading.Event()
+    held_at_return: list[bool] = []
+    release = AdvisoryLock.release
+
+    def late_release(self: AdvisoryLock) -> None:
+        held_at_return.append(returned.wait(120))  # a bound, not a measurement
+        release(self)
+
+    monkeypatch.setattr(AdvisoryLock, "release", late_release)
+    outcomes: list[object] = []
+
+    def replica() -> None:
+        outcome = alembic_herd.upgrade(CONFIG, url=pg, lock_timeout="300s")
+        outcomes.append(outcome)
+        if outcome.action == "waited":
+            returned.set()
+
+    with admin.connect() as holder:  # both replicas wait (and LISTEN) before either leads
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": KEY.as_int64()})
+        threads = [threading.Thread(target=replica) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for _ in threads:
+            assert listening.acquire(timeout=120), "a replica did not start waiting"
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": KEY.as_int64()})
+        for thread in threads:
+            thread.join(300)
+        heads = holder.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    admin.dispose()
+    assert sorted(str(getattr(o, "action", o)) for o in outcomes) == ["migrated", "waited"], \
+        outcomes
+    assert held_at_return == [True], "the waiter returned only once the lock was released"
+    assert [h for (h,) in heads] == ["d4"]
+
+
+def test_a_look_at_the_heads_compiles_its_statement_once(tmp_path: Path) -> None:
+    """A waiter reads the heads at every look: the statement is compiled at the first and
+    taken from SQLAlchemy's cache after it (2.x keys that cache on the Table object, so a
+    new Table per look compiled the SELECT every time). Counted: the engine's cache."""
+    from alembic_herd._database import create_engine
+    from alembic_herd._environment import load_environment
+    from alembic_herd._heads import Pending
+
+    url = f"sqlite:///{tmp_path / 'looks.db'}"
+    alembic_herd.upgrade(CONFIG, url=url)
+    pending = Pending(load_environment(CONFIG, url=url), "head", allow_ahead=False)
+    engine = create_engine(sa.engine.make_url(url))
+    with engine.connect() as conn:
+        assert pending.read(conn) == (("d4",), ())
+        cache = conn.engine._compiled_cache
+        assert cache is not None
+        compiled = len(cache)
+        for _ in range(5):
+            assert pending.read(conn) == (("d4",), ())
+        assert len(cache) == compiled
+    engine.dispose()
+
+
+def test_the_library_path_never_imports_the_fast_lane(tmp_path: Path) -> None:
+    """Only the `herd` command's fast lane asks for a stamp: a library caller that migrates
+    and then waits (a woken waiter's path) does not import it. Control: the command's
+    entry point (the fast lane itself) is what imports it."""
+    url = f"sqlite:///{tmp_path / 'lane.db'}"
+    code = (f"import sys, alembic_herd; alembic_herd.upgrade({CONFIG!r}, url={url!r}); "
+            f"alembic_herd.wait_until_current({CONFIG!r}, url={url!r}); "
+            "print('alembic_herd._fastlane' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[-1:] == ["False"], out
+    control = subprocess.run([sys.executable, "-c", "import sys, alembic_herd._fastlane; "
+                              "print('alembic_herd._fastlane' in sys.modules)"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert control == ["True"]
+
+
+@pytest.mark.parametrize("mode", ["pooled", "listening"])
+def test_a_steady_waiter_stays_within_half_a_statement_per_second(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17's budget while waiting: at most 0.5 statements per second per waiter, once
+    the backoff has reached its cap. `wait_until_current` waits on a database that never
+    moves, on a fake clock that each pause advances by its length (no real time passes):
+    through a pooler (no LISTEN: every look reads the heads, the attempt log every
+    POOLED_LOG_EVERY s) and LISTENing (silent pauses: the heads, the attempt log with each
+    report). The statements are counted (SQLite stands in for the server: the counts are
+    herd's, not the driver's)."""
+    from alembic_herd import _durations, _wakeup
+    from alembic_herd.errors import WaitTimeoutError
+
+    url = f"sqlite:///{tmp_path / 'steady.db'}"
+    alembic_herd.upgrade(CONFIG, url=url, target="a1")  # herd's tables, and 3 pending
+    clock = [1000.0]
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return clock[0]
+
+    def start(self: Wakeup) -> None:
+        self._started = True
+        if mode == "pooled":
+            self.pooled = True
+        else:
+            self._raw = object()  # listening: a pause ends silently (no notification)
+
+    def pause(self: Wakeup, seconds: float) -> None:
+        self.start()
+        self.notified = False
+        clock[0] += seconds
+
+    monkeypatch.setattr(_durations, "time", FakeTime)
+    monkeypatch.setattr(_wakeup.Wakeup, "start", start)
+    monkeypatch.setattr(_wakeup.Wakeup, "__call__", pause)
+    stamps: list[float] = []
+
+    def count(*_args: object) -> None:
+        stamps.append(clock[0])
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        with pytest.raises(WaitTimeoutError):
+            alembic_herd.wait_until_current(CONFIG, url=url, timeout="1260s")
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    began = clock[0] - 1260 + 60  # steady: from one minute in to the end
+    steady = [t for t in stamps if t >= began]
+    rate = len(steady) / 1200
+    assert 0.2 < rate <= 0.5, (mode, rate)

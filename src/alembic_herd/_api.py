@@ -20,7 +20,7 @@ from ._environment import load_environment
 from ._log import event
 from ._outcome import Outcome, Status
 from ._phases import Phase
-from ._runner import Runner
+from ._runner import Runner, lane_request
 from .errors import ConfigurationError, LockHeldError, LockTimeoutError
 
 if TYPE_CHECKING:
@@ -80,11 +80,10 @@ def upgrade(
     raises a
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
-    from ._fastlane import REQUEST
     from ._lockwait import Policy
 
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
-    lane = REQUEST.get()
+    lane = lane_request()
     if lane is not None and lane.waiting_since is not None:  # the fast lane waited first
         deadline = Deadline(deadline.seconds, start=lane.waiting_since)
     runner = Runner(

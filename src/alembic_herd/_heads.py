@@ -7,6 +7,7 @@ whether the table exists at all (a fresh database).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -22,12 +23,15 @@ from .errors import ConfigurationError, DatabaseAheadError
 
 
 def version_table(env: Environment) -> sa.Table:
-    return sa.Table(
-        env.version_table,
-        sa.MetaData(),
-        sa.Column("version_num", sa.String(32)),
-        schema=env.version_table_schema,
-    )
+    """The version table's description, one per name and schema in a process: SQLAlchemy
+    2.x keys its statement cache on the Table object, so a waiter's every look at the heads
+    reuses the compiled ``SELECT`` instead of compiling it again."""
+    return _version_table(env.version_table, env.version_table_schema)
+
+
+@functools.lru_cache(maxsize=64)
+def _version_table(name: str, schema: str | None) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), sa.Column("version_num", sa.String(32)), schema=schema)
 
 
 def read_heads(conn: Connection, env: Environment) -> tuple[str, ...]:

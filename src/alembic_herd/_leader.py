@@ -403,6 +403,8 @@ class Leader:
             inside[0] = False
             if done is None:
                 return
+            if per_step:  # the last revision committed: the database is at the target
+                self._wake(final=True)
             with shielded():
                 lock.verify()  # one transaction: raising here rolls all of it back
                 if one_transaction:  # committed only when env.py's transaction ends
@@ -477,7 +479,9 @@ class Leader:
                 advice = ("nothing was applied - fix env.py (or what it imports and reads) "
                           "and redeploy ('herd history' has the details)")
             raise MigrationError(f"{where} failed: {first}; {advice}", revision=failed) from exc
-        if after_commit and history.late:  # env.py's transaction has committed
+        if after_commit:  # env.py's transaction has committed: the database is at the
+            self._wake(final=True)  # target; waiters verify it while this one logs it
+        if after_commit and history.late:
             history.commit_point()
         for row in after_commit:  # now every revision of it is 'applied', in one statement
             # (the runner notifies once the lock is free)
@@ -581,16 +585,20 @@ class Leader:
                   level=logging.WARNING, index=index)
 
     def _applied(self, row: Attempt) -> None:
-        """The last revision committed on its own. No notification here: the runner
-        notifies once the lock is free, a moment later."""
+        """The last revision committed on its own (the waiters were notified just before)."""
         self.history.finish(row, "applied")
         self._note_applied(row)
 
-    def _wake(self) -> None:
-        """Notify the waiters that a revision committed, at most every NOTIFY_EVERY s (the
-        runner notifies again once the lock is free)."""
-        if time.monotonic() >= self._next_wake:
-            notify(self.conn, self.lock.key)
+    def _wake(self, *, final: bool = False) -> None:
+        """Notify the waiters that a revision committed: an intermediate one at most every
+        NOTIFY_EVERY s (a waiter for an earlier target sees it), the last one of the plan
+        (``final``) at once, as soon as it committed. The waiters then verify the heads and
+        return while this replica still writes its attempt log and releases the lock (the
+        runner notifies once more when the lock is free: a failure, or the lock's waiters).
+        Never raises: notification only accelerates, waiters also poll."""
+        if final or time.monotonic() >= self._next_wake:
+            with suppress(SQLAlchemyError):
+                notify(self.conn, self.lock.key)
             self._next_wake = time.monotonic() + NOTIFY_EVERY
 
     def _note_applied(self, row: Attempt) -> None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -53,7 +54,7 @@ from .errors import (
 from .locks import Lock, LockKey, choose, create_lock
 
 if TYPE_CHECKING:
-    from . import _lockwait
+    from . import _fastlane, _lockwait
     from ._history import Attempt, History
     from ._wakeup import Wakeup
 
@@ -217,7 +218,9 @@ class Runner:
         fast lane, record it when those are the script heads (:func:`._fastlane.record`)."""
         if pending.ahead or pending.left:
             return
-        from ._fastlane import record
+        if lane_request() is None:  # only the command's fast lane asks for a stamp
+            return
+        from ._fastlane import record  # imported already: lane_request() says so
 
         record(conn, self.env, heads, url=self.url, herd_schema=self.herd_schema,
                migrated=migrated)
@@ -255,11 +258,12 @@ class Runner:
             history = self.history(conn, optional=True, writer=False)
             baseline = history.baseline()
             pending: tuple[str, ...] = ()
-            next_report = 0.0
+            next_report = next_log = 0.0
+            recent: list[Attempt] = []
             wakeup = Wakeup(conn, self.key)
 
             def look() -> Outcome | None:
-                nonlocal pending, next_report
+                nonlocal pending, next_report, next_log, recent
                 heads, pending = call.pending.read(conn)
                 if not pending:
                     action: Action = "waited" if call.saw_pending else "current"
@@ -269,15 +273,23 @@ class Runner:
                           heads=list(heads), waited=waited)
                     self._stamp(conn, call.pending, heads)
                     return Outcome(action=action, heads=heads, waited_seconds=waited)
-                report = deadline.elapsed() >= next_report
-                # through a pooler a look is one statement while the wait is steady: the
-                # attempt log is read with each report (a leader's failure is told a few
-                # seconds later; its end, which only the heads tell, at the next look)
-                failure = (history.failure_after(baseline)
-                           if report or not wakeup.pooled else None)
-                recent = history.rows(limit=_RECENT) if report else []
-                if failure is None and report:
-                    failure = _abandoned_failure(history, self.lock(conn), recent[:1])
+                now = deadline.elapsed()
+                report = now >= next_report
+                # The attempt log (has the leader failed?) is read on every look only by a
+                # plain poller. A LISTENing waiter reads it when notified (a leader notifies
+                # at its end, failed or not) and with each report (a lost notification);
+                # through a pooler, every POOLED_LOG_EVERY s: there a steady look is one
+                # statement, the heads (the budget of issue 17: 0.5 statements/s a waiter)
+                if wakeup.pooled:
+                    log = full = now >= next_log
+                else:
+                    log, full = report or not wakeup.listening or wakeup.notified, report
+                failure = history.failure_after(baseline) if log else None
+                if full:  # and whether the latest attempt failed with nobody to retry it
+                    recent = history.rows(limit=_RECENT)
+                    if failure is None:
+                        failure = _abandoned_failure(history, self.lock(conn), recent[:1])
+                    next_log = now + defaults.POOLED_LOG_EVERY
                 if failure is not None:
                     raise leader_failed(failure)
                 if report:
@@ -287,7 +299,7 @@ class Runner:
                           format_seconds(deadline.elapsed()),
                           f"; {retrying}" if retrying else "", pending=list(pending),
                           retrying=retrying)
-                    next_report = deadline.elapsed() + defaults.REPORT_EVERY
+                    next_report = now + defaults.REPORT_EVERY
                 call.saw_pending = True
                 return None
 
@@ -442,12 +454,18 @@ class _Waiter:
                        leader=self.holder, lock=self.lock.describe())
 
 
+def lane_request() -> _fastlane.Request | None:
+    """The ``herd`` command's fast-lane request of this run, if any. Only the fast lane sets
+    one, and the command's entry point is that module: a process that never imported it
+    (the library's callers) has none, and need not import it to learn so."""
+    fastlane = sys.modules.get(f"{__package__}._fastlane")
+    return None if fastlane is None else cast("_fastlane.Request | None", fastlane.REQUEST.get())
+
+
 def _lane_baseline(scope: str, baseline: int) -> int:
     """``baseline``, or the earlier one the ``herd`` command's fast lane read before it
     waited for another replica (:mod:`._lanewait`): that replica's failure is news."""
-    from ._fastlane import REQUEST
-
-    request = REQUEST.get()
+    request = lane_request()
     if request is None or request.baselines is None:
         return baseline
     return min(baseline, request.baselines.get(scope, 0))

@@ -3,11 +3,11 @@
 On PostgreSQL with psycopg 3, a waiting replica LISTENs on a channel named after the lock
 key, and between two looks it blocks on the connection's notifications instead of
 sleeping; the leader NOTIFYs (on herd's own autocommit connection) after a revision is
-committed, at most every :data:`~._defaults.NOTIFY_EVERY` seconds, and once more when it
-has released the lock. A notification ends the pause at once, so a waiter sees the new
-heads within a round trip of the leader's end; without one the pause lasts its backoff,
-capped at :data:`~._defaults.LISTEN_POLL_INTERVAL` (a few seconds: the load of a long
-migration stays low).
+committed (an intermediate one at most every :data:`~._defaults.NOTIFY_EVERY` seconds, the
+last one at once), and once more when it has released the lock. A notification ends the
+pause at once, so a waiter sees the new heads within a round trip of the leader's commit;
+without one the pause lasts its backoff, capped at :data:`~._defaults.LISTEN_POLL_INTERVAL`
+(a few seconds: the load of a long migration stays low).
 
 Notification only accelerates: a NOTIFY that never arrives (a reconnect, a leader killed
 before it could notify) leaves the waiter on its polling backoff, which still sees the
@@ -18,7 +18,11 @@ the pool lends, and notifications never reach this client, so a waiter there wou
 only at its next poll, seconds later. Before listening the waiter compares the backend pid
 the server announced at startup with ``pg_backend_pid()`` (a pooler announces its own, as
 the advisory lock's refusal checks); through a pooler it does not LISTEN and polls on a
-shorter backoff, :data:`~._defaults.POOLED_POLL_INTERVAL` (one cheap statement per look).
+shorter backoff, :data:`~._defaults.POOLED_POLL_INTERVAL` (one cheap statement per look; the
+trade-off between its load and its delay is told there).
+
+The leader notifies as soon as its last revision has committed, before its own bookkeeping
+and its release: the waiters verify the heads (one statement) and return meanwhile.
 """
 
 from __future__ import annotations
@@ -104,9 +108,10 @@ class Wakeup(Sleep):
 
         def wait(state: Any) -> float:
             self.start()  # the first pause is due: only now is this replica a waiter
-            if self.pooled or self.listening:
-                step = pooled if self.pooled else listened
-                return float(step(state) * random.uniform(0.75, 1.0))
+            if self.pooled:
+                return float(pooled(state) * random.uniform(defaults.POOLED_POLL_JITTER, 1.0))
+            if self.listening:
+                return float(listened(state) * random.uniform(0.75, 1.0))
             return float(plain(state))
 
         return wait
