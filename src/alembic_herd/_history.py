@@ -449,9 +449,11 @@ class History:
 
     # -- reading ------------------------------------------------------------------------
 
-    def exists(self) -> bool:
-        """Whether the table exists; the leader asks under the lock (see :attr:`absent`)."""
-        found = exists(self.conn, self.table)
+    def exists(self, *, known: Any = None) -> bool:
+        """Whether the table exists; the leader asks under the lock (see :attr:`absent`).
+        ``known``: another statement on this session read it under the lock (the lock's
+        claim), ``None``: ask."""
+        found = exists(self.conn, self.table) if known is None else bool(known)
         self.absent = not found
         return found
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
@@ -101,6 +101,30 @@ def exists(conn: Connection, table: sa.Table) -> bool:
         if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
             conn.rollback()
         return True
+
+
+def exists_column(dialect: str, table: sa.Table, name: str) -> tuple[str, dict[str, Any]] | None:
+    """:func:`exists` as a column for another statement on the same session to read beside
+    its own (a lock's claim, see :attr:`~alembic_herd.locks.Lock.also`), with its bind
+    values (named after ``name``); ``None`` where only :func:`exists` can tell (SQLite).
+    PostgreSQL asks what SQLAlchemy's ``has_table`` asks; MySQL/MariaDB the tables
+    ``information_schema`` shows this user (any privilege on the table or its database)."""
+    params: dict[str, Any] = {f"{name}_t": table.name}
+    if dialect == "postgresql":
+        if table.schema is None:
+            where = ("pg_catalog.pg_table_is_visible(c.oid) AND n.nspname != 'pg_catalog'")
+        else:
+            where, params[f"{name}_s"] = f"n.nspname = :{name}_s", table.schema
+        return (f"EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                f"ON n.oid = c.relnamespace WHERE c.relname = :{name}_t AND c.relkind IN "
+                f"('r', 'p', 'f', 'v', 'm') AND {where})"), params
+    if dialect in ("mysql", "mariadb"):
+        schema = "DATABASE()"
+        if table.schema is not None:
+            schema, params[f"{name}_s"] = f":{name}_s", table.schema
+        return (f"EXISTS (SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = {schema} "
+                f"AND TABLE_NAME = :{name}_t)"), params
+    return None
 
 
 def _create_under_lock(conn: Connection, table: sa.Table) -> str:
