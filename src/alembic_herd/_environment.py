@@ -179,6 +179,16 @@ def effective_schema(conn: Connection, table: str) -> str | None:
     return conn.execute(sa.text(f"SELECT {column}"), {"herd_vt": table}).scalar()  # one trip
 
 
+def _own_schema(conn: Connection, where: VersionLocation) -> str | None:
+    """:func:`effective_schema` on herd's own connection. MySQL/MariaDB: no round trip
+    when it is the database env.py's connection is in: herd's connection never changes
+    database, so ``DATABASE()`` is the one its URL names (the driver's at connect)."""
+    database = conn.engine.url.database
+    if conn.dialect.name in ("mysql", "mariadb") and database and database == where.schema:
+        return database
+    return effective_schema(conn, where.table)
+
+
 _ASK = object()
 
 
@@ -301,7 +311,7 @@ class Environment:
         if found:
             where = found[0]
             self.version_table = where.table
-            ours = effective_schema(conn, where.table) if where.schema else None
+            ours = _own_schema(conn, where) if where.schema else None
             self.version_table_schema = where.schema if where.schema != ours else None
         else:
             where = VersionLocation(

@@ -53,6 +53,7 @@ from ._environment import (
     effective_schema_column,
     preserved_logging,
 )
+from ._graph import beside as graph_beside
 from ._graph import record as record_graph
 from ._heads import Pending, read_heads
 from ._history import SHARED_TRANSACTION, Attempt, History, describe_error
@@ -360,6 +361,7 @@ class Leader:
             carry = lock.guard if same_session and not rides else None
             last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
+            fenced = False  # the lock was checked after the last revision ran (below)
             for step in plan:
                 script: Script = step.revision
                 # fencing: never start a revision, nor record the one just run, without the
@@ -397,21 +399,33 @@ class Leader:
                 guard.revision_starts(own_transaction=per_step)
                 inside[0] = True
                 yield step
+                fenced = False
                 if per_step:  # Alembic committed the step before asking for the next
                     landed.add(script.revision)
                     if history.one_writer:  # SQLite: its row is in the log before the next
                         with shielded():  # revision starts (see History.landed)
                             history.landed(row)
                 if history.late:  # the first revision ran (per step: and committed); its
-                    # own emptiness check is behind it: herd's tables may appear now
+                    # own emptiness check is behind it: herd's tables may appear now. Its
+                    # row goes in 'applied' when it committed on its own, and the insert
+                    # carries the lock's check (the one after the last revision, below)
                     with shielded():
-                        history.commit_point()
+                        history.commit_point(landed=row if per_step else None, probe=rides,
+                                             guard=carry)
+                        if history.guarded is False:  # wrote nothing
+                            lock.verify()  # raises: the guard is the lock's own check
+                            raise LockLostError(f"{lock.describe()}: the attempt log's write "
+                                                "found the lock gone - run herd again")
+                        if history.probed is not None:
+                            lock.check(history.probed)
+                        fenced = bool(history.guarded) or history.probed is not None
                 done = row
             inside[0] = False
             if done is None:
                 return
             with shielded():
-                lock.verify()  # one transaction: raising here rolls all of it back
+                if not fenced:  # one transaction: raising here rolls all of it back
+                    lock.verify()
                 if one_transaction:  # committed only when env.py's transaction ends
                     after_commit.append(done)
                 else:
@@ -1062,11 +1076,13 @@ def _herds_tables(leader: Leader, scripts: list[Any], *,
     def create() -> None:
         try:
             absent = history.absent  # the log was missing a moment ago: its graph too
-            if not log_exists:
-                history.ensure()
+            name = qualified(history.table.schema, history.table.name)
+            if not log_exists:  # the log and the graph together (one round trip where
+                # the database allows)
+                history.ensure(also=[graph_beside(name)])
             record_graph(conn, leader.env.qualified_version_table, scripts,
-                         history_table=qualified(history.table.schema, history.table.name),
-                         absent=absent and not log_exists)
+                         history_table=name, absent=absent and not log_exists,
+                         created=not log_exists)
         except DBAPIError as exc:  # e.g. no CREATE on the schema
             if is_transient(exc):
                 raise unavailable(exc, leader.url) from exc

@@ -139,13 +139,13 @@ class Lock(ABC):
     reads_also: ClassVar[bool] = False
     """A take of this lock reads :attr:`also` on its session."""
 
-    also: dict[str, tuple[str, dict[str, Any]]] = {}  # noqa: RUF012 - replaced, never changed
+    also: dict[str, tuple[str, dict[str, Any]]] = {}  # replaced, never changed in place
     """Columns (SQL text and its bind values, by name) for the lock to read on its session
     in the statement that confirms a take, after it (:attr:`reads_also`): what the taker
     asks next under the lock (whether herd's tables exist, the server's identity) then costs
     no round trip of its own. Their values are in :attr:`seen` after each take."""
 
-    seen: dict[str, Any] = {}  # noqa: RUF012 - replaced, never changed
+    seen: dict[str, Any] = {}  # replaced, never changed in place
     """The :attr:`also` values read with the last take; empty when not read (released,
     never taken, a backend that does not read them): the caller asks another way."""
 
