@@ -208,3 +208,45 @@ def test_one_transaction_rows_say_applied_only_after_the_commit(pg: URL, kill: b
     assert rows == [("s1", "rolled back"), ("s2", "interrupted"),
                     ("s1", "applied"), ("s2", "applied"), ("s3", "applied")]
 
+
+
+@pytest.mark.parametrize("control", [False, True], ids=["checked", "control-no-check"])
+def test_the_only_revisions_transaction_commits_after_a_lock_check(
+        pg: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, control: bool) -> None:
+    """One transaction for all revisions (PostgreSQL), fresh database, one revision: the
+    lock check that follows the last revision (the fence: a lost lock rolls the whole
+    transaction back) rides on the first attempt-log row's insert, which herd writes only
+    once that revision ran (no footprint before it). Whatever carries it, some statement on
+    herd's lock session checks the lock after the version table's update and before the
+    migration's commit. The control switches the lock's checks off and finds none there."""
+    from alembic_herd.locks.postgresql import AdvisoryLock
+
+    monkeypatch.setenv("HERD_TEST_TPM", "0")
+    if control:
+        monkeypatch.setattr(AdvisoryLock, "probe", ())
+        monkeypatch.setattr(AdvisoryLock, "verify", lambda self: None)
+    ini = chain(tmp_path / "one", 1)
+    seen: list[tuple[int, str]] = []
+
+    def executed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append((id(conn), " ".join(statement.split())))
+
+    def committed(conn: Any) -> None:
+        seen.append((id(conn), "COMMIT"))
+
+    sa.event.listen(Engine, "before_cursor_execute", executed)
+    sa.event.listen(Engine, "commit", committed)
+    try:
+        outcome = alembic_herd.upgrade(ini, url=pg)
+    finally:
+        sa.event.remove(Engine, "before_cursor_execute", executed)
+        sa.event.remove(Engine, "commit", committed)
+    assert outcome.action == "migrated"
+    stamp = next(i for i, (_, s) in enumerate(seen)
+                 if s.startswith("INSERT INTO alembic_version"))
+    migration = seen[stamp][0]
+    commit = next(i for i, (c, s) in enumerate(seen) if i > stamp and c == migration
+                  and s == "COMMIT")
+    checks = [s for c, s in seen[stamp:commit]  # the lock's probe: its session's identity
+              if c != migration and "pg_backend_pid()" in s and "current_setting(" in s]
+    assert bool(checks) != control, seen[stamp:commit]
