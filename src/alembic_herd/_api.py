@@ -80,9 +80,13 @@ def upgrade(
     raises a
     :class:`~alembic_herd.errors.HerdError` subclass on failure.
     """
+    from ._fastlane import REQUEST
     from ._lockwait import Policy
 
     deadline = Deadline(to_seconds(lock_timeout, name="lock timeout"))
+    lane = REQUEST.get()
+    if lane is not None and lane.waiting_since is not None:  # the fast lane waited first
+        deadline = Deadline(deadline.seconds, start=lane.waiting_since)
     runner = Runner(
         load_environment(config, url=url, version_table=version_table,
                          version_table_schema=version_table_schema, x_arguments=x_arguments),

@@ -80,9 +80,9 @@ def spell(seconds: float) -> str:
 class Deadline:
     """One deadline, computed once from ``time.monotonic()``."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, start: float | None = None) -> None:
         self.seconds = seconds
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
         self.at = self.start + seconds
 
     def remaining(self) -> float:

@@ -84,6 +84,11 @@ class Request:
     state: str
     """What the lane found: 'writable', 'present' (privilege unknown), 'readonly',
     'missing' (no graph table yet), 'unknown' (no connection)."""
+    baselines: dict[str, int] | None = None
+    """After waiting in :mod:`._lanewait`: the attempt log's baselines before the wait."""
+    waiting_since: float | None = None
+    """After waiting in :mod:`._lanewait`: when the wait began (``time.monotonic()``); the
+    normal path's lock timeout counts from it."""
 
 
 REQUEST: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
@@ -586,8 +591,10 @@ class _Db:
 
 
 def _pg_connect(url: Url) -> tuple[Any, Any]:
+    from ._lanewait import application_name
+
     kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "dbname": url.database,
-                              "application_name": f"herd {socket.gethostname()} {os.getpid()}"}
+                              "application_name": application_name()}
     for key, value in (("user", url.user), ("password", url.password), ("host", url.host),
                        ("port", url.port)):
         if value is not None:
@@ -695,22 +702,25 @@ def plan(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Plan:
     return Plan(settings, app, herd, text, key, herd_schema)
 
 
-def at_head(p: Plan) -> tuple[Stamp | None, str]:
-    """The stamp when the database is at its heads (else ``None``), and the graph's state."""
-    if p.herd.backend == "sqlite" and not Path(p.herd.database or "").is_file():
-        return None, "missing"  # a new database: its first migration may leave a graph
-    db = _Db(p.herd)
-    try:
-        stamp, state = read_stamp(db, p.herd_schema, p.key)
-        if stamp is None:
-            return None, state
-        if p.settings["target"] == "head" and len(stamp.heads) != 1:
-            raise Fallback("several heads")
-        if read_heads(db, stamp) != tuple(sorted(stamp.heads)):
-            return None, state
-        return stamp, state
-    finally:
-        db.close()
+def at_head(p: Plan, db: _Db | None = None) -> tuple[Stamp | None, str]:
+    """The stamp when the database is at its heads (else ``None``), and the graph's state;
+    on ``db`` (left open), or on a connection of its own."""
+    if db is None:
+        if p.herd.backend == "sqlite" and not Path(p.herd.database or "").is_file():
+            return None, "missing"  # a new database: its first migration may leave a graph
+        own = _Db(p.herd)
+        try:
+            return at_head(p, own)
+        finally:
+            own.close()
+    stamp, state = read_stamp(db, p.herd_schema, p.key)
+    if stamp is None:
+        return None, state
+    if p.settings["target"] == "head" and len(stamp.heads) != 1:
+        raise Fallback("several heads")
+    if read_heads(db, stamp) != tuple(sorted(stamp.heads)):
+        return None, state
+    return stamp, state
 
 
 def console() -> NoReturn:
@@ -737,8 +747,12 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
         _debug(debug, f"fell back: {_why(exc)}")
         return
     state = "unknown"
+    db: _Db | None = None
+    lane: tuple[dict[str, int], float] | None = None
     try:
-        stamp, state = at_head(p)
+        if _may_wait(p):
+            db = _Db(p.herd)
+        stamp, state = at_head(p, db)
     except Exception as exc:
         _debug(debug, f"fell back: {_why(exc)}")
         stamp = None
@@ -754,7 +768,33 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
             _debug(debug, "answered")
             _answer(p, stamp, executable)
         _debug(debug, "fell back: the normal path refuses these options")
-    REQUEST.set(Request(p.key, p.herd.server, p.herd_schema, state))
+    elif db is not None and state in ("writable", "present", "missing"):
+        from . import _lanewait
+
+        try:
+            lane = _lanewait.enter(p, db, lambda text: _debug(debug, text))
+        except Exception as exc:
+            _debug(debug, f"fell back: {_why(exc)}")
+    if db is not None:
+        from ._lanewait import held
+
+        if not held(db):
+            db.close()
+    REQUEST.set(Request(p.key, p.herd.server, p.herd_schema, state,
+                        baselines=lane[0] if lane else None,
+                        waiting_since=lane[1] if lane else None))
+
+
+def _may_wait(p: Plan) -> bool:
+    """Whether this replica, finding the database behind, may wait in :mod:`._lanewait`:
+    a verb that migrates (``run --mode wait`` never takes herd's lock), on a server with
+    session locks, with options the normal path accepts."""
+    s = p.settings
+    if p.herd.backend not in ("postgresql", "mysql") or s.verb == "check":
+        return False
+    if s.verb == "run" and (s["mode"] == "wait" or not s.command):
+        return False
+    return _runnable(p, shutil.which(s.command[0]) if s.verb == "run" and s.command else None)
 
 
 def _why(exc: BaseException) -> str:
@@ -781,8 +821,10 @@ def _runnable(p: Plan, executable: str | None) -> bool:
     return True
 
 
-def _answer(p: Plan, stamp: Stamp, executable: str | None) -> NoReturn:
-    """Print what the normal path prints at head, then exit 0 (``run``: exec)."""
+def _answer(p: Plan, stamp: Stamp, executable: str | None, *,
+            done: str | None = None) -> NoReturn:
+    """Print what the normal path prints at head, then exit 0 (``run``: exec); ``done``:
+    the outcome of a replica that waited (:mod:`._lanewait`), whose events are out."""
     s = p.settings
     heads = ", ".join(stamp.heads) or "base"
     secrets = [x for x in (p.app.password, p.herd.password) if x]
@@ -791,13 +833,15 @@ def _answer(p: Plan, stamp: Stamp, executable: str | None) -> NoReturn:
         _out(f"current: {stamp.display} at {heads}", secrets)
         _leave(0)
     wait = s.verb == "run" and s["mode"] == "wait"
-    if wait:
+    if done is not None:
+        pass
+    elif wait:
         log.event("current", f"database is current at {heads}", heads=list(stamp.heads),
                   waited=0.0)
     else:
         log.event("current", f"database {stamp.url} is current at {heads}; nothing to do",
                   heads=list(stamp.heads))
-    done = f"database already current at {heads}"
+    done = done or f"database already current at {heads}"
     if s.verb == "migrate":
         _out(done, secrets)
         _leave(0)
@@ -898,6 +942,9 @@ def record(conn: Any, env: Any, heads: Sequence[str], *, url: Any, herd_schema: 
         if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
             conn.commit()
         REQUEST.set(None)  # once per run
+        from ._lanewait import release
+
+        release()  # the replicas waiting on this project's gate read the stamp now
     except (SQLAlchemyError, OSError) as exc:
         log.debug("fast lane: no stamp written (%s)", type(exc).__name__)
         try:

@@ -179,7 +179,7 @@ class Runner:
             lock = self.lock(conn)
             history = self.history(conn)
             want_under_lock(lock, history, self.dialect)
-            baseline = history.baseline()
+            baseline = _lane_baseline(history.scope, history.baseline())
             event("pending", "%d revision(s) pending (%s -> %s); taking %s",
                   len(pending), ", ".join(heads) or "base", call.pending.target,
                   lock.describe(), pending=list(pending))
@@ -441,6 +441,17 @@ class _Waiter:
               format_seconds(waited), heads=list(self.heads), waited=waited)
         return Outcome(action="waited", heads=self.heads, waited_seconds=waited,
                        leader=self.holder, lock=self.lock.describe())
+
+
+def _lane_baseline(scope: str, baseline: int) -> int:
+    """``baseline``, or the earlier one the ``herd`` command's fast lane read before it
+    waited for another replica (:mod:`._lanewait`): that replica's failure is news."""
+    from ._fastlane import REQUEST
+
+    request = REQUEST.get()
+    if request is None or request.baselines is None:
+        return baseline
+    return min(baseline, request.baselines.get(scope, 0))
 
 
 def _abandoned_failure(history: History, lock: Lock,

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,3 +121,33 @@ def test_an_advisory_lock_through_pgbouncer_is_refused_with_the_ways_that_work(
                                           "failures": sum(bool(v["problems"])
                                                           for v in outcome.values())})
     assert not problems, problems
+
+
+def test_through_pgbouncer_the_fast_lane_takes_no_gate(
+        pgbouncer: PgBouncer, real_pg: PostgresFixture, secret: str, tmp_path: Path) -> None:
+    """``herd migrate`` processes through PgBouncer find the database behind: the fast lane
+    must not take its gate (a session lock on a pooled session would stay there, shared
+    and never released); it says so and the normal path migrates (``--lock table``). All
+    exit 0, the database is at head, no advisory lock is left on any server session."""
+    script = Path(sys.executable).with_name("herd")
+    project = Path(__file__).resolve().parents[1] / "projects" / "herdset" / "alembic.ini"
+    with real_pg.database() as url:
+        pooled = pgbouncer.url(ROLE, secret, url.database or "").render_as_string(
+            hide_password=False)
+        env = {**os.environ, "HERD_FAST_LANE_DEBUG": "1"}
+        procs = [subprocess.Popen([str(script), "migrate", "-c", str(project), "--url", pooled,
+                                   "--lock", "table"], env=env, cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        results = [p.communicate(timeout=300) for p in procs]
+        lanes = [next((line for line in err.splitlines() if "fast lane:" in line
+                       and "no stamp" not in line), "") for _, err in results]
+        assert [p.returncode for p in procs] == [0, 0, 0], results
+        gateless = ["the gate needs a session of its own" in line for line in lanes]
+        assert any(gateless), lanes  # the first found the database behind, at least
+        assert all(g or line.endswith("answered") for g, line in zip(gateless, lanes,
+                                                                      strict=True)), lanes
+        assert rows(real_pg.admin_of(url), "SELECT version_num FROM alembic_version") == [
+            ("d4",)]
+        assert not advisory_locks(real_pg, url)
+        assert not leaks(secret, [out + err for out, err in results])
