@@ -97,6 +97,8 @@ def blocks(r: Results) -> Iterator[tuple[str, str]]:
                              "commit → release", "p50 from commit", "max from commit"]),
         ("idle", _idle, ["database", "revisions", "`herd migrate`", "`alembic upgrade head`",
                          "ratio", "`herd check`", "`alembic current`", "ratio", "runs"]),
+        ("idle-cpu", _idle_cpu, ["database", "revisions", *(f"`{c}`" for c in IDLE_CPU),
+                                 "runs"]),
         ("readiness", _readiness, ["database", "probe p50", "probe p99", "built once",
                                    "`status()` per call", "bare SELECT", "calls"]),
         ("per-migration", _per_migration, [
@@ -237,6 +239,17 @@ def _idle(r: Results, b: str) -> list[Row]:
             for size, e in _by_n(r["idle_cost"].get(b, {}))]
 
 
+IDLE_CPU = ("herd check", "herd migrate", "herd run -- true", "alembic current",
+            "alembic upgrade head")
+
+
+def _idle_cpu(r: Results, b: str) -> list[Row]:
+    """CPU (user + sys) per whole process at head, mean over the runs (issue 17 point 4)."""
+    return [[BACKENDS[b], size, *(s(e[c].get("cpu_mean")) for c in IDLE_CPU),
+             str(len(e["herd check"].get("cpu_runs", [])))]
+            for size, e in _by_n(r["idle_cost"].get(b, {})) if "cpu_mean" in e["herd check"]]
+
+
 def _readiness(r: Results, b: str) -> list[Row]:
     e = r["readiness"].get(b, {})
     if not e or "error" in e:
@@ -292,7 +305,8 @@ def _stampede(r: Results) -> str:
             rows.append([n, tool, str(e["trials"]), s(e["all_exited_median"], 2),
                          s(e["all_exited_max"], 2), s(e["cpu_per_process_median"]),
                          s(e.get("leader_cpu_median")), s(e.get("waiter_cpu_median")),
-                         s(e["cpu_total_median"], 1), f"{e['failures']}/{e['processes']}",
+                         s(e["cpu_total_median"], 1), ms(e.get("exit_tax_p50")),
+                         ms(e.get("exit_tax_max")), f"{e['failures']}/{e['processes']}",
                          f"{e['incorrect_trials']}/{e['trials']}"])
     if not rows:
         return "(PostgreSQL was not part of this run.)"
@@ -300,7 +314,8 @@ def _stampede(r: Results) -> str:
                       for tool, why in st.get("skipped", {}).items())
     return table(["N", "tool", "trials", "all exited (median)", "all exited (worst)",
                   "CPU per process", "leader's CPU", "a waiting replica's CPU",
-                  "CPU, all processes", "failed", "trials with a wrong database"],
+                  "CPU, all processes", "last line → exit p50", "max", "failed",
+                  "trials with a wrong database"],
                  rows) + skipped
 
 

@@ -313,15 +313,22 @@ def idle_cost(backend: Backend, sizes: list[int], reps: int, tmp: Path,
                 "alembic upgrade head": [_bin("alembic"), "-c", ini, "upgrade", "head"],
                 "herd check": [_bin("herd"), "check", "-c", ini],
                 "alembic current": [_bin("alembic"), "-c", ini, "current"],
+                "herd run -- true": [_bin("herd"), "run", "-c", ini, "--", "true"],
             }
             times: dict[str, list[float]] = {name: [] for name in commands}
+            cpus: dict[str, list[float]] = {name: [] for name in commands}
             for _ in range(1):  # warm-up: bytecode caches, the server's catalog caches
                 for argv in commands.values():
                     _timed(argv, env, folder)
-            for _ in range(reps):
+            for _ in range(max(reps, CPU_RUNS)):  # CPU over 10 runs at least (issue 17)
                 for name, argv in commands.items():
-                    times[name].append(_timed(argv, env, folder))
-            entry: dict[str, Any] = {name: {"median": median(v), "runs": v}
+                    wall, cpu = _timed_cpu(argv, env, folder)
+                    times[name].append(wall)
+                    cpus[name].append(cpu)
+            entry: dict[str, Any] = {name: {"median": median(v), "runs": v,
+                                            "cpu_median": median(cpus[name]),
+                                            "cpu_mean": sum(cpus[name]) / len(cpus[name]),
+                                            "cpu_runs": cpus[name]}
                                      for name, v in times.items()}
             entry["ratios"] = {  # paired: run k against run k, median over k
                 "herd migrate / alembic upgrade head": median(
@@ -339,6 +346,24 @@ def idle_cost(backend: Backend, sizes: list[int], reps: int, tmp: Path,
         finally:
             backend.drop(url)
     return out
+
+
+CPU_RUNS = 10
+
+
+def _timed_cpu(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall time and CPU (user + sys, from ``wait4``) of one whole process."""
+    began = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - began
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {err[-300:]!r}")
+    return took, usage.ru_utime + usage.ru_stime
 
 
 def _timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:

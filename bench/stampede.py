@@ -46,7 +46,7 @@ from sqlalchemy.engine import URL, make_url
 from . import projects
 from .backends import Backend
 from .sections import yoyo_available
-from .stats import median
+from .stats import median, percentile
 
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
@@ -135,6 +135,7 @@ def release(n: int, argv: list[str], env: dict[str, str], workdir: Path) -> dict
                 if k not in ("DATABASE_URL", "HERD_DATABASE_URL", "ALEMBIC_CONFIG")} | env
     procs: list[tuple[int, Path]] = []
     exits: dict[int, tuple[float, int, float]] = {}
+    walls: dict[int, float] = {}  # the exit on the file system's clock, for the exit tax
     try:
         for i in range(n):
             out = workdir / f"{i}.out"
@@ -152,6 +153,7 @@ def release(n: int, argv: list[str], env: dict[str, str], workdir: Path) -> dict
             _, status, usage = os.wait4(pid, 0)
             exits[pid] = (time.monotonic(), os.waitstatus_to_exitcode(status),
                           usage.ru_utime + usage.ru_stime)
+            walls[pid] = time.time()
 
         threads = [threading.Thread(target=reap, args=(pid,), daemon=True) for pid, _ in procs]
         for thread in threads:
@@ -169,8 +171,12 @@ def release(n: int, argv: list[str], env: dict[str, str], workdir: Path) -> dict
     children = []
     for pid, out in procs:
         end, code, cpu = exits.get(pid, (float("nan"), -9, float("nan")))
+        # the exit tax: from the last line the process wrote (its output file's mtime) to its
+        # exit as wait4 saw it; an upper bound (the reaping thread's own delay, flock's exit)
+        tax = (walls[pid] - out.stat().st_mtime
+               if pid in walls and out.stat().st_size else None)
         children.append({"seconds": end - released, "exit": code, "cpu": cpu,
-                         "output": out.read_text(errors="replace")[-2000:]})
+                         "exit_tax": tax, "output": out.read_text(errors="replace")[-2000:]})
     return {"released": released, "children": children}
 
 
@@ -196,6 +202,7 @@ def trial(tool: str, n: int, backend: Backend, where: dict[str, Path], workdir: 
             "cpu": [c["cpu"] for c in children],
             "cpu_total": sum(c["cpu"] for c in children),
             "cpu_median": median([c["cpu"] for c in children]),
+            "exit_tax": [c["exit_tax"] for c in children if c["exit_tax"] is not None],
             "failures": len(failed),
             "first_error": (failed[0]["output"].strip().splitlines() or [""])[-1][:300]
             if failed else None,
@@ -244,6 +251,7 @@ def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]
         for tool, records in per_tool.items():
             if not records:
                 continue
+            taxes = [t for r in records for t in r.get("exit_tax", [])]
             out.setdefault(n, {})[tool] = {
                 "trials": len(records),
                 "processes": sum(r["n"] for r in records),
@@ -255,6 +263,8 @@ def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]
                                              if r.get("waiter_cpu_median") is not None]),
                 "leader_cpu_median": median([r["leader_cpu"] for r in records
                                              if r.get("leader_cpu") is not None]),
+                "exit_tax_p50": percentile(taxes, 50) if taxes else None,
+                "exit_tax_max": max(taxes) if taxes else None,
                 "failures": sum(r["failures"] for r in records),
                 "incorrect_trials": sum(not r["correct"] for r in records),
                 "first_error": next((r["first_error"] for r in records if r["first_error"]),
@@ -277,13 +287,15 @@ def main(argv: list[str] | None = None) -> int:
                      lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("| N | tool | all exited (median) | CPU per process | waiter CPU | failed | "
-          "incorrect trials |\n|---|---|---|---|---|---|---|")
+    print("| N | tool | all exited (median) | CPU per process | waiter CPU | last line -> "
+          "exit p50 | max | failed | incorrect trials |\n|---|---|---|---|---|---|---|---|---|")
     for n, tools in result["summary"].items():
         for tool, e in tools.items():
             print(f"| {n} | {tool} | {e['all_exited_median']:.2f} s | "
                   f"{e['cpu_per_process_median']:.3f} s | "
                   f"{e['waiter_cpu_median'] or float('nan'):.3f} s | "
+                  f"{1000 * (e['exit_tax_p50'] or float('nan')):.1f} ms | "
+                  f"{1000 * (e['exit_tax_max'] or float('nan')):.1f} ms | "
                   f"{e['failures']}/{e['processes']} | {e['incorrect_trials']} |")
     for tool, why in result["skipped"].items():
         print(f"{tool}: skipped ({why})")

@@ -229,3 +229,75 @@ def test_a_url_only_env_py_knows_goes_the_normal_way(db: URL, tmp_path: Path) ->
     result = herd(where, "check", url=None, env=extra)
     assert lane(result) == "herd: fast lane: fell back: no URL without env.py"
     assert (result.returncode, result.stdout) == (0, "current: alembic_version at d4\n")
+
+
+URLS = [
+    "postgresql+psycopg://postgres@127.0.0.1:5432/app",
+    "postgresql://user:secret@db.example.com/app",
+    "postgres://user:s%40cr%3At%2F@db:6432/app?sslmode=require&application_name=web",
+    "postgresql+psycopg2://u:p@localhost/app?connect_timeout=5",
+    "postgresql+psycopg://u:@host/app",
+    "postgresql+psycopg://u@/app?host=/var/run/postgresql",
+    "postgresql+psycopg://%C3%BCser:p%20w@h:1/db",
+    "mysql+pymysql://root@127.0.0.1:3306/test",
+    "mariadb+pymysql://app:pa%3Bss@db/app?charset=utf8mb4",
+    "sqlite:////tmp/herd/app.db",
+    "sqlite:///relative/app.db",
+]
+
+
+@pytest.mark.parametrize("text", URLS)
+def test_the_lane_reads_a_url_as_sqlalchemy_does(text: str) -> None:
+    """The lane parses URLs without SQLAlchemy (which it must not import): on every URL it
+    accepts, each part is what ``sqlalchemy.engine.make_url`` reads."""
+    from alembic_herd._fastlane import parse_url
+
+    ours, theirs = parse_url(text), sa.engine.make_url(text)
+    backend = {"postgres": "postgresql", "mariadb": "mysql"}.get(
+        theirs.get_backend_name(), theirs.get_backend_name())
+    assert (ours.backend, ours.user, ours.password, ours.host, ours.port, ours.database) == (
+        backend, theirs.username or None, theirs.password, theirs.host or None, theirs.port,
+        theirs.database or None), text
+    assert dict(ours.query) == dict(theirs.query), text
+
+
+@pytest.mark.parametrize("text", [
+    "postgresql+psycopg://u@h/d%C3%B6", "postgresql+psycopg://u@[::1]:5432/app",
+    "postgresql+psycopg://u@h1,h2/app", "postgresql+psycopg://u@h/app?options=-csearch_path",
+    "mysql+mysqldb://u@h/app", "sqlite://", "sqlite:///:memory:", "oracle://u@h/app"])
+def test_the_lane_leaves_urls_it_does_not_read_to_sqlalchemy(text: str) -> None:
+    from alembic_herd._fastlane import Fallback, parse_url
+
+    with pytest.raises(Fallback):
+        parse_url(text)
+
+
+@pytest.mark.parametrize("verb", ["check", "migrate", "run"])
+def test_the_lanes_options_are_clicks_options(verb: str) -> None:
+    """The lane reads options without click (which it must not import), from a table of its
+    own: every option it reads is the click option of that name, with the same destination,
+    environment variables and default; every click option it does not read makes it fall
+    back. A new option or environment variable added to the CLI alone fails here."""
+    import click
+
+    from alembic_herd import _laneargs, cli
+
+    group = next(v for v in vars(cli).values() if isinstance(v, click.Group))
+    lane = _laneargs._OPTIONS[verb]
+    seen = set()
+    for param in group.commands[verb].params:
+        if not isinstance(param, click.Option):
+            continue
+        envvar = param.envvar
+        envvars = [envvar] if isinstance(envvar, str) else list(envvar or [])
+        for opt in param.opts:
+            seen.add(opt)
+            if opt not in lane:
+                with pytest.raises(_laneargs.Fallback):
+                    _laneargs.parse([verb, opt, "x"], {}, Path("/"))
+                continue
+            assert lane[opt][0] == param.name, (verb, opt)
+            assert _laneargs._ENVVARS.get(param.name, []) == envvars, (verb, opt)
+            if param.name in _laneargs._DEFAULTS and isinstance(param.default, str | int):
+                assert str(_laneargs._DEFAULTS[param.name]) == str(param.default), (verb, opt)
+    assert set(lane) <= seen, set(lane) - seen

@@ -29,32 +29,36 @@ URL without env.py (``--url``/``HERD_DATABASE_URL``/``DATABASE_URL`` or a static
 ``sqlalchemy.url``), connects with the raw driver (psycopg 3 / psycopg2, pymysql, sqlite3),
 reads the stamp and the version table at the stamped place, and, when they agree, prints
 what the normal path prints at head and exits 0 (``herd run`` execs its command).
+
+Its parts: :mod:`._laneargs` (the options), :mod:`._laneproject` (the project files, the
+fingerprint, the URL), this module (the database, the answer, the stamp) and
+:mod:`._lanewait` (the waiting room, when the database is behind).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, unquote
 
 from . import _defaults as defaults
 from ._codes import DENIED, NO_SUCH_SCHEMA, NO_SUCH_TABLE
+from ._laneargs import Fallback, Settings, parse
+from ._laneproject import FORMAT, USERINFO, Url, fingerprint, parse_url, read_project, resolve_url
 
-FORMAT = 1
-"""The stamp's format; part of the fingerprint."""
+__all__ = ["FORMAT", "REQUEST", "SCOPE", "Fallback", "Request", "Settings", "Url", "at_head",
+           "console", "fingerprint", "main", "parse", "parse_url", "plan", "record"]
+
 SCOPE = "herd:stamp"
 """The graph's ``scope`` of stamp rows (version tables' scopes are table names)."""
 SWITCH = "HERD_FAST_LANE"
@@ -65,11 +69,6 @@ CONNECT_TIMEOUT = 3
 
 _GRAPH_TABLE = defaults.GRAPH_TABLE
 _HISTORY_TABLE = defaults.HISTORY_TABLE
-_VERBS = ("check", "migrate", "run")
-
-
-class Fallback(Exception):
-    """The lane cannot decide: the normal path runs."""
 
 
 @dataclass(frozen=True)
@@ -97,424 +96,6 @@ REQUEST: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
 
 def switched_off(environ: Mapping[str, str]) -> bool:
     return environ.get(SWITCH, "").strip().lower() in ("0", "off", "false", "no")
-
-
-# -- the options, read as click reads them ------------------------------------------------
-
-_COMMON = {  # option -> (name, kind); kind: value, flag, multi, count
-    "-c": ("config", "value"), "--config": ("config", "value"),
-    "-n": ("name", "value"), "--name": ("name", "value"),
-    "-d": ("script_location", "value"), "--script-location": ("script_location", "value"),
-    "-x": ("x_argument", "multi"), "--x-argument": ("x_argument", "multi"),
-    "--url": ("url", "value"), "--lock-url": ("lock_url", "value"),
-    "--version-table": ("version_table", "value"),
-    "--version-table-schema": ("version_table_schema", "value"),
-    "--history-table": ("history_table", "value"), "--herd-schema": ("herd_schema", "value"),
-    "-v": ("verbose", "count"), "--verbose": ("verbose", "count"),
-    "-q": ("quiet", "flag"), "--quiet": ("quiet", "flag"),
-    "--log-format": ("log_format", "value"), "--traceback": ("traceback", "flag"),
-    "--target": ("target", "value"), "--lock": ("lock", "value"),
-    "--allow-ahead": ("allow_ahead", "flag"), "--expand-only": ("expand_only", "flag"),
-    "--unmarked-phase": ("unmarked_phase", "value"),
-}
-_UPGRADING = {
-    "--lock-timeout": ("lock_timeout", "value"),
-    "--lock-wait-timeout": ("lock_wait_timeout", "value"),
-    "--lock-wait-attempts": ("lock_wait_attempts", "value"),
-    "--lock-wait-budget": ("lock_wait_budget", "value"),
-    "--statement-timeout": ("statement_timeout", "value"),
-}
-_OPTIONS = {
-    "check": {**_COMMON, "--connect-timeout": ("connect_timeout", "value")},
-    "migrate": {**_COMMON, **_UPGRADING},
-    "run": {**_COMMON, **_UPGRADING, "--timeout": ("timeout", "value"),
-            "--mode": ("mode", "value"), "--migrate-command": ("migrate_command", "value")},
-}
-_ENVVARS = {
-    "config": ["ALEMBIC_CONFIG"], "url": ["HERD_DATABASE_URL", "DATABASE_URL"],
-    "lock_url": ["HERD_LOCK_URL"], "history_table": ["HERD_HISTORY_TABLE"],
-    "herd_schema": ["HERD_SCHEMA"], "log_format": ["HERD_LOG_FORMAT"], "lock": ["HERD_LOCK"],
-    "allow_ahead": ["HERD_ALLOW_AHEAD"], "expand_only": ["HERD_EXPAND_ONLY"],
-    "unmarked_phase": ["HERD_UNMARKED_PHASE"], "lock_timeout": ["HERD_LOCK_TIMEOUT"],
-    "lock_wait_timeout": ["HERD_LOCK_WAIT_TIMEOUT"],
-    "lock_wait_attempts": ["HERD_LOCK_WAIT_ATTEMPTS"],
-    "lock_wait_budget": ["HERD_LOCK_WAIT_BUDGET"],
-    "statement_timeout": ["HERD_STATEMENT_TIMEOUT"], "timeout": ["HERD_TIMEOUT"],
-    "connect_timeout": ["HERD_CONNECT_TIMEOUT"], "mode": ["HERD_MODE"],
-    "migrate_command": ["HERD_MIGRATE_COMMAND"],
-}
-_DEFAULTS: dict[str, Any] = {
-    "config": defaults.CONFIG_FILE, "history_table": _HISTORY_TABLE, "log_format": "text",
-    "lock": "auto", "unmarked_phase": defaults.UNMARKED_PHASE, "target": "head", "mode": "auto",
-    "verbose": 0, "quiet": False, "traceback": False, "allow_ahead": False,
-    "expand_only": False, "x_argument": (),
-}
-_TRUE = {"1", "true", "t", "yes", "y", "on"}
-_FALSE = {"0", "false", "f", "no", "n", "off"}
-_DURATIONS = {"lock_timeout", "lock_wait_budget", "timeout", "connect_timeout"}
-_DURATIONS_OR_OFF = {"lock_wait_timeout", "statement_timeout"}
-
-
-@dataclass
-class Settings:
-    verb: str
-    values: dict[str, Any]
-    command: list[str] | None
-    pyproject: Path | None
-
-    def __getitem__(self, name: str) -> Any:
-        return self.values.get(name)
-
-
-def parse(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Settings:
-    """The verb's settings, or :class:`Fallback` for anything the lane does not handle."""
-    if not argv or argv[0] not in _VERBS:
-        raise Fallback("not a verb of the lane")
-    verb, args = argv[0], list(argv[1:])
-    options = _OPTIONS[verb]
-    command: list[str] | None = None
-    if "--" in args:
-        if verb == "check":
-            raise Fallback("-- with check")
-        cut = args.index("--")
-        args, command = args[:cut], args[cut + 1:]
-    given: dict[str, Any] = {}
-    positional: list[str] = []
-    i = 0
-    while i < len(args):
-        token = args[i]
-        i += 1
-        if not token.startswith("-") or token == "-":
-            positional.append(token)
-            continue
-        name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
-        if name not in options:
-            raise Fallback(f"option {name}")
-        dest, kind = options[name]
-        if kind in ("flag", "count"):
-            if eq:
-                raise Fallback(f"{name}=")
-            given[dest] = given.get(dest, 0) + 1 if kind == "count" else True
-            continue
-        if eq:
-            value = inline
-        elif i < len(args):
-            value, i = args[i], i + 1
-        else:
-            raise Fallback(f"{name} without a value")
-        if not value.strip():
-            raise Fallback(f"{name} empty")  # the normal path's own reading (or error)
-        if kind == "multi":
-            given[dest] = (*given.get(dest, ()), value)
-        else:
-            given[dest] = value
-    if len(positional) > 1:
-        raise Fallback("several arguments")
-    pyproject = _find_pyproject(cwd)
-    table = _tool_herd(pyproject)
-    values: dict[str, Any] = {}
-    names = {dest for dest, _ in options.values()}
-    for dest in names | {"target"}:
-        if dest in given:
-            values[dest] = given[dest]
-        elif any(environ.get(var) for var in _ENVVARS.get(dest, ())):
-            values[dest] = next(environ[v] for v in _ENVVARS[dest] if environ.get(v))
-        elif dest in table.get(verb, {}):
-            values[dest] = table[verb][dest]
-        elif dest in table.get("", {}):
-            values[dest] = table[""][dest]
-        else:
-            values[dest] = _DEFAULTS.get(dest)
-        if dest == "config" and dest not in given and not any(
-                environ.get(v) for v in _ENVVARS["config"]) and pyproject is not None and (
-                dest in table.get(verb, {}) or dest in table.get("", {})):
-            values[dest] = str((pyproject.parent / str(values[dest])).resolve())
-    for keys in table.values():  # the normal path refuses an unknown key in any table
-        if set(keys) - _KNOWN_KEYS - _OTHER_KEYS:
-            raise Fallback("[tool.herd] key")
-    if positional:
-        if "target" in given and given["target"] != positional[0]:
-            raise Fallback("two targets")
-        values["target"] = positional[0]
-    _validate(values)
-    return Settings(verb, values, command, pyproject)
-
-
-_KNOWN_KEYS = {dest for opts in _OPTIONS.values() for dest, _ in opts.values()}
-_OTHER_KEYS = {"recent", "limit", "yes", "force", "since", "dialect", "server_version",
-               "pending", "replicas", "keep"}
-"""Options of the other verbs (a ``[tool.herd]`` key the lane ignores, as click does)."""
-
-
-def _validate(values: dict[str, Any]) -> None:
-    """Every value is one the normal path accepts (else it would fail: fall back), and
-    none asks for something the lane does not do."""
-    from ._durations import to_seconds
-    from .errors import ConfigurationError
-
-    if values.get("verbose"):
-        raise Fallback("-v")
-    if values["target"] not in ("head", "heads"):
-        raise Fallback("target")
-    for name, choices in (("log_format", ("text", "json")),
-                          ("lock", ("auto", "advisory", "table", "file")),
-                          ("unmarked_phase", ("contract", "expand")),
-                          ("mode", ("auto", "migrate", "wait"))):
-        if name in values and values[name] not in choices:
-            raise Fallback(name)
-    for name in ("quiet", "traceback", "allow_ahead", "expand_only"):
-        value = values.get(name)
-        if isinstance(value, str):
-            if value.strip().lower() not in _TRUE | _FALSE:
-                raise Fallback(name)
-            values[name] = value.strip().lower() in _TRUE
-        elif value is not None and not isinstance(value, bool):
-            raise Fallback(name)
-    for name in _DURATIONS | _DURATIONS_OR_OFF:
-        value = values.get(name)
-        if value is None or isinstance(value, bool):
-            if value is not None:
-                raise Fallback(name)
-            continue
-        if name in _DURATIONS_OR_OFF and str(value).strip().lower() in ("off", "0"):
-            continue
-        try:
-            if not isinstance(value, int | float):
-                to_seconds(str(value), name=name)
-        except ConfigurationError as exc:
-            raise Fallback(name) from exc
-    attempts = values.get("lock_wait_attempts")
-    if attempts is not None:
-        try:
-            if int(str(attempts)) < 1:
-                raise Fallback("attempts")
-        except ValueError as exc:
-            raise Fallback("attempts") from exc
-    words = values.get("migrate_command")
-    if isinstance(words, str):
-        try:
-            values["migrate_command"] = shlex.split(words) or None
-        except ValueError as exc:
-            raise Fallback("migrate command") from exc
-    elif isinstance(words, list | tuple):
-        values["migrate_command"] = [str(w) for w in words] or None
-    x = values.get("x_argument")
-    if x is not None and not isinstance(x, list | tuple):
-        raise Fallback("x-argument")
-    for name in ("config", "name", "script_location", "url", "lock_url", "version_table",
-                 "version_table_schema", "history_table", "herd_schema"):
-        if values.get(name) is not None and not isinstance(values[name], str):
-            raise Fallback(name)
-
-
-def _find_pyproject(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _tool_herd(path: Path | None) -> dict[str, dict[str, Any]]:
-    """``[tool.herd]`` as {'': shared keys, verb: its table}, keys as option names."""
-    if path is None:
-        return {}
-    text = path.read_text()
-    if "herd" not in text:
-        return {}
-    import tomllib
-
-    try:
-        table = tomllib.loads(text).get("tool", {}).get("herd", {})
-    except tomllib.TOMLDecodeError as exc:
-        raise Fallback("pyproject") from exc
-    if not isinstance(table, dict):
-        raise Fallback("[tool.herd]")
-    result: dict[str, dict[str, Any]] = {"": {}}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            result[key] = {k.replace("-", "_"): v for k, v in value.items()}
-            if key not in ("check", "migrate", "run", "wait", "status", "history",
-                           "downgrade", "resolve", "unlock", "lint", "demo"):
-                raise Fallback("[tool.herd.?]")
-        else:
-            result[""][key.replace("-", "_")] = value
-    return result
-
-
-# -- the project: alembic.ini, the scripts ------------------------------------------------
-
-
-@dataclass
-class Project:
-    ini: Path
-    section: str
-    script_dir: Path
-    version_dirs: list[Path]
-    ini_url: str | None
-
-
-def read_project(settings: Settings, cwd: Path) -> Project:
-    import configparser
-
-    ini = Path(settings["config"])
-    if not ini.is_absolute():
-        ini = cwd / ini
-    if not ini.is_file():
-        raise Fallback("no config file")
-    section = settings["name"] or "alembic"
-    parser = configparser.ConfigParser({"here": os.path.abspath(os.path.dirname(ini))})
-    try:
-        parser.read([str(ini)])
-        if not parser.has_section(section):
-            raise Fallback("no section")
-        where = settings["script_location"] or parser.get(section, "script_location",
-                                                          fallback=None)
-        url = parser.get(section, "sqlalchemy.url", fallback=None)
-        locations = parser.get(section, "version_locations", fallback=None)
-        sourceless = parser.get(section, "sourceless", fallback="false")
-    except configparser.Error as exc:
-        raise Fallback("ini") from exc
-    if not where or ":" in where or sourceless.strip().lower() in _TRUE:
-        raise Fallback("script location")
-    script_dir = Path(where)
-    if not script_dir.is_absolute():
-        script_dir = cwd / script_dir
-    if not (script_dir / "env.py").is_file():
-        raise Fallback("no env.py")
-    version_dirs = []
-    for token in re.split(r"[\s,;:]+", locations or ""):
-        if token:
-            path = Path(token) if Path(token).is_absolute() else cwd / token
-            if not path.is_dir():
-                raise Fallback("version location")
-            version_dirs.append(path)
-    return Project(ini, section, script_dir, version_dirs, url)
-
-
-def _files(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        found.extend(Path(root) / name for name in sorted(files))
-    return found
-
-
-_LITERAL = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
-_USERINFO = re.compile(r"(://[^:/@\s]*):\S*@")
-"""``://user:password@`` up to the last ``@`` (a password may hold ``/``, ``:`` or ``@``)."""
-
-
-def fingerprint(settings: Settings, project: Project, environ: Mapping[str, str],
-                servers: Sequence[Any]) -> str:
-    """The hash of everything that decides what the normal path concludes (module doc)."""
-    digest = hashlib.sha256()
-
-    def add(label: str, data: bytes | str | None) -> None:
-        raw = b"\0" if data is None else (data.encode() if isinstance(data, str) else data)
-        digest.update(f"{label}:{len(raw)}:".encode())
-        digest.update(raw)
-
-    from . import __version__
-
-    add("format", str(FORMAT))
-    add("herd", __version__)
-    import importlib.util
-
-    spec = importlib.util.find_spec("alembic")
-    add("alembic", Path(spec.origin).read_bytes() if spec and spec.origin else None)
-    for name in ("name", "script_location", "version_table", "version_table_schema",
-                 "history_table", "herd_schema"):
-        add(name, settings[name])
-    add("x", json.dumps(list(settings["x_argument"] or ())))
-    add("servers", json.dumps(list(servers)))
-    add("ini-path", str(project.ini.resolve()))
-    add("ini", project.ini.read_bytes())
-    add("pyproject", settings.pyproject.read_bytes() if settings.pyproject else None)
-    for label, folder in (("scripts", project.script_dir),
-                          *(("versions", d) for d in project.version_dirs)):
-        add(label, str(folder.resolve()))
-        for path in _files(folder):
-            add(str(path.relative_to(folder)), path.read_bytes())
-    env_py = (project.script_dir / "env.py").read_text(errors="replace")
-    for name in sorted(set(_LITERAL.findall(env_py))):
-        value = environ.get(name)
-        add(f"env {name}", None if value is None else _USERINFO.sub(r"\1@", value))
-    return digest.hexdigest()
-
-
-# -- the URL ------------------------------------------------------------------------------
-
-_QUERY = {
-    "postgresql": {"sslmode", "sslrootcert", "sslcert", "sslkey", "application_name",
-                   "connect_timeout", "host", "port"},
-    "mysql": {"charset"},
-    "sqlite": set(),
-}
-
-
-@dataclass(frozen=True)
-class Url:
-    backend: str
-    user: str | None
-    password: str | None
-    host: str | None
-    port: int | None
-    database: str | None
-    query: tuple[tuple[str, str], ...] = field(default=())
-
-    @property
-    def server(self) -> tuple[Any, ...]:
-        return (self.backend, self.user, self.host, self.port, self.database)
-
-
-def parse_url(text: str) -> Url:
-    """A URL of a supported backend, or :class:`Fallback`."""
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        raise Fallback("url")
-    dialect, _, driver = scheme.partition("+")
-    backend = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql",
-               "mariadb": "mysql", "sqlite": "sqlite"}.get(dialect)
-    drivers = {"postgresql": ("", "psycopg", "psycopg2", "psycopg2cffi", "asyncpg",
-                              "psycopg_async"),
-               "mysql": ("pymysql", "aiomysql", "asyncmy"), "sqlite": ("", "pysqlite",
-                                                                      "aiosqlite")}
-    if backend is None or driver not in drivers[backend]:
-        raise Fallback("driver")
-    rest, _, query_text = rest.partition("?")
-    query = tuple(parse_qsl(query_text, keep_blank_values=True))
-    if any(k not in _QUERY[backend] for k, _ in query) or len({k for k, _ in query}) != len(
-            query):
-        raise Fallback("url query")
-    if backend == "sqlite":
-        if not rest.startswith("/") or rest in ("/", "/:memory:") or "%" in rest:
-            raise Fallback("sqlite url")
-        return Url("sqlite", None, None, None, None, rest[1:], query)
-    netloc, _, database = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    user = password = None
-    if at:
-        raw_user, colon, raw_password = userinfo.partition(":")
-        user = unquote(raw_user)
-        password = unquote(raw_password) if colon else None
-    if "[" in hostport or "," in hostport or "%" in database or "/" in database:
-        raise Fallback("url host")
-    host, colon, port_text = hostport.partition(":")
-    try:
-        port = int(port_text) if colon else None
-    except ValueError as exc:
-        raise Fallback("port") from exc
-    return Url(backend, user or None, password, host or None, port, database or None, query)
-
-
-def resolve_url(settings: Settings, project: Project) -> tuple[Url, Url, str]:
-    """(the application's URL, herd's connection's URL, the text of the first)."""
-    text = settings["url"] or project.ini_url
-    if not text:
-        raise Fallback("no URL without env.py")
-    app = parse_url(text)
-    return app, parse_url(settings["lock_url"]) if settings["lock_url"] else app, text
 
 
 # -- the database -------------------------------------------------------------------------
@@ -748,7 +329,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
         return
     state = "unknown"
     db: _Db | None = None
-    lane: tuple[dict[str, int], float] | None = None
+    lane: tuple[dict[str, int] | None, float] | None = None
     try:
         if _may_wait(p):
             db = _Db(p.herd)
@@ -857,7 +438,7 @@ def _answer(p: Plan, stamp: Stamp, executable: str | None, *,
 def _mask(text: str, secrets: Sequence[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
-    return _USERINFO.sub(r"\1:***@", text)
+    return USERINFO.sub(r"\1:***@", text)
 
 
 def _out(line: str, secrets: Sequence[str]) -> None:

@@ -173,23 +173,27 @@ def _describe_pg(name: str | None, pid: int | None, client: str | None) -> str |
             f"{', from ' + client if client else ''})")
 
 
-def baselines(db: _Db, p: Plan) -> dict[str, int]:
+def baselines(db: _Db, p: Plan) -> dict[str, int] | None:
     """Per scope of the attempt log, the row after which a failure is news (what
-    :meth:`._history.History.baseline` reads), as it is before this replica waits."""
-    from ._fastlane import _quote
+    :meth:`._history.History.baseline` reads), as it is before this replica waits; ``{}``
+    when there is no attempt log yet, ``None`` when it cannot be read (the normal path
+    then reads its own)."""
+    from ._fastlane import _MISSING, _quote
 
     name = (p.settings["history_table"] or defaults.HISTORY_TABLE).split(".")[-1]
     table = _quote(db.backend, p.herd_schema, name)
     try:
         rows = db.rows(f"SELECT scope, MIN(CASE WHEN status = 'running' THEN id END), "
                        f"MAX(id) FROM {table} GROUP BY scope")
-    except db.errors:
-        return {}  # no attempt log yet (a fresh database): every failure in it is news
+    except db.errors as exc:
+        if db.code(exc) in _MISSING:
+            return {}  # no attempt log yet (a fresh database): every failure in it is news
+        return None
     return {str(scope): int(running) - 1 if running is not None else int(last or 0)
             for scope, running, last in rows}
 
 
-def enter(p: Plan, db: _Db, debug: Any) -> tuple[dict[str, int], float] | None:
+def enter(p: Plan, db: _Db, debug: Any) -> tuple[dict[str, int] | None, float] | None:
     """Take the gate (then keep it and return ``None``: this replica goes on to the normal
     path), or wait for its holder and answer when the database reached its heads (never
     returns then). Returns what the normal path needs when the wait ends otherwise: the
