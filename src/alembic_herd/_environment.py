@@ -154,31 +154,56 @@ class VersionLocation:
         return f"{name} on {self.database}" if self.database else name
 
 
-_EFFECTIVE_SCHEMA = sa.text(
-    "SELECT coalesce((SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-    "ON n.oid = c.relnamespace WHERE c.relname = :t AND c.relkind IN ('r', 'p', 'v') "
+_EFFECTIVE_SCHEMA = (
+    "coalesce((SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE c.relname = :herd_vt AND c.relkind IN ('r', 'p', 'v') "
     "AND pg_catalog.pg_table_is_visible(c.oid) LIMIT 1), current_schema())")
+
+
+def effective_schema_column(dialect: str) -> str | None:
+    """:func:`effective_schema` as a column for another statement to read beside its own
+    (bind ``herd_vt``: the table's name); ``None`` on SQLite."""
+    if dialect == "postgresql":
+        return _EFFECTIVE_SCHEMA
+    if dialect in ("mysql", "mariadb"):
+        return "DATABASE()"
+    return None
 
 
 def effective_schema(conn: Connection, table: str) -> str | None:
     """The schema (database, on MySQL) a bare ``table`` means on ``conn`` now: where Alembic
     on that connection reads the version table, or creates it when it does not exist yet."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return conn.execute(_EFFECTIVE_SCHEMA, {"t": table}).scalar()  # one round trip
-    if dialect in ("mysql", "mariadb"):
-        return conn.execute(sa.text("SELECT DATABASE()")).scalar()
-    return None  # SQLite: 'main' unless env.py names an attached database
+    column = effective_schema_column(conn.dialect.name)
+    if column is None:
+        return None  # SQLite: 'main' unless env.py names an attached database
+    return conn.execute(sa.text(f"SELECT {column}"), {"herd_vt": table}).scalar()  # one trip
 
 
-def locate_context(context: MigrationContext) -> VersionLocation:
-    """Where ``context`` (a MigrationContext env.py configured) keeps its version table."""
+def _own_schema(conn: Connection, where: VersionLocation) -> str | None:
+    """:func:`effective_schema` on herd's own connection. MySQL/MariaDB: no round trip
+    when it is the database env.py's connection is in: herd's connection never changes
+    database, so ``DATABASE()`` is the one its URL names (the driver's at connect)."""
+    database = conn.engine.url.database
+    if conn.dialect.name in ("mysql", "mariadb") and database and database == where.schema:
+        return database
+    return effective_schema(conn, where.table)
+
+
+_ASK = object()
+
+
+def locate_context(context: MigrationContext, effective: Any = _ASK) -> VersionLocation:
+    """Where ``context`` (a MigrationContext env.py configured) keeps its version table;
+    ``effective``: what :func:`effective_schema` says on its connection, when another
+    statement already read it."""
     conn = context.connection
     table, schema = context.version_table, context.version_table_schema
     if conn is None or context.as_sql:
         return VersionLocation(table, schema)
     url = conn.engine.url
-    if schema is None:
+    if schema is None and effective is not _ASK:
+        schema = effective
+    elif schema is None:
         began = not conn.in_transaction()
         schema = effective_schema(conn, table)
         if began and conn.in_transaction():  # leave env.py's connection as it was: a read
@@ -286,7 +311,7 @@ class Environment:
         if found:
             where = found[0]
             self.version_table = where.table
-            ours = effective_schema(conn, where.table) if where.schema else None
+            ours = _own_schema(conn, where) if where.schema else None
             self.version_table_schema = where.schema if where.schema != ours else None
         else:
             where = VersionLocation(
@@ -295,10 +320,11 @@ class Environment:
         self.location = VersionLocation(where.table, where.schema)
         return self.location
 
-    def same_location(self, context: MigrationContext) -> VersionLocation | None:
+    def same_location(self, context: MigrationContext,
+                      effective: Any = _ASK) -> VersionLocation | None:
         """``None`` when ``context`` (env.py's, while migrating) keeps its version table where
-        herd watches; else where it keeps it."""
-        theirs = locate_context(context)
+        herd watches; else where it keeps it (``effective``: see :func:`locate_context`)."""
+        theirs = locate_context(context, effective)
         ours = self.location or VersionLocation(self.version_table, self.version_table_schema)
         if (theirs.table, theirs.schema) == (ours.table, ours.schema):
             return None

@@ -56,15 +56,17 @@ def beside(history_table: str) -> sa.Table:
 
 
 def record(conn: Connection, scope: str, scripts: list[Script], *,
-           history_table: str = defaults.HISTORY_TABLE, absent: bool = False) -> None:
+           history_table: str = defaults.HISTORY_TABLE, absent: bool = False,
+           created: bool = False) -> None:
     """Store ``scripts`` (the revisions a leader is about to apply) in the graph, replacing
     what an earlier run stored for them. The caller holds the lock; ``absent``: it saw the
     attempt log missing, so the graph (created after it) is taken as missing too (see
-    :func:`~._tables.ensure_table`)."""
+    :func:`~._tables.ensure_table`); ``created``: the caller just made sure it exists."""
     if not scripts:
         return
     table = beside(history_table)
-    ensure_table(conn, table, absent=absent)
+    if not created:  # else the caller created it with the attempt log (History.ensure)
+        ensure_table(conn, table, absent=absent)
     rows = [{"scope": scope, "revision": s.revision,
              "parents": " ".join(to_tuple(s.down_revision, default=())),
              "phase": declared_phase(s)} for s in scripts]

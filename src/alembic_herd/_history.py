@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 from . import _defaults as defaults
 from ._compat import variant
 from ._database import HOST, mask_text
-from ._tables import ensure_table, exists, read_if_exists, split_name
+from ._tables import ensure_tables, exists, read_if_exists, split_name
 
 DEFAULT_TABLE = defaults.HISTORY_TABLE
 _ERROR_CHARS = 2000
@@ -201,6 +201,10 @@ class History:
         self._was_deferred = deferred
         self._unwritable = False  # creating the table failed: the rows stay in memory
         self._tentative: tuple[Attempt, Attempt] | None = None  # see applied_in
+        self.probed: tuple[Any, ...] | None = None
+        """What the last write returned of a lock's probe (:meth:`advance`)."""
+        self.guarded: bool | None = None
+        """Whether the last write's lock guard held (:meth:`advance`)."""
         self.absent = False
         """The leader saw the table missing under the lock (:meth:`exists`): this scope's
         rows are written only by the lock's holder, so until this process creates the table
@@ -208,8 +212,10 @@ class History:
 
     # -- writing (leader only, under the lock) ------------------------------------------
 
-    def ensure(self) -> None:
-        ensure_table(self.conn, self.table, absent=self.absent)
+    def ensure(self, also: Sequence[sa.Table] = ()) -> None:
+        """Create the table if missing (and ``also``, herd's others, in the same round trip
+        where the database allows)."""
+        ensure_tables(self.conn, [self.table, *also], absent=self.absent)
         self.absent = False
 
     def create_late(self, then: Callable[[], None]) -> None:
@@ -228,19 +234,50 @@ class History:
     def late(self) -> bool:
         return self._late is not None
 
-    def commit_point(self) -> None:
+    def commit_point(self, *, landed: Attempt | None = None, probe: tuple[Any, ...] = (),
+                     guard: Any = None) -> None:
         """The application's first revision has committed: herd's tables may appear now.
-        (SQLite keeps its rows until the migration is over: one writer at a time.)"""
+        (SQLite keeps its rows until the migration is over: one writer at a time.)
+
+        ``landed``: the row of a revision that committed on its own, written ``applied``
+        at once (its commit is behind it), not ``running`` and then updated. ``probe`` and
+        ``guard``: as in :meth:`advance`, carried by the last row's insert (then
+        :attr:`probed` or :attr:`guarded` say what it found; when the guard did not hold,
+        that row is not written)."""
+        self.probed = None
+        self.guarded = None
         if self._late is not None and not self._was_deferred:
             self._create_now()
             if self._unwritable:
                 return
             self.deferred = False
             rows, self._pending = self._pending, []
-            for row in rows:  # one by one: later updates need their ids
+            if landed is not None and any(row is landed for row in rows):
+                self._finished(landed, "applied", None)
+            for row in rows[:-1]:  # one by one: later updates need their ids
                 result = self.conn.execute(self._writes.insert, self._inserted(row))
                 row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
                 row.saved = True
+            if rows:
+                self._insert_checked(rows[-1], probe, guard)
+
+    def _insert_checked(self, row: Attempt, probe: tuple[Any, ...], guard: Any) -> None:
+        """Insert ``row``, returning ``probe`` (PostgreSQL) or only where ``guard`` holds."""
+        writes = self._writes
+        if probe and self.conn.dialect.name == "postgresql":
+            first, *rest = self.conn.execute(writes.returning(False, probe),
+                                             self._inserted(row)).one()
+            row.id, self.probed = first, tuple(rest)
+        elif guard is not None:
+            wrote = self.conn.execute(writes.guarded_insert(guard), self._inserted(row))
+            self.guarded = bool(wrote.rowcount)
+            if not self.guarded:
+                return
+            row.id = wrote.lastrowid
+        else:
+            result = self.conn.execute(writes.insert, self._inserted(row))
+            row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        row.saved = True
 
     def _create_now(self) -> None:
         then, self._late = self._late, None
@@ -276,8 +313,8 @@ class History:
         row's insert); :attr:`guarded` says whether it held (``None``: not checked). When it
         did not, nothing more is written: the caller verifies the lock.
         """
-        self.probed: tuple[Any, ...] | None = None
-        self.guarded: bool | None = None
+        self.probed = None
+        self.guarded = None
         row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
         if done is not None:
@@ -285,6 +322,8 @@ class History:
                 self._finished(done, "applied", None)
             if uncommitted:
                 done, row.error = None, SHARED_TRANSACTION
+            elif done.saved and done.id is not None and done.status == "applied":
+                done = None  # written 'applied' already (commit_point): only the new row
         if self.deferred:
             self._pending.append(row)
             return row
@@ -342,8 +381,8 @@ class History:
             self._update(row)
 
     def _recorded(self, row: Attempt) -> bool:
-        """Deferred mode: ``row`` is already in the table as 'applied' (:meth:`landed`)."""
-        return self.deferred and row.saved and row.id is not None and row.status == "applied"
+        """``row`` is already in the table as 'applied' (:meth:`landed`, :meth:`commit_point`)."""
+        return row.saved and row.id is not None and row.status == "applied"
 
     def applied_in(self, conn: Connection, row: Attempt) -> bool:
         """Deferred mode (SQLite), a revision that commits on its own: write ``row`` as
@@ -449,9 +488,11 @@ class History:
 
     # -- reading ------------------------------------------------------------------------
 
-    def exists(self) -> bool:
-        """Whether the table exists; the leader asks under the lock (see :attr:`absent`)."""
-        found = exists(self.conn, self.table)
+    def exists(self, *, known: Any = None) -> bool:
+        """Whether the table exists; the leader asks under the lock (see :attr:`absent`).
+        ``known``: another statement on this session read it under the lock (the lock's
+        claim), ``None``: ask."""
+        found = exists(self.conn, self.table) if known is None else bool(known)
         self.absent = not found
         return found
 

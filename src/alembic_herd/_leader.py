@@ -46,14 +46,21 @@ from ._database import (
 )
 from ._defaults import GRAPH_TABLE, NOTIFY_EVERY, RACE_GRACE, RACE_PAUSE, RACE_RETRIES
 from ._durations import format_seconds
-from ._environment import Captured, Environment, capturing_context, preserved_logging
+from ._environment import (
+    Captured,
+    Environment,
+    capturing_context,
+    effective_schema_column,
+    preserved_logging,
+)
+from ._graph import beside as graph_beside
 from ._graph import record as record_graph
 from ._heads import Pending, read_heads
 from ._history import SHARED_TRANSACTION, Attempt, History, describe_error
 from ._log import event, log
 from ._outcome import Outcome
 from ._signals import Interrupted, shielded
-from ._tables import denied, grant_to_create, qualified
+from ._tables import denied, exists_column, grant_to_create, qualified
 from ._wakeup import notify
 from .errors import (
     CommandFailedError,
@@ -149,7 +156,8 @@ class Leader:
                   "not migrating", ", ".join(heads), heads=list(heads))
             return Outcome(action="waited" if waited else "current", heads=heads,
                            waited_seconds=waited)
-        log_exists = history.exists()  # under the lock: when missing, reads of this
+        log_exists = history.exists(known=self.lock.seen.get("log"))  # under the lock
+        # (read with its take, see want_under_lock): when missing, reads of this
         # scope's rows answer without a round trip until herd creates it (History.absent)
         failure = history.failure_after(self.baseline)
         if failure is not None:
@@ -161,7 +169,9 @@ class Leader:
         elif _eager_tables():
             _herds_tables(self, scripts)()
         else:  # no footprint before the application's: see _history.History.create_late
-            _may_create(conn, history.table.schema, self.url)
+            _may_create(conn, history.table.schema, self.url, known=(
+                (self.lock.seen["create"], self.lock.seen["create_in"])
+                if "create" in self.lock.seen else None))
             history.create_late(_herds_tables(self, scripts))
         self._reconcile(heads)
         attempt = uuid.uuid4().hex
@@ -336,9 +346,7 @@ class Leader:
 
         def planned(heads: tuple[str, ...], context: MigrationContext) -> Iterator[Any]:
             nonlocal start_heads, per_step
-            self._check_same_target(context)
-            if not guard.attach(context, also=SERVER_KEEPALIVES):  # one statement for both
-                _server_keepalives(context)
+            self._check_same_target(context, self._session_facts(context, guard))
             # one transaction around every revision: nothing is committed until env.py's
             # transaction ends, so the last revision is logged 'applied' after that
             one_transaction = bool(context.impl.transactional_ddl
@@ -353,6 +361,7 @@ class Leader:
             carry = lock.guard if same_session and not rides else None
             last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
+            fenced = False  # the lock was checked after the last revision ran (below)
             for step in plan:
                 script: Script = step.revision
                 # fencing: never start a revision, nor record the one just run, without the
@@ -390,15 +399,26 @@ class Leader:
                 guard.revision_starts(own_transaction=per_step)
                 inside[0] = True
                 yield step
+                fenced = False
                 if per_step:  # Alembic committed the step before asking for the next
                     landed.add(script.revision)
                     if history.one_writer:  # SQLite: its row is in the log before the next
                         with shielded():  # revision starts (see History.landed)
                             history.landed(row)
                 if history.late:  # the first revision ran (per step: and committed); its
-                    # own emptiness check is behind it: herd's tables may appear now
+                    # own emptiness check is behind it: herd's tables may appear now. Its
+                    # row goes in 'applied' when it committed on its own, and the insert
+                    # carries the lock's check (the one after the last revision, below)
                     with shielded():
-                        history.commit_point()
+                        history.commit_point(landed=row if per_step else None, probe=rides,
+                                             guard=carry)
+                        if history.guarded is False:  # wrote nothing
+                            lock.verify()  # raises: the guard is the lock's own check
+                            raise LockLostError(f"{lock.describe()}: the attempt log's write "
+                                                "found the lock gone - run herd again")
+                        if history.probed is not None:
+                            lock.check(history.probed)
+                        fenced = bool(history.guarded) or history.probed is not None
                 done = row
             inside[0] = False
             if done is None:
@@ -406,7 +426,8 @@ class Leader:
             if per_step:  # the last revision committed: the database is at the target
                 self._wake(final=True)
             with shielded():
-                lock.verify()  # one transaction: raising here rolls all of it back
+                if not fenced:  # one transaction: raising here rolls all of it back
+                    lock.verify()
                 if one_transaction:  # committed only when env.py's transaction ends
                     after_commit.append(done)
                 else:
@@ -791,11 +812,42 @@ class Leader:
                 self.history.restate(row, "rolled back", why)
         self.history.flush()
 
-    def _check_same_target(self, context: MigrationContext) -> None:
+    def _session_facts(self, context: MigrationContext, guard: _lockwait.Guard
+                       ) -> dict[str, Any]:
+        """On env.py's migration session, in one statement (the lock-wait timeouts'
+        statement, when it is sent): PostgreSQL's server keepalives (see
+        :data:`~._database.SERVER_KEEPALIVES`: have the server drop a leader cut off from the
+        network, like herd's lock session, instead of keeping its transaction and the locks
+        its DDL holds for hours), and what :meth:`_check_same_target` compares: where a bare
+        version-table name leads on it, the server's identity."""
+        conn = context.connection
+        if conn is None or context.as_sql:
+            return {}
+        dialect = conn.dialect.name
+        columns: dict[str, str] = {}
+        params: dict[str, Any] = {}
+        if dialect == "postgresql":
+            columns["keepalives"] = SERVER_KEEPALIVES
+        where = effective_schema_column(dialect)
+        if where is not None and context.version_table_schema is None:
+            columns["schema"] = where
+            params["herd_vt"] = context.version_table
+        if self._captured is not None and self._captured.connection is conn:
+            for i, column in enumerate(SERVER_IDENTITY.get(dialect, ())):
+                columns[f"server_{i}"] = column
+        values = guard.attach(context, also=list(columns.values()), params=params)
+        if values is None and columns:  # no lock-wait statement: one of their own
+            values = tuple(conn.execute(sa.text("SELECT " + ", ".join(columns.values())),
+                                        params).one())
+        return dict(zip(columns, values or (), strict=True))
+
+    def _check_same_target(self, context: MigrationContext, facts: dict[str, Any]) -> None:
         """Refuse to migrate when env.py's version table or database is not the one herd
-        locked and watches: waiters would never see the result."""
+        locked and watches: waiters would never see the result. ``facts``: what
+        :meth:`_session_facts` read on env.py's session."""
         env = self.env
-        seen = env.same_location(context)
+        seen = (env.same_location(context, facts["schema"]) if "schema" in facts
+                else env.same_location(context))
         if seen is not None:
             raise ConfigurationError(
                 f"env.py uses version table {seen.describe()!r} but herd watches "
@@ -818,7 +870,10 @@ class Leader:
                 f"{display(self.url)!r}; give herd the same URL (--url / DATABASE_URL)")
         if conn is None:
             return
-        theirs, ours = _server_identity(conn), _server_identity(self.conn)
+        theirs = (_identity_of(facts) if "server_0" in facts
+                  else _server_identity(conn))
+        ours = (_identity_of(self.lock.seen) if "server_0" in self.lock.seen
+                else _server_identity(self.conn))
         if theirs is not None and ours is not None and theirs != ours:
             raise ConfigurationError(
                 f"env.py migrates {display(conn.engine.url)!r} but herd's lock and reads are "
@@ -917,21 +972,6 @@ class Leader:
         return report
 
 
-_KEEPALIVES = sa.text(f"SELECT {SERVER_KEEPALIVES}")
-
-
-def _server_keepalives(context: MigrationContext) -> None:
-    """PostgreSQL: have the server drop env.py's migration session, like herd's lock session,
-    after idle + interval * count seconds of silence from a leader cut off from the network.
-    Otherwise its open transaction, and the locks its DDL holds (which block the next leader
-    and the application's queries), live on for the server's default (2 h and more) after
-    the lock was freed. Only ever lowers the session's settings."""
-    conn = context.connection
-    if conn is None or conn.dialect.name != "postgresql":
-        return
-    conn.execute(_KEEPALIVES)
-
-
 def _headline(error: str | None) -> str:
     """The line of a :func:`describe_error` text that says what failed: the first unindented
     line (a SQLAlchemy error's first line, before its [SQL: ...] and Background link; a
@@ -980,17 +1020,48 @@ def _same_database(a: URL, b: URL) -> bool:
     return a.database == b.database
 
 
+SERVER_IDENTITY = {
+    "postgresql": ("pg_postmaster_start_time()", "current_setting('port')"),
+    "mysql": ("@@hostname", "@@port"),
+    "mariadb": ("@@hostname", "@@port"),
+}
+"""What tells two database servers apart, while two sessions on one server (one through
+a pooler) agree on it: PostgreSQL's start time and port, MySQL's host name and port."""
+
+
 def _server_identity(conn: Connection) -> tuple[object, ...] | None:
-    """What tells two database servers apart, while two sessions on one server (one through
-    a pooler) agree on it: PostgreSQL's start time and port, MySQL's host name and port."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        query = "SELECT pg_postmaster_start_time(), current_setting('port')"
-    elif name in ("mysql", "mariadb"):
-        query = "SELECT @@hostname, @@port"
-    else:
+    """:data:`SERVER_IDENTITY` read on ``conn``; ``None`` on SQLite."""
+    columns = SERVER_IDENTITY.get(conn.dialect.name)
+    if columns is None:
         return None
-    return tuple(conn.execute(sa.text(query)).one())
+    return tuple(conn.execute(sa.text("SELECT " + ", ".join(columns))).one())
+
+
+def _identity_of(values: dict[str, Any]) -> tuple[object, ...]:
+    """The server identity among values read with :data:`SERVER_IDENTITY`'s columns."""
+    return tuple(values[f"server_{i}"] for i in range(2))
+
+
+def want_under_lock(lock: Lock, history: History, dialect: str) -> None:
+    """What the leader asks first once it holds the lock, read by the lock's own claim
+    (:attr:`~alembic_herd.locks.Lock.also`), no round trip of its own: whether the attempt
+    log exists, whether herd could create its tables (PostgreSQL, see
+    :func:`_may_create`), and the server's identity (see :meth:`Leader._check_same_target`).
+    Read after the take, under the lock: nobody else creates the log meanwhile."""
+    lock.want("log", exists_column(dialect, history.table, "herd_log"))
+    for i, column in enumerate(SERVER_IDENTITY.get(dialect, ())):
+        lock.want(f"server_{i}", (column, {}))
+    if dialect == "postgresql":
+        schema = history.table.schema
+        if schema is None:
+            lock.want("create", ("has_schema_privilege(current_schema(), 'CREATE')", {}))
+            lock.want("create_in", ("current_schema()", {}))
+        else:  # a schema still to be created (by env.py, the first revision): see below
+            lock.want("create", (
+                "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = "
+                ":herd_create_s) THEN has_schema_privilege(CAST(:herd_create_s AS text), "
+                "'CREATE') ELSE TRUE END", {"herd_create_s": schema}))
+            lock.want("create_in", ("CAST(:herd_create_s AS text)", {"herd_create_s": schema}))
 
 
 def _same_server(a: URL, b: URL) -> bool:
@@ -1013,11 +1084,13 @@ def _herds_tables(leader: Leader, scripts: list[Any], *,
     def create() -> None:
         try:
             absent = history.absent  # the log was missing a moment ago: its graph too
-            if not log_exists:
-                history.ensure()
+            name = qualified(history.table.schema, history.table.name)
+            if not log_exists:  # the log and the graph together (one round trip where
+                # the database allows)
+                history.ensure(also=[graph_beside(name)])
             record_graph(conn, leader.env.qualified_version_table, scripts,
-                         history_table=qualified(history.table.schema, history.table.name),
-                         absent=absent and not log_exists)
+                         history_table=name, absent=absent and not log_exists,
+                         created=not log_exists)
         except DBAPIError as exc:  # e.g. no CREATE on the schema
             if is_transient(exc):
                 raise unavailable(exc, leader.url) from exc
@@ -1038,7 +1111,8 @@ def _herds_tables(leader: Leader, scripts: list[Any], *,
     return create
 
 
-def _may_create(conn: Connection, schema: str | None, url: URL) -> None:
+def _may_create(conn: Connection, schema: str | None, url: URL, *,
+                known: tuple[Any, Any] | None = None) -> None:
     """Refuse before migrating when herd could not create its tables in ``schema`` after
     the first revision (they appear only then): PostgreSQL asks the server; MySQL/MariaDB
     checks that another database named by --herd-schema is visible to this user (the
@@ -1057,17 +1131,22 @@ def _may_create(conn: Connection, schema: str | None, url: URL) -> None:
         return
     if conn.dialect.name != "postgresql":
         return
-    where = sa.func.coalesce(sa.literal(schema) if schema else None, sa.func.current_schema())
-    query = sa.select(sa.func.has_schema_privilege(where, "CREATE"), where)
-    if schema is not None:
-        exists = conn.scalar(sa.select(sa.func.count()).select_from(
-            sa.table("pg_namespace", sa.column("nspname"))).where(
-            sa.column("nspname") == schema))
-        if not exists:  # env.py or the first revision creates it (the version table's
-            # schema, e.g. CREATE SCHEMA IF NOT EXISTS in env.py): herd's tables come after
-            # the first revision, and creating them then names the schema if it is missing
-            return
-    allowed, name = conn.execute(query).one()
+    if known is not None:  # read with the lock's take (want_under_lock)
+        allowed, name = known
+    else:
+        where = sa.func.coalesce(sa.literal(schema) if schema else None,
+                                 sa.func.current_schema())
+        query = sa.select(sa.func.has_schema_privilege(where, "CREATE"), where)
+        if schema is not None:
+            exists = conn.scalar(sa.select(sa.func.count()).select_from(
+                sa.table("pg_namespace", sa.column("nspname"))).where(
+                sa.column("nspname") == schema))
+            if not exists:  # env.py or the first revision creates it (the version table's
+                # schema, e.g. CREATE SCHEMA IF NOT EXISTS in env.py): herd's tables come
+                # after the first revision, and creating them then names the schema if it
+                # is missing
+                return
+        allowed, name = conn.execute(query).one()
     if not allowed:
         raise PrivilegeError(
             f"this database user may not create herd's tables in schema {name!r} (they "

@@ -149,22 +149,25 @@ class Guard:
         """The revision's first write that a rollback cannot undo."""
         self._watch = _Watch(engine, url)
 
-    def attach(self, context: MigrationContext, also: str | None = None) -> bool:
+    def attach(self, context: MigrationContext, also: Sequence[str] = (),
+               params: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
         """Set the migration session's timeouts and start watching it. ``also``: more
-        PostgreSQL settings (``set_config`` calls) for the same statement; whether they
-        were sent (else the caller sends them)."""
+        columns (PostgreSQL ``set_config`` calls, facts about the session; ``params`` their
+        bind values) for the same statement; their values, or ``None`` when nothing was
+        sent (then the caller asks)."""
         conn = context.connection
         if not self.policy.on or conn is None:
-            return False
-        pid = _configure(conn, self.policy, self.timeout, also)
-        if pid is None:  # SQLite: no lock waits to bound
-            return False
+            return None
+        configured = _configure(conn, self.policy, self.timeout, also, params)
+        if configured is None:  # SQLite: no lock waits to bound
+            return None
+        pid, values = configured
         self.conn = conn
         self.transactional = bool(context.impl.transactional_ddl)
         sa.event.listen(conn, "after_cursor_execute", self._executed)
         sa.event.listen(conn, "commit", self._commit)
         self._watch.start(conn.dialect.name, pid)
-        return also is not None and conn.dialect.name == "postgresql"
+        return values
 
     def revision_starts(self, *, own_transaction: bool) -> None:
         """A revision begins. Earlier revisions' writes are theirs (committed with their
@@ -199,19 +202,21 @@ class Guard:
             self.committed = self.committed or self.uncommitted
 
 
-def _configure(conn: Connection, policy: Policy, timeout: float,
-               also: str | None = None) -> int | None:
+def _configure(conn: Connection, policy: Policy, timeout: float, also: Sequence[str] = (),
+               params: dict[str, Any] | None = None) -> tuple[int, tuple[Any, ...]] | None:
     """Give the session ``timeout`` seconds of lock wait per statement (and the statement
-    timeout; PostgreSQL: and ``also``, in the same statement); return its server-side id,
-    for :class:`_Watch`."""
+    timeout); return its server-side id, for :class:`_Watch`, and the values of ``also``,
+    read by the same statement that returns the id."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         settings = [("lock_timeout", timeout)]
         if policy.statement_timeout > 0:
             settings.append(("statement_timeout", policy.statement_timeout))
-        calls = ", ".join([f"set_config('{name}', '{math.ceil(value * 1000)}ms', false)"
-                           for name, value in settings] + ([also] if also else []))
-        return int(conn.execute(sa.text(f"SELECT pg_backend_pid(), {calls}")).scalar_one())
+        calls = ", ".join(["pg_backend_pid()"] + [
+            f"set_config('{name}', '{math.ceil(value * 1000)}ms', false)"
+            for name, value in settings] + list(also))
+        row = conn.execute(sa.text(f"SELECT {calls}"), params or {}).one()
+        return int(row[0]), tuple(row[1 + len(settings):])
     if dialect in ("mysql", "mariadb"):
         whole = max(1, math.ceil(timeout))
         sets = f"SET SESSION lock_wait_timeout = {whole}, innodb_lock_wait_timeout = {whole}"
@@ -220,7 +225,9 @@ def _configure(conn: Connection, policy: Policy, timeout: float,
         elif policy.statement_timeout > 0:
             log.warning("MySQL has no statement timeout for DDL; --statement-timeout ignored")
         conn.execute(sa.text(sets))
-        return int(conn.execute(sa.text("SELECT CONNECTION_ID()")).scalar_one())
+        row = conn.execute(sa.text(", ".join(["SELECT CONNECTION_ID()", *also])),
+                           params or {}).one()
+        return int(row[0]), tuple(row[1:])
     return None
 
 

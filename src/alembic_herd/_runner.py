@@ -174,11 +174,12 @@ class Runner:
                       display(self.url), ", ".join(heads) or "base", heads=list(heads))
                 self._stamp(conn, call.pending, heads)
                 return Outcome(action="current", heads=heads)
-            from ._leader import Leader
+            from ._leader import Leader, want_under_lock
             from ._wakeup import Wakeup, notify
 
             lock = self.lock(conn)
             history = self.history(conn)
+            want_under_lock(lock, history, self.dialect)
             baseline = _lane_baseline(history.scope, history.baseline())
             event("pending", "%d revision(s) pending (%s -> %s); taking %s",
                   len(pending), ", ".join(heads) or "base", call.pending.target,

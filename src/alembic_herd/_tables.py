@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateTable
 
 from ._codes import DENIED, NO_SUCH_TABLE
 from ._compat import create_if_not_exists
@@ -77,16 +78,45 @@ def ensure_table(conn: Connection, table: sa.Table, *, absent: bool = False) -> 
     own connection (no second connection, no session state; it works through PgBouncer in
     transaction pooling mode). Elsewhere a collision is caught and the table re-checked.
     """
-    if not absent and exists(conn, table):
+    ensure_tables(conn, [table], absent=absent)
+
+
+def ensure_tables(conn: Connection, tables: Sequence[sa.Table], *,
+                  absent: bool = False) -> None:
+    """:func:`ensure_table` for several tables: on PostgreSQL in one ``DO`` statement (one
+    round trip for all), on MySQL/MariaDB one ``CREATE TABLE`` each with its indexes in it."""
+    if not absent:
+        tables = [t for t in tables if not exists(conn, t)]
+    if not tables:
         return
-    try:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(_create_under_lock(conn, table))
-        else:
-            table.create(conn, checkfirst=not absent)
-    except DBAPIError:
-        if not exists(conn, table):
-            raise
+    if conn.dialect.name == "postgresql":
+        try:
+            conn.exec_driver_sql(_create_under_lock(conn, tables))
+        except DBAPIError:
+            if not all(exists(conn, t) for t in tables):
+                raise
+        return
+    for table in tables:
+        try:
+            if conn.dialect.name in ("mysql", "mariadb"):
+                conn.exec_driver_sql(_create_with_indexes(conn, table))
+            else:
+                table.create(conn, checkfirst=not absent)
+        except DBAPIError:
+            if not exists(conn, table):
+                raise
+
+
+def _create_with_indexes(conn: Connection, table: sa.Table) -> str:
+    """MySQL/MariaDB: ``CREATE TABLE`` with the table's indexes inside it (one statement,
+    where SQLAlchemy sends a ``CREATE INDEX`` after it for each)."""
+    ddl = str(CreateTable(table).compile(dialect=conn.dialect)).rstrip()
+    assert ddl.endswith(")")
+    quote = conn.dialect.identifier_preparer.quote
+    indexes = [f"{'UNIQUE ' if index.unique else ''}INDEX {quote(str(index.name))} ("
+               + ", ".join(quote(c.name) for c in index.columns) + ")"
+               for index in sorted(table.indexes, key=lambda i: i.name or "")]
+    return ddl[:-1].rstrip() + "".join(f",\n\t{index}" for index in indexes) + "\n)"
 
 
 def exists(conn: Connection, table: sa.Table) -> bool:
@@ -103,10 +133,36 @@ def exists(conn: Connection, table: sa.Table) -> bool:
         return True
 
 
-def _create_under_lock(conn: Connection, table: sa.Table) -> str:
+def exists_column(dialect: str, table: sa.Table, name: str) -> tuple[str, dict[str, Any]] | None:
+    """:func:`exists` as a column for another statement on the same session to read beside
+    its own (a lock's claim, see :attr:`~alembic_herd.locks.Lock.also`), with its bind
+    values (named after ``name``); ``None`` where only :func:`exists` can tell (SQLite).
+    PostgreSQL asks what SQLAlchemy's ``has_table`` asks; MySQL/MariaDB the tables
+    ``information_schema`` shows this user (any privilege on the table or its database)."""
+    params: dict[str, Any] = {f"{name}_t": table.name}
+    if dialect == "postgresql":
+        if table.schema is None:
+            where = ("pg_catalog.pg_table_is_visible(c.oid) AND n.nspname != 'pg_catalog'")
+        else:
+            where, params[f"{name}_s"] = f"n.nspname = :{name}_s", table.schema
+        return (f"EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                f"ON n.oid = c.relnamespace WHERE c.relname = :{name}_t AND c.relkind IN "
+                f"('r', 'p', 'f', 'v', 'm') AND {where})"), params
+    if dialect in ("mysql", "mariadb"):
+        schema = "DATABASE()"
+        if table.schema is not None:
+            schema, params[f"{name}_s"] = f":{name}_s", table.schema
+        return (f"EXISTS (SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = {schema} "
+                f"AND TABLE_NAME = :{name}_t)"), params
+    return None
+
+
+def _create_under_lock(conn: Connection, tables: Sequence[sa.Table]) -> str:
     """PostgreSQL: one statement (one transaction) that serialises on :data:`_DDL_KEY`,
-    then creates ``table`` and its indexes if they do not exist."""
-    items: list[sa.Table | sa.Index] = [table, *sorted(table.indexes, key=lambda i: i.name or "")]
+    then creates ``tables`` and their indexes if they do not exist."""
+    items: list[sa.Table | sa.Index] = []
+    for table in tables:
+        items += [table, *sorted(table.indexes, key=lambda i: i.name or "")]
     body = " ".join(f"{create_if_not_exists(item, conn.dialect)};" for item in items)
     return f"DO $herd$ BEGIN PERFORM pg_advisory_xact_lock({_DDL_KEY}); {body} END $herd$"
 

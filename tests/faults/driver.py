@@ -66,10 +66,9 @@ def scale_keepalives(text: str) -> None:
                       f"('tcp_user_timeout', {(idle + interval * count) * 1000})")
     assert new != old, "the keepalive expression changed shape: update the driver"
     _database.KEEPALIVES = (idle, interval, count)  # type: ignore[attr-defined]  # client
-    _leader._KEEPALIVES = sa.text(f"SELECT {new}")
     _leader.SERVER_KEEPALIVES = new  # type: ignore[attr-defined]  # rides with the lock wait
     _lockwait._SERVER_KEEPALIVES = sa.text(f"SELECT {new}")
-    pg_lock._CLAIM = sa.text(pg_lock._CLAIM.text.replace(old, new))
+    pg_lock._CLAIM = pg_lock._CLAIM.replace(old, new)
 
 
 def plain_run(argv: Sequence[str], *, env: Mapping[str, str], **_: Any) -> _command.Finished:

@@ -136,6 +136,24 @@ class Lock(ABC):
         ends. The default does nothing: a session lock ends only with its session, which
         :meth:`verify` checks before every revision. The lease overrides it."""
 
+    reads_also: ClassVar[bool] = False
+    """A take of this lock reads :attr:`also` on its session."""
+
+    also: dict[str, tuple[str, dict[str, Any]]] = {}  # replaced, never changed in place
+    """Columns (SQL text and its bind values, by name) for the lock to read on its session
+    in the statement that confirms a take, after it (:attr:`reads_also`): what the taker
+    asks next under the lock (whether herd's tables exist, the server's identity) then costs
+    no round trip of its own. Their values are in :attr:`seen` after each take."""
+
+    seen: dict[str, Any] = {}  # replaced, never changed in place
+    """The :attr:`also` values read with the last take; empty when not read (released,
+    never taken, a backend that does not read them): the caller asks another way."""
+
+    def want(self, name: str, column: tuple[str, dict[str, Any]] | None) -> None:
+        """Read ``column`` (see :attr:`also`) with each take, as ``seen[name]``."""
+        if column is not None and self.reads_also:
+            self.also = {**self.also, name: column}
+
     def rival_holder(self) -> tuple[Lock, Holder] | None:
         """A rival kind held by someone (that lock and its holder), or ``None``."""
         for rival in self.rivals:
@@ -207,6 +225,10 @@ class Lock(ABC):
             return own
         rival = self.rival_holder()
         return rival[1] if rival else None
+
+    def known_by(self, other: Lock) -> None:  # noqa: B027 - a hook
+        """This lock is ``other``'s rival: it may learn what ``other`` reads with its take
+        (the lease: whether its table exists, see :attr:`also`)."""
 
     def _own_holder(self) -> Holder | None:
         try:
@@ -303,6 +325,8 @@ def create_lock(kind: str, conn: Connection, key: LockKey, **options: object) ->
         except ConfigurationError:  # e.g. no file lock for an in-memory SQLite database
             continue
     lock.rivals = tuple(rivals)
+    for rival in rivals:  # is the lease table there? asked with the take, not after it
+        rival.known_by(lock)
     return lock
 
 

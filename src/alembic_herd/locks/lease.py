@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from .. import _defaults as defaults
 from .._compat import DOUBLE
 from .._database import HOST
-from .._tables import ensure_table, read_if_exists, split_name
+from .._tables import ensure_table, exists_column, read_if_exists, split_name
 from ..errors import Holder, LockLostError
 from . import Lock, LockKey
 
@@ -212,11 +212,22 @@ class LeaseLock(Lock):
         its next :meth:`verify` fails before it starts another revision."""
         self.conn.execute(self.table.delete().where(self.table.c.name == self.key.name))
 
+    def known_by(self, other: Lock) -> None:
+        """As ``other``'s rival, whether this table exists is read with ``other``'s take."""
+        other.want(f"lease_{id(self)}", exists_column(self.conn.dialect.name, self.table,
+                                                      "herd_lease"))
+        self._told = other
+
+    _told: Lock | None = None
+
     def holder(self) -> Holder | None:
         t = self.table
         if not self._ready:  # asked first, so that a database that never had a lease (an
             # advisory lock's rival check) logs no "table does not exist" error
-            if not sa.inspect(self.conn).has_table(t.name, schema=t.schema):
+            told = self._told.seen.get(f"lease_{id(self)}") if self._told else None
+            if told is not None and not told:
+                return None
+            if told is None and not sa.inspect(self.conn).has_table(t.name, schema=t.schema):
                 return None
             self._ready = True
         query = sa.select(t.c.host, t.c.pid, t.c.acquired, t.c.expires).where(

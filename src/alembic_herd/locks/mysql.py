@@ -29,6 +29,7 @@ def lock_name(key: LockKey) -> str:
 
 class GetLock(Lock):
     kind = "advisory"
+    reads_also = True
 
     def __init__(self, conn: Connection, key: LockKey) -> None:
         self.conn = conn
@@ -39,12 +40,23 @@ class GetLock(Lock):
         return f"lock {self.name!r} (mysql GET_LOCK)"
 
     def try_acquire(self) -> bool:
+        self.seen = {}
         result = self.conn.scalar(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": self.name})
         if result is None:
             raise HerdError(f"{self.describe()}: GET_LOCK returned NULL (server error); retry")
-        return int(result) == 1
+        if int(result) != 1:
+            return False
+        if self.also:  # after the take, in a statement of their own (see Lock.also)
+            params: dict[str, Any] = {}
+            for _, values in self.also.values():
+                params.update(values)
+            row = self.conn.execute(sa.text("SELECT " + ", ".join(
+                column for column, _ in self.also.values())), params).one()
+            self.seen = dict(zip(self.also, row, strict=True))
+        return True
 
     def release(self) -> None:
+        self.seen = {}
         self.conn.scalar(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": self.name})
 
     def verify(self) -> None:

@@ -51,7 +51,7 @@ _FIRST_ACQUIRE = sa.text(
     "pg_backend_pid()")
 """The first try, with the pooler check in the same statement: the lock is only tried on
 the backend the connection announced at startup (NULL, not tried, on any other)."""
-_CLAIM = sa.text(
+_CLAIM = (
     f"""
     SELECT set_config('application_name', :name, false), {SERVER_KEEPALIVES},
            pg_backend_pid(),
@@ -60,6 +60,8 @@ _CLAIM = sa.text(
                    AND objsubid = 1)
     """
 )
+"""The statement after a take (with the lock's :attr:`~alembic_herd.locks.Lock.also`
+columns after these)."""
 _VERIFY = sa.text("SELECT pg_backend_pid(), current_setting('application_name')")
 _HOLDER = sa.text(
     """
@@ -76,6 +78,7 @@ another database on the server may hold the same key (its own app's version tabl
 
 class AdvisoryLock(Lock):
     kind = "advisory"
+    reads_also = True
 
     def __init__(self, conn: Connection, key: LockKey) -> None:
         self.conn = conn
@@ -91,6 +94,7 @@ class AdvisoryLock(Lock):
         return f"lock {self.key.name!r} (postgresql advisory)"
 
     def try_acquire(self) -> bool:
+        self.seen = {}
         reported = None if self._direct else _reported_backend_pid(self.conn)
         if reported is None:
             if not self._direct:
@@ -108,15 +112,21 @@ class AdvisoryLock(Lock):
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         # the next statement: advertise the holder, set the server's TCP timeouts for this
         # session, and prove that the session running it is the one that took the lock
-        name, _, now, held = self.conn.execute(_CLAIM, {
-            "name": f"herd {os.getpid()} {since} {HOST}"[:63], "c": self._classid,
-            "o": self._objid}).one()
+        params: dict[str, Any] = {"name": f"herd {os.getpid()} {since} {HOST}"[:63],
+                                  "c": self._classid, "o": self._objid}
+        columns = [_CLAIM]
+        for column, values in self.also.values():
+            columns.append(column)
+            params.update(values)
+        name, _, now, held, *also = self.conn.execute(sa.text(", ".join(columns)),
+                                                      params).one()
         if now != backend or not held:
             with suppress(DBAPIError):  # best effort: it may run on yet another session
                 self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._int})
             raise self._pooled(f"the lock was taken on backend {backend}, but the next "
                                f"statement ran on backend {now}")
         self._session = (now, name)
+        self.seen = dict(zip(self.also, also, strict=True))
         return True
 
     def _check_direct(self) -> None:
@@ -140,6 +150,7 @@ class AdvisoryLock(Lock):
 
     def release(self) -> None:
         self._session = None
+        self.seen = {}
         self.conn.scalar(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._int})
 
     def verify(self) -> None:
