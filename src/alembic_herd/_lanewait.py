@@ -36,6 +36,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ from . import _defaults as defaults
 if TYPE_CHECKING:
     from ._fastlane import Plan, _Db
 
+_RECENT = 3
+"""Attempt-log rows read with each waiting report (as the normal path's waiter reads)."""
 _LOCK_NOT_AVAILABLE = "55P03"
 """PostgreSQL's SQLSTATE when ``lock_timeout`` ends a lock request."""
 
@@ -193,6 +196,28 @@ def baselines(db: _Db, p: Plan) -> dict[str, int] | None:
             for scope, running, last in rows}
 
 
+@dataclass(frozen=True)
+class _Row:
+    status: str
+    error: str | None
+
+
+def _retrying(db: _Db, p: Plan) -> str | None:
+    """'leader retrying: attempt k of n, ...' when the attempt log's newest rows say so, as a
+    waiter on the normal path reports it (the lane does not know the version table's
+    scope: it reads the newest rows of any)."""
+    from ._fastlane import _quote
+    from ._waitnotes import retrying
+
+    name = (p.settings["history_table"] or defaults.HISTORY_TABLE).split(".")[-1]
+    table = _quote(db.backend, p.herd_schema, name)
+    try:
+        found = db.rows(f"SELECT status, error FROM {table} ORDER BY id DESC LIMIT {_RECENT}")
+    except db.errors:
+        return None
+    return retrying([_Row(str(status), error) for status, error in found])
+
+
 def enter(p: Plan, db: _Db, debug: Any) -> tuple[dict[str, int] | None, float] | None:
     """Take the gate (then keep it and return ``None``: this replica goes on to the normal
     path), or wait for its holder and answer when the database reached its heads (never
@@ -222,9 +247,12 @@ def enter(p: Plan, db: _Db, debug: Any) -> tuple[dict[str, int] | None, float] |
     try:
         while True:
             left = total - (time.monotonic() - began)
+            retrying = _retrying(db, p)
             log.event("waiting", f"waiting for {who}, on this project's gate, to bring the "
                       f"database to its heads; {format_seconds(time.monotonic() - began)} so "
-                      f"far, giving up in {format_seconds(max(0.0, left))}", holder=holder)
+                      f"far, giving up in {format_seconds(max(0.0, left))}"
+                      f"{'; ' + retrying if retrying else ''}", holder=holder,
+                      retrying=retrying)
             if left <= 0:
                 debug("fell back: the lock timeout came in the waiting room")
                 return seen, began

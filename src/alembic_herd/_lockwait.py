@@ -35,7 +35,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import _defaults as defaults
 from ._database import SERVER_KEEPALIVES, error_code, mask_text
 from ._durations import format_seconds
-from ._history import Attempt
+from ._waitnotes import blocked_by, note, retrying
+
+__all__ = ["Guard", "Policy", "Retries", "blocked_by", "note", "retrying"]
 
 log = logging.getLogger("alembic_herd")
 
@@ -46,7 +48,6 @@ ER_LOCK_WAIT_TIMEOUT (row locks and metadata locks alike)."""
 _READS = re.compile(r"\s*(SELECT|SHOW|SET|EXPLAIN|DESCRIBE|DESC|PRAGMA)\b", re.IGNORECASE)
 """Statements that change nothing a rollback would have to undo."""
 
-_NOTE = re.compile(r"lock wait timeout \(attempt (\d+) of (\d+)[^)]*\): (.*)$")
 
 
 def is_lock_timeout(exc: BaseException) -> bool:
@@ -102,32 +103,6 @@ class Retries:
 
     def spent(self) -> float:
         return time.monotonic() - self.began
-
-
-def note(attempt: int, attempts: int, waited: float, blocker: str | None) -> str:
-    """The attempt log's error for a revision rolled back after a lock wait timed out
-    (:func:`retrying` reads it back)."""
-    return (f"lock wait timeout (attempt {attempt} of {attempts}, waited "
-            f"{format_seconds(waited)}): {blocked_by(blocker)}")
-
-
-def blocked_by(blocker: str | None) -> str:
-    return f"blocked by {blocker}" if blocker else "blocker not seen"
-
-
-def retrying(rows: Sequence[Attempt]) -> str | None:
-    """'leader retrying: attempt k of n, blocked by ...' when the newest attempt-log rows
-    (``rows``, newest first) show a leader retrying after a lock wait timeout."""
-    for index, row in enumerate(rows):
-        found = _NOTE.match(row.error or "") if row.status == "rolled back" else None
-        if found:
-            done, attempts, blocker = int(found[1]), int(found[2]), found[3]
-            now = done + 1 if index else done
-            verb = "" if index else " timed out"
-            return f"leader retrying: attempt {now} of {attempts}{verb}, {blocker}"
-        if row.status != "running":
-            return None
-    return None
 
 
 # -- the migration session ---------------------------------------------------------------
