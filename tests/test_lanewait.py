@@ -157,6 +157,20 @@ def in_lane(replicas: list[Replica]) -> list[Replica]:
     return [r for r in replicas if WAITING in r.stderr()]
 
 
+def all_waiting(replicas: list[Replica], n: int) -> None:
+    """Until ``n`` replicas wait: in the lane, or on the normal path after the lane could
+    not connect in its one short try (a loaded machine; nothing else may send a replica
+    there). At least two wait in the lane."""
+
+    def waiting(r: Replica) -> bool:
+        err = r.stderr()
+        return WAITING in err or ("herd: fast lane: fell back: connect" in err
+                                  and "waiting for lock" in err)
+
+    until(f"{n} replicas waiting", lambda: sum(waiting(r) for r in replicas) == n)
+    assert len(in_lane(replicas)) >= min(n, 2), [r.stderr() for r in replicas]
+
+
 def holder(replicas: list[Replica]) -> Replica:
     took = [r for r in replicas if TOOK in r.stderr()]
     assert len(took) == 1, [r.stderr() for r in replicas]
@@ -198,7 +212,7 @@ def test_the_herd_waits_in_the_lane_and_the_database_is_migrated_once(
     if not fresh:
         at_d4(where, db, tmp_path)
     with herd_of(N, where, ["migrate"], environment(db, gate), tmp_path) as replicas:
-        until(f"{N - 1} replicas waiting in the lane", lambda: len(in_lane(replicas)) == N - 1)
+        all_waiting(replicas, N - 1)
         first = holder(replicas)
         assert first not in in_lane(replicas)
         gate.touch()
@@ -206,8 +220,9 @@ def test_the_herd_waits_in_the_lane_and_the_database_is_migrated_once(
     assert codes == [0] * N, [r.stderr() for r in replicas]
     assert "migrated" in first.stdout()
     for r in replicas:
-        if r is not first:
+        if r in in_lane(replicas):
             assert ANSWERED in r.stderr(), r.stderr()
+        if r is not first:
             assert r.stdout().startswith("waited ") and r.stdout().endswith(
                 "; database at e5\n"), r.stdout()
             assert (f" for pid {herd_pid(first)} on host " in r.stdout() if backend ==
@@ -233,7 +248,7 @@ def test_the_leaders_failure_reaches_the_replicas_in_the_lane(
     n = 4
     with herd_of(n, where, ["migrate"], environment(db, gate), tmp_path,
                  program=program) as replicas:
-        until(f"{n - 1} replicas waiting in the lane", lambda: len(in_lane(replicas)) == n - 1)
+        all_waiting(replicas, n - 1)
         first = holder(replicas)
         gate.touch()
         codes = finish(replicas)
@@ -258,7 +273,7 @@ def test_a_holder_killed_mid_revision_sends_the_lane_to_the_normal_path(
     where, gate = gated_project(tmp_path), tmp_path / "gate"
     at_d4(where, db, tmp_path)
     with herd_of(N, where, ["migrate"], environment(db, gate), tmp_path) as replicas:
-        until(f"{N - 1} replicas waiting in the lane", lambda: len(in_lane(replicas)) == N - 1)
+        all_waiting(replicas, N - 1)
         first = holder(replicas)
         until("the holder inside e5", lambda: "applying e5" in first.stderr())
         os.kill(int(herd_pid(first)), signal.SIGKILL)
