@@ -31,11 +31,11 @@ import argparse
 import contextlib
 import fcntl
 import os
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -126,57 +126,80 @@ def _blocked(pid: int) -> bool:
 
 
 def release(n: int, argv: list[str], env: dict[str, str], workdir: Path) -> dict[str, Any]:
-    """Start ``n`` processes of ``argv`` behind one barrier, release them, wait for all."""
+    """Start ``n`` processes of ``argv`` behind one barrier, release them, wait for all.
+
+    One thread watches every process: its exit (a pidfd) and its output (a pipe), each
+    event stamped on arrival. So the exit tax (from the last output to the exit) is not
+    inflated by reaping threads queueing for the GIL."""
     barrier = workdir / "barrier"
     barrier.touch()
     holder = os.open(barrier, os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX)
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("DATABASE_URL", "HERD_DATABASE_URL", "ALEMBIC_CONFIG")} | env
-    procs: list[tuple[int, Path]] = []
+    procs: list[subprocess.Popen[bytes]] = []
     exits: dict[int, tuple[float, int, float]] = {}
-    walls: dict[int, float] = {}  # the exit on the file system's clock, for the exit tax
+    outputs: dict[int, bytearray] = {}
+    last: dict[int, float] = {}
     try:
-        for i in range(n):
-            out = workdir / f"{i}.out"
-            with out.open("wb") as sink:
-                proc = subprocess.Popen(["flock", "-s", str(barrier), *argv], stdout=sink,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=full_env, cwd=workdir)
-            procs.append((proc.pid, out))
+        for _ in range(n):
+            proc = subprocess.Popen(["flock", "-s", str(barrier), *argv], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=full_env, cwd=workdir)
+            procs.append(proc)
         until = time.monotonic() + 30
-        while not all(_blocked(pid) for pid, _ in procs) and time.monotonic() < until:
+        while not all(_blocked(p.pid) for p in procs) and time.monotonic() < until:
             time.sleep(0.02)
         time.sleep(0.2)  # every flock is in its flock(2) call, not only asleep on its way
-
-        def reap(pid: int) -> None:
-            _, status, usage = os.wait4(pid, 0)
-            exits[pid] = (time.monotonic(), os.waitstatus_to_exitcode(status),
-                          usage.ru_utime + usage.ru_stime)
-            walls[pid] = time.time()
-
-        threads = [threading.Thread(target=reap, args=(pid,), daemon=True) for pid, _ in procs]
-        for thread in threads:
-            thread.start()
+        poller = select.poll()
+        watched: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+        for proc in procs:
+            assert proc.stdout is not None
+            out = proc.stdout.fileno()
+            os.set_blocking(out, False)
+            outputs[proc.pid] = bytearray()
+            pidfd = os.pidfd_open(proc.pid)
+            for fd, kind in ((out, "out"), (pidfd, "exit")):
+                poller.register(fd, select.POLLIN | select.POLLHUP)
+                watched[fd] = (kind, proc)
         released = time.monotonic()
         fcntl.flock(holder, fcntl.LOCK_UN)
-        for thread in threads:
-            thread.join(TIMEOUT)
+        deadline = released + TIMEOUT
+        while watched and time.monotonic() < deadline:
+            for fd, _event in poller.poll(1000):
+                now = time.monotonic()
+                kind, proc = watched[fd]
+                if kind == "out":
+                    data = os.read(fd, 65536)
+                    if data:
+                        outputs[proc.pid] += data
+                        last[proc.pid] = now
+                        continue
+                else:
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    exits[proc.pid] = (now, proc.returncode, usage.ru_utime + usage.ru_stime)
+                    os.close(fd)
+                poller.unregister(fd)
+                del watched[fd]
     finally:
         os.close(holder)
-        for pid, _ in procs:
-            if pid not in exits:
+        for proc in procs:
+            if proc.pid not in exits:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
+                    proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
     children = []
-    for pid, out in procs:
-        end, code, cpu = exits.get(pid, (float("nan"), -9, float("nan")))
-        # the exit tax: from the last line the process wrote (its output file's mtime) to its
-        # exit as wait4 saw it; an upper bound (the reaping thread's own delay, flock's exit)
-        tax = (walls[pid] - out.stat().st_mtime
-               if pid in walls and out.stat().st_size else None)
+    for proc in procs:
+        end, code, cpu = exits.get(proc.pid, (float("nan"), -9, float("nan")))
+        # the exit tax: from the last output the process wrote to its exit (flock's, right
+        # after its child's)
+        tax = end - last[proc.pid] if proc.pid in last and proc.pid in exits else None
         children.append({"seconds": end - released, "exit": code, "cpu": cpu,
-                         "exit_tax": tax, "output": out.read_text(errors="replace")[-2000:]})
+                         "exit_tax": tax,
+                         "output": outputs[proc.pid].decode(errors="replace")[-2000:]})
     return {"released": released, "children": children}
 
 
