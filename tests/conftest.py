@@ -117,6 +117,23 @@ def render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def revision_file(revision: str, down_revision: str | None, doc: str, upgrade: str,
+                  downgrade: str = "pass", imports: str = "") -> str:
+    """The source of an Alembic revision file for a test to drop into a project: the
+    header and identifiers every revision repeats, around ``upgrade`` and ``downgrade``
+    (bodies, indented by this function)."""
+    def body(code: str) -> str:
+        return "\n".join(f"    {line}" if line else "" for line in code.strip().splitlines())
+
+    return (f'"""{doc}\n\nRevision ID: {revision}\nRevises: {down_revision or ""}\n"""\n'
+            f"{imports.strip() + chr(10) if imports.strip() else ''}"
+            "import sqlalchemy as sa\nfrom alembic import op\n\n"
+            f"revision = {revision!r}\ndown_revision = {down_revision!r}\n"
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade() -> None:\n{body(upgrade)}\n\n\n"
+            f"def downgrade() -> None:\n{body(downgrade)}\n")
+
+
 def rows(url: URL, sql: str) -> list[tuple[Any, ...]]:
     """Run one query on a throwaway engine and return all rows."""
     engine = sa.create_engine(url)

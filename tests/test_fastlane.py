@@ -22,31 +22,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from conftest import PROJECTS, render
+from conftest import PROJECTS, render, revision_file
 
 SCRIPT = Path(sys.executable).with_name("herd")
 ANSWERED = "herd: fast lane: answered"
-NEW_REVISION = '''"""e5
-
-Revision ID: e5
-Revises: d4
-"""
-from alembic import op
-import sqlalchemy as sa
-
-revision = "e5"
-down_revision = "d4"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table("fastlane_e5", sa.Column("id", sa.Integer, primary_key=True))
-
-
-def downgrade() -> None:
-    op.drop_table("fastlane_e5")
-'''
+NEW_REVISION = revision_file(
+    "e5", "d4", "e5", 'op.create_table("fastlane_e5", sa.Column("id", sa.Integer, '
+    'primary_key=True))', 'op.drop_table("fastlane_e5")')
 
 pytestmark = pytest.mark.skipif(not SCRIPT.is_file(), reason="no herd console script")
 

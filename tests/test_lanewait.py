@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from conftest import PROJECTS, render, rows
+from conftest import PROJECTS, render, revision_file, rows
 
 SCRIPT = Path(sys.executable).with_name("herd")
 WAITING = "on this project's gate"
@@ -37,36 +37,15 @@ ANSWERED = "herd: fast lane: answered after waiting"
 TOOK = "herd: fast lane: took the gate"
 BOUND = 120.0  # seconds: a bound on waiting for what must happen, never a measurement
 
-GATED = '''"""e5: one data row, after the test opens the gate file (HERD_TEST_GATE)
-
-Revision ID: e5
-Revises: d4
-"""
-import os
-import re
-import time
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "e5"
-down_revision = "d4"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    gate = os.environ.get("HERD_TEST_GATE")
-    bound = time.monotonic() + 120
-    while gate and not os.path.exists(gate) and time.monotonic() < bound:
-        time.sleep(0.02)
-    settings = sa.table("settings", sa.column("name", sa.String), sa.column("value", sa.String))
-    op.bulk_insert(settings, [{"name": "e5", "value": "once"}])
-
-
-def downgrade() -> None:
-    op.execute("DELETE FROM settings WHERE name = 'e5'")
-'''
+GATED = revision_file("e5", "d4", "e5: one data row, after the test opens the gate file "
+                      "(HERD_TEST_GATE)", """
+gate = os.environ.get("HERD_TEST_GATE")
+bound = time.monotonic() + 120
+while gate and not os.path.exists(gate) and time.monotonic() < bound:
+    time.sleep(0.02)
+settings = sa.table("settings", sa.column("name", sa.String), sa.column("value", sa.String))
+op.bulk_insert(settings, [{"name": "e5", "value": "once"}])
+""", "op.execute(\"DELETE FROM settings WHERE name = 'e5'\")", imports="import os\nimport time")
 
 NO_HANDOFF = ("import alembic_herd._lanewait as lane; lane.baselines = lambda db, p: None; "
               "from alembic_herd._fastlane import console; console()")
