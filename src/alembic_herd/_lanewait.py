@@ -37,7 +37,6 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _defaults as defaults
@@ -57,9 +56,11 @@ _STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def application_name() -> str:
-    """``herd <pid> <since> <host>``: how herd's lock holders describe themselves
-    (:func:`.locks.postgresql.parse_application_name` reads it back)."""
-    return f"herd {os.getpid()} {_STARTED} {socket.gethostname()}"[:63]
+    """How herd's lock holders describe themselves (:meth:`.errors.Holder.tag`), so that a
+    replica waiting on the gate names its holder as a lock waiter names the lock's."""
+    from .errors import Holder
+
+    return Holder.tag(os.getpid(), _STARTED, socket.gethostname())
 
 
 def gate_key(fingerprint: str) -> int:
@@ -162,18 +163,19 @@ def _announced_pid(conn: Any) -> int | None:
 
 
 def _describe_pg(name: str | None, pid: int | None, client: str | None) -> str | None:
-    """What :meth:`.errors.Holder.describe` says of the session holding the gate."""
-    if pid is None:
-        return None
-    parts = (name or "").split(" ", 3)
-    if len(parts) == 4 and parts[0] == "herd" and parts[1].isdigit():
-        try:
-            since = datetime.strptime(parts[2], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            return f"pid {parts[1]} on host {parts[3]} since {since.isoformat()}"
-        except ValueError:
-            return f"pid {parts[1]} on host {parts[3]}"
-    return (f"server backend {pid} ({name or 'no application_name'}"
-            f"{', from ' + client if client else ''})")
+    """What a lock waiter says of the session holding the gate (``None``: nobody)."""
+    from .errors import Holder
+
+    return None if pid is None else Holder.from_application_name(name, pid, client).describe()
+
+
+def _history(db: _Db, p: Plan) -> str:
+    """The attempt log, quoted, where the settings put it (as :func:`._fastlane.plan` read
+    its schema)."""
+    from ._fastlane import _quote
+
+    name = (p.settings["history_table"] or defaults.HISTORY_TABLE).split(".")[-1]
+    return _quote(db.backend, p.herd_schema, name)
 
 
 def baselines(db: _Db, p: Plan) -> dict[str, int] | None:
@@ -181,10 +183,9 @@ def baselines(db: _Db, p: Plan) -> dict[str, int] | None:
     :meth:`._history.History.baseline` reads), as it is before this replica waits; ``{}``
     when there is no attempt log yet, ``None`` when it cannot be read (the normal path
     then reads its own)."""
-    from ._fastlane import _MISSING, _quote
+    from ._fastlane import _MISSING
 
-    name = (p.settings["history_table"] or defaults.HISTORY_TABLE).split(".")[-1]
-    table = _quote(db.backend, p.herd_schema, name)
+    table = _history(db, p)
     try:
         rows = db.rows(f"SELECT scope, MIN(CASE WHEN status = 'running' THEN id END), "
                        f"MAX(id) FROM {table} GROUP BY scope")
@@ -206,11 +207,9 @@ def _retrying(db: _Db, p: Plan) -> str | None:
     """'leader retrying: attempt k of n, ...' when the attempt log's newest rows say so, as a
     waiter on the normal path reports it (the lane does not know the version table's
     scope: it reads the newest rows of any)."""
-    from ._fastlane import _quote
     from ._waitnotes import retrying
 
-    name = (p.settings["history_table"] or defaults.HISTORY_TABLE).split(".")[-1]
-    table = _quote(db.backend, p.herd_schema, name)
+    table = _history(db, p)
     try:
         found = db.rows(f"SELECT status, error FROM {table} ORDER BY id DESC LIMIT {_RECENT}")
     except db.errors:

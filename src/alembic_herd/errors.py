@@ -30,7 +30,7 @@ carries (success, 'not current', an internal error, an interruption).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import ClassVar
 
 SUCCESS = 0
@@ -135,6 +135,26 @@ class Holder:
         if self.detail and not parts:
             parts.append(self.detail)
         return " ".join(parts) if parts else "an unknown holder"
+
+    @staticmethod
+    def tag(pid: int, since: str, host: str) -> str:
+        """``herd <pid> <since> <host>``: the ``application_name`` a herd session holding a
+        PostgreSQL lock advertises (``since``: ``%Y-%m-%dT%H:%M:%SZ``; at most 63 bytes)."""
+        return f"herd {pid} {since} {host}"[:63]
+
+    @classmethod
+    def from_application_name(cls, name: str | None, backend_pid: int,
+                              client: str | None) -> Holder:
+        """Read back :meth:`tag`; other sessions are described as they are."""
+        parts = (name or "").split(" ", 3)
+        if len(parts) == 4 and parts[0] == "herd" and parts[1].isdigit():
+            try:
+                since = datetime.strptime(parts[2], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                since = None
+            return cls(host=parts[3], pid=int(parts[1]), since=since)
+        return cls(detail=f"server backend {backend_pid} ({name or 'no application_name'}"
+                   f"{', from ' + client if client else ''})")
 
 
 class LockTimeoutError(HerdError):

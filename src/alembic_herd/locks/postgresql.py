@@ -112,7 +112,7 @@ class AdvisoryLock(Lock):
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         # the next statement: advertise the holder, set the server's TCP timeouts for this
         # session, and prove that the session running it is the one that took the lock
-        params: dict[str, Any] = {"name": f"herd {os.getpid()} {since} {HOST}"[:63],
+        params: dict[str, Any] = {"name": Holder.tag(os.getpid(), since, HOST),
                                   "c": self._classid, "o": self._objid}
         columns = [_CLAIM]
         for column, values in self.also.values():
@@ -194,17 +194,8 @@ class AdvisoryLock(Lock):
         return parse_application_name(row.application_name, row.pid, row.client)
 
 
-def parse_application_name(name: str | None, backend_pid: int, client: str | None) -> Holder:
-    """Read back ``herd <pid> <since> <host>``; other sessions are described as they are."""
-    parts = (name or "").split(" ", 3)
-    if len(parts) == 4 and parts[0] == "herd" and parts[1].isdigit():
-        try:
-            since = datetime.strptime(parts[2], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            since = None
-        return Holder(host=parts[3], pid=int(parts[1]), since=since)
-    return Holder(detail=f"server backend {backend_pid} ({name or 'no application_name'}"
-                  f"{', from ' + client if client else ''})")
+parse_application_name = Holder.from_application_name
+"""Read back ``herd <pid> <since> <host>`` (:meth:`.errors.Holder.from_application_name`)."""
 
 
 def _reported_backend_pid(conn: Connection) -> int | None:
