@@ -218,12 +218,14 @@ _MY_WAITING = sa.text(
 
 # MariaDB without the metadata_lock_info plugin (and MySQL without performance_schema)
 # cannot say who holds a metadata lock: the sessions with an open transaction, oldest
-# first, are who can.
+# first, are who can; those whose current database is the migrated one first (the others,
+# on other databases of the server, can block it only through a qualified name).
 _MY_BLOCKERS = sa.text(
     "SELECT p.ID, p.USER, p.HOST, p.COMMAND,"
     " TIMESTAMPDIFF(MICROSECOND, t.trx_started, NOW(6)) / 1e6, LEFT(t.trx_query, 100)"
     " FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p"
-    " ON p.ID = t.trx_mysql_thread_id WHERE p.ID <> :pid ORDER BY t.trx_started LIMIT 3")
+    " ON p.ID = t.trx_mysql_thread_id WHERE p.ID <> :pid"
+    " ORDER BY p.DB <=> DATABASE() DESC, t.trx_started LIMIT 3")
 
 
 def _describe(rows: Sequence[Sequence[Any]], url: URL) -> str | None:
