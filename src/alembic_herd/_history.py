@@ -49,6 +49,7 @@ DEFAULT_TABLE = defaults.HISTORY_TABLE
 _ERROR_CHARS = 2000
 _ROLE = {"role": "herd's attempt log", "instead": "--history-table / history_table="}
 _ROWS_PER_INSERT = 999 // 12  # SQLite before 3.32 binds at most 999 parameters per statement
+_ROWS_PER_CASE = 999 // 14  # History._final: 13 parameters per row, and a few more
 
 _Timestamp = variant(sa.DateTime(timezone=True), mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -95,6 +96,14 @@ class Attempt:
     saved: bool = field(default=True, compare=False, repr=False)
     """The table holds what this row says in memory (``False``: finished in memory only,
     :meth:`History.write` records it)."""
+    in_table: bool = field(default=False, compare=False, repr=False)
+    """Written with others in one statement, so its ``id`` is not known: it is found by
+    its attempt and revision (unique within an attempt)."""
+
+    @property
+    def stored(self) -> bool:
+        """The row is in the table (whatever its state there)."""
+        return self.id is not None or self.in_table
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -131,7 +140,7 @@ earlier revisions (which stay ``running`` until that transaction commits): when 
 commits, the next leader records them ``rolled back`` and this one ``interrupted``."""
 
 _SUCCESS = ("applied", "reverted")
-_FINISHED = ("status", "finished", "duration", "success", "error")
+_FINISHED = ("status", "started", "finished", "duration", "success", "error")
 
 
 def _finished(row: Attempt) -> dict[str, Any]:
@@ -147,8 +156,12 @@ class _Writes:
     def __init__(self, t: sa.Table) -> None:
         self.insert = t.insert().values(
             {c.name: sa.bindparam(f"v_{c.name}", type_=c.type) for c in t.c if c.name != "id"})
-        self.update = t.update().where(t.c.id == sa.bindparam("d_id")).values(
-            {key: sa.bindparam(f"d_{key}", type_=t.c[key].type) for key in _FINISHED})
+        finished = {key: sa.bindparam(f"d_{key}", type_=t.c[key].type) for key in _FINISHED}
+        self.update = t.update().where(t.c.id == sa.bindparam("d_id")).values(finished)
+        # a row written with others in one statement (Attempt.in_table): by its key
+        self.keyed_update = t.update().where(
+            t.c.scope == sa.bindparam("k_scope"), t.c.attempt == sa.bindparam("k_attempt"),
+            t.c.revision == sa.bindparam("k_revision")).values(finished)
         # PostgreSQL: the previous row's update and the next row's insert in one statement
         # (with a CTE, SQLAlchemy no longer fetches the new key by itself: RETURNING)
         self.advance = self.insert.add_cte(self.update.cte("done")).returning(t.c.id)
@@ -201,6 +214,7 @@ class History:
         self._was_deferred = deferred
         self._unwritable = False  # creating the table failed: the rows stay in memory
         self._tentative: tuple[Attempt, Attempt] | None = None  # see applied_in
+        self._planned: list[Attempt] = []  # see plan: rows of revisions not started yet
         self.probed: tuple[Any, ...] | None = None
         """What the last write returned of a lock's probe (:meth:`advance`)."""
         self.guarded: bool | None = None
@@ -254,10 +268,7 @@ class History:
             rows, self._pending = self._pending, []
             if landed is not None and any(row is landed for row in rows):
                 self._finished(landed, "applied", None)
-            for row in rows[:-1]:  # one by one: later updates need their ids
-                result = self.conn.execute(self._writes.insert, self._inserted(row))
-                row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-                row.saved = True
+            self._insert_many(rows[:-1])  # later updates find them by attempt and revision
             if rows:
                 self._insert_checked(rows[-1], probe, guard)
 
@@ -289,6 +300,69 @@ class History:
                 self._pending.clear()
                 raise
 
+    def plan(self, attempt: str, revisions: Sequence[str], *, shared: bool = False,
+             probe: tuple[Any, ...] = (), guard: Any = None) -> None:
+        """Record an attempt's revisions before the first of them starts: a ``running`` row
+        each, in the order they will run, in one statement (two for more than one
+        revision), so that no revision costs a write of its own. :meth:`advance` then only
+        notes in memory where the run is, and :meth:`write` records the outcome of all of
+        them in one statement. A leader killed meanwhile leaves the rows ``running``: the
+        next one tells from the version table which revisions committed, which one was in
+        progress (the first that did not commit, in id order) and which never started
+        (deleted). Rows of revisions that did not start are deleted when the attempt ends
+        another way too (:meth:`flush`).
+
+        ``shared``: every revision runs in one transaction (the rows after the first carry
+        :data:`SHARED_TRANSACTION`). ``probe`` and ``guard``: as in :meth:`advance`,
+        carried by the first row's insert; when the guard did not hold, nothing is written
+        (:attr:`guarded` is ``False``)."""
+        self.probed = None
+        self.guarded = None
+        now, pid = datetime.now(UTC), os.getpid()
+        rows = [Attempt(revision=revision, status="running", started=now, host=HOST, pid=pid,
+                        attempt=attempt, error=SHARED_TRANSACTION if shared and index else None)
+                for index, revision in enumerate(revisions)]
+        self._planned = list(rows)
+        if self.deferred:
+            self._pending.extend(rows)
+            return
+        if not rows:
+            return
+        self._insert_checked(rows[0], probe, guard)
+        if self.guarded is False:
+            return
+        self._insert_many(rows[1:])
+
+    def _insert_many(self, rows: Sequence[Attempt]) -> None:
+        """``rows`` in as few statements as the database takes (their ids stay unknown)."""
+        for first in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[first:first + _ROWS_PER_INSERT]
+            self.conn.execute(self.table.insert().values([self._values(r) for r in chunk]))
+            for row in chunk:
+                row.in_table, row.saved = True, True
+
+    def _discard_unstarted(self) -> None:
+        """The attempt ended (however): rows planned for revisions that never started go."""
+        unstarted, self._planned = self._planned, []
+        if not unstarted:
+            return
+        gone = {id(row) for row in unstarted}
+        self._pending = [row for row in self._pending if id(row) not in gone]
+        stored = [row for row in unstarted if row.stored]
+        if not stored or self.deferred:
+            return
+        t = self.table
+        self.conn.execute(t.delete().where(
+            t.c.scope == self.scope, t.c.attempt == stored[0].attempt,
+            t.c.revision.in_([row.revision for row in stored])))
+
+    def forget(self, rows: Sequence[Attempt]) -> None:
+        """Delete ``rows`` (read from the table): rows a dead leader planned for revisions
+        it never started (:meth:`plan`)."""
+        ids = [row.id for row in rows if row.id is not None]
+        if ids:
+            self.conn.execute(self.table.delete().where(self.table.c.id.in_(ids)))
+
     def start(self, attempt: str, revision: str, *, status: str = "running") -> Attempt:
         return self.advance(None, attempt, revision, status=status)
 
@@ -315,6 +389,14 @@ class History:
         """
         self.probed = None
         self.guarded = None
+        planned = self._planned
+        if planned and planned[0].revision == revision and planned[0].attempt == attempt:
+            row = planned.pop(0)  # its row is in the table already (plan): no statement
+            row.started = datetime.now(UTC)
+            row.saved = not row.stored
+            if done is not None and not self._recorded(done):
+                self._finished(done, "applied", None)
+            return row
         row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
         if done is not None:
@@ -382,7 +464,7 @@ class History:
 
     def _recorded(self, row: Attempt) -> bool:
         """``row`` is already in the table as 'applied' (:meth:`landed`, :meth:`commit_point`)."""
-        return row.saved and row.id is not None and row.status == "applied"
+        return row.saved and row.stored and row.status == "applied"
 
     def applied_in(self, conn: Connection, row: Attempt) -> bool:
         """Deferred mode (SQLite), a revision that commits on its own: write ``row`` as
@@ -429,11 +511,36 @@ class History:
         only: one transaction for all revisions), in one statement (executemany); rows
         already written as they finished cost nothing (a driver without batched updates,
         PyMySQL, would send one statement per row)."""
-        unsaved = [row for row in rows if row.id is not None and not row.saved]
-        if unsaved and not self.deferred:
-            self.conn.execute(self._writes.update, [_finished(row) for row in unsaved])
+        unsaved = [row for row in rows if row.stored and not row.saved]
+        if not unsaved or self.deferred:
+            return
+        keyed = [row for row in unsaved if row.id is None]
+        if len(keyed) > 1 and len({row.attempt for row in unsaved}) == 1:
+            for first in range(0, len(unsaved), _ROWS_PER_CASE):
+                self.conn.execute(self._final(unsaved[first:first + _ROWS_PER_CASE]))
+        elif keyed:
             for row in unsaved:
-                row.saved = True
+                self._update(row)
+        else:
+            self.conn.execute(self._writes.update, [_finished(row) for row in unsaved])
+        for row in unsaved:
+            row.saved = True
+
+    def _final(self, rows: Sequence[Attempt]) -> Any:
+        """One ``UPDATE`` of ``rows`` (one attempt), each column a ``CASE`` on the revision:
+        a single statement on every database (PyMySQL sends an executemany as one
+        statement per row)."""
+        t = self.table
+
+        def column(key: str) -> Any:
+            return sa.case({row.revision: sa.bindparam(None, getattr(row, key),
+                                                        type_=t.c[key].type) for row in rows},
+                           value=t.c.revision)
+
+        return t.update().where(
+            t.c.scope == self.scope, t.c.attempt == rows[0].attempt,
+            t.c.revision.in_([row.revision for row in rows])
+        ).values({key: column(key) for key in _FINISHED})
 
     @staticmethod
     def _finished(row: Attempt, status: str, error: str | None) -> None:
@@ -450,12 +557,14 @@ class History:
         row.success = status in _SUCCESS
         if error is not None:
             row.error = error
-        if row.id is not None:  # already in the table (deferred mode buffers only new rows)
+        if row.stored:  # already in the table (deferred mode buffers only new rows)
             self._update(row)
 
     def flush(self) -> None:
         """Write rows buffered in deferred mode: a few rows per statement, each statement
-        one commit (SQLite syncs the file once per commit, not once per row)."""
+        one commit (SQLite syncs the file once per commit, not once per row). Rows planned
+        for revisions that never started are dropped first (:meth:`plan`)."""
+        self._discard_unstarted()
         if self._late is not None and not self._was_deferred:
             self.commit_point()
             return
@@ -476,7 +585,12 @@ class History:
                 "host": row.host, "pid": row.pid}
 
     def _update(self, row: Attempt) -> None:
-        self.conn.execute(self._writes.update, _finished(row))
+        if row.id is None:  # written with others (plan): found by its key
+            self.conn.execute(self._writes.keyed_update, {
+                "k_scope": self.scope, "k_attempt": row.attempt, "k_revision": row.revision,
+                **{f"d_{key}": getattr(row, key) for key in _FINISHED}})
+        else:
+            self.conn.execute(self._writes.update, _finished(row))
         row.saved = True
 
     def _inserted(self, row: Attempt) -> dict[str, Any]:
@@ -556,6 +670,15 @@ class History:
         for row in self.rows(where=[t.c.status.in_(("failed", "applied", "resolved"))]):
             latest.setdefault(row.revision, row)  # rows come newest first
         return [row for row in latest.values() if row.status == "failed"]
+
+    def recent(self, limit: int) -> list[Attempt]:
+        """The newest rows, an attempt in progress counting as its newest row only (its
+        rows are all written when it starts, :meth:`plan`): what tells a waiter whether the
+        leader is retrying (:func:`~._waitnotes.retrying`). One statement."""
+        t = self.table
+        newest = sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope)
+        return self.rows(where=[sa.or_(t.c.status != "running",
+                                       t.c.id == newest.scalar_subquery())], limit=limit)
 
     def unfinished(self) -> list[Attempt]:
         return self.rows(where=[self.table.c.status == "running"], newest_first=False)

@@ -287,7 +287,7 @@ class Runner:
                     log, full = report or not wakeup.listening or wakeup.notified, report
                 failure = history.failure_after(baseline) if log else None
                 if full:  # and whether the latest attempt failed with nobody to retry it
-                    recent = history.rows(limit=_RECENT)
+                    recent = history.recent(_RECENT)
                     if failure is None:
                         failure = _abandoned_failure(history, self.lock(conn), recent[:1])
                     next_log = now + defaults.POOLED_LOG_EVERY
@@ -328,7 +328,7 @@ class Runner:
             if holder:
                 from . import _lockwait
 
-                retrying = _lockwait.retrying(history.rows(limit=_RECENT))
+                retrying = _lockwait.retrying(history.recent(_RECENT))
             if not pending:
                 self._stamp(conn, reader, heads)
             return Status(
@@ -425,7 +425,7 @@ class _Waiter:
             who = self.holder.describe() if self.holder else "another replica"
             from . import _lockwait
 
-            retrying = _lockwait.retrying(self.history.rows(limit=_RECENT))
+            retrying = _lockwait.retrying(self.history.recent(_RECENT))
             event("waiting", "waiting for %s held by %s; %s so far, giving up in %s%s",
                   self.lock.describe(), who, format_seconds(now - self.began),
                   format_seconds(self.call.deadline.remaining()),
