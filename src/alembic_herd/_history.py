@@ -1,13 +1,17 @@
 """The attempt log: one row per attempt per revision.
 
 Rows are written on the leader's lock connection (autocommit), outside the migration's own
-transaction, so a failure or a kill leaves its trace even when the migration is rolled back.
-SQLite allows one writer at a time, so there the rows are buffered (``deferred``): a
-revision that commits on its own has its ``applied`` row written in its own transaction,
-on the migration's connection (:meth:`History.applied_in`), or, where herd's tables do not
-exist yet, right after its commit (:meth:`History.landed`); the rest is written once the
-migration has finished. A leader killed between two revisions thus leaves a log that
-agrees with the version table.
+transaction, so a failure or a kill leaves its trace even when the migration is rolled back:
+an attempt's rows all go in, ``running``, before its first revision starts
+(:meth:`History.plan`), and their outcome in one statement after its last
+(:meth:`History.write`); a revision in between costs no write. The next leader tells from
+the version table what became of a dead leader's rows (see ``Leader._reconcile``). SQLite
+allows one writer at a time, so there the rows are buffered (``deferred``): a revision that
+commits on its own has its ``applied`` row written in its own transaction, on the
+migration's connection (:meth:`History.applied_in`), or, where herd's tables do not exist
+yet, right after its commit (:meth:`History.landed`); the rest is written once the migration
+has finished. A leader killed between two revisions thus leaves a log that agrees with the
+version table.
 
 No footprint before the application's: where the table does not exist yet, the leader
 keeps its rows in memory (:meth:`History.create_late`) and creates the table (and the
@@ -16,14 +20,14 @@ exited, or a failure must be told to the waiters. An application whose own migra
 command asks "is this database empty?" therefore gets the same answer under herd as
 without it.
 
-Row states (``status``): ``running`` (started, not finished: the leader is migrating, or
-died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was applied inside a
-transaction that did not commit, or, with an error starting 'lock wait timeout', timed out
-waiting for a lock and is tried again), ``blocked`` (the leader gave up after its lock waits
-kept timing out; nothing of it applied), ``interrupted`` (the leader died; the database
-rolled the revision back), ``resolved`` (an operator cleared a half-applied revision).
-``herd downgrade`` writes ``reverting`` (undoing the revision) and then ``reverted``
-(undone), ``failed``, ``rolled back`` or ``interrupted``.
+Row states (``status``): ``running`` (part of an attempt not finished: the leader is
+migrating, or died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was
+applied inside a transaction that did not commit, or, with an error starting 'lock wait
+timeout', timed out waiting for a lock and is tried again), ``blocked`` (the leader gave up
+after its lock waits kept timing out; nothing of it applied), ``interrupted`` (the leader
+died; the database rolled the revision back), ``resolved`` (an operator cleared a
+half-applied revision). ``herd downgrade`` writes ``reverting`` (undoing the revision) and then
+``reverted`` (undone), ``failed``, ``rolled back`` or ``interrupted``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ _ERROR_CHARS = 2000
 _ROLE = {"role": "herd's attempt log", "instead": "--history-table / history_table="}
 _ROWS_PER_INSERT = 999 // 12  # SQLite before 3.32 binds at most 999 parameters per statement
 _ROWS_PER_CASE = 999 // 14  # History._final: 13 parameters per row, and a few more
+_ROWS_PER_STATEMENT = 1000  # elsewhere (PostgreSQL binds up to 65535 parameters)
 
 _Timestamp = variant(sa.DateTime(timezone=True), mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -335,11 +340,16 @@ class History:
 
     def _insert_many(self, rows: Sequence[Attempt]) -> None:
         """``rows`` in as few statements as the database takes (their ids stay unknown)."""
-        for first in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[first:first + _ROWS_PER_INSERT]
+        step = _ROWS_PER_INSERT if self._sqlite else _ROWS_PER_STATEMENT
+        for first in range(0, len(rows), step):
+            chunk = rows[first:first + step]
             self.conn.execute(self.table.insert().values([self._values(r) for r in chunk]))
             for row in chunk:
                 row.in_table, row.saved = True, True
+
+    @property
+    def _sqlite(self) -> bool:
+        return self.conn.dialect.name == "sqlite"
 
     def _discard_unstarted(self) -> None:
         """The attempt ended (however): rows planned for revisions that never started go."""
@@ -516,8 +526,9 @@ class History:
             return
         keyed = [row for row in unsaved if row.id is None]
         if len(keyed) > 1 and len({row.attempt for row in unsaved}) == 1:
-            for first in range(0, len(unsaved), _ROWS_PER_CASE):
-                self.conn.execute(self._final(unsaved[first:first + _ROWS_PER_CASE]))
+            step = _ROWS_PER_CASE if self._sqlite else _ROWS_PER_STATEMENT
+            for first in range(0, len(unsaved), step):
+                self.conn.execute(self._final(unsaved[first:first + step]))
         elif keyed:
             for row in unsaved:
                 self._update(row)
