@@ -53,8 +53,6 @@ DEFAULT_TABLE = defaults.HISTORY_TABLE
 _ERROR_CHARS = 2000
 _ROLE = {"role": "herd's attempt log", "instead": "--history-table / history_table="}
 _ROWS_PER_INSERT = 999 // 12  # SQLite before 3.32 binds at most 999 parameters per statement
-_ROWS_PER_CASE = 999 // 14  # History._final: 13 parameters per row, and a few more
-_ROWS_PER_STATEMENT = 1000  # elsewhere (PostgreSQL binds up to 65535 parameters)
 
 _Timestamp = variant(sa.DateTime(timezone=True), mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -101,14 +99,11 @@ class Attempt:
     saved: bool = field(default=True, compare=False, repr=False)
     """The table holds what this row says in memory (``False``: finished in memory only,
     :meth:`History.write` records it)."""
-    in_table: bool = field(default=False, compare=False, repr=False)
-    """Written with others in one statement, so its ``id`` is not known: it is found by
-    its attempt and revision (unique within an attempt)."""
 
     @property
     def stored(self) -> bool:
         """The row is in the table (whatever its state there)."""
-        return self.id is not None or self.in_table
+        return self.id is not None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -163,10 +158,15 @@ class _Writes:
             {c.name: sa.bindparam(f"v_{c.name}", type_=c.type) for c in t.c if c.name != "id"})
         finished = {key: sa.bindparam(f"d_{key}", type_=t.c[key].type) for key in _FINISHED}
         self.update = t.update().where(t.c.id == sa.bindparam("d_id")).values(finished)
-        # a row written with others in one statement (Attempt.in_table): by its key
-        self.keyed_update = t.update().where(
-            t.c.scope == sa.bindparam("k_scope"), t.c.attempt == sa.bindparam("k_attempt"),
-            t.c.revision == sa.bindparam("k_revision")).values(finished)
+        # the ids of an attempt's rows inserted together (History.plan), after its first
+        self.ids = sa.select(t.c.revision, t.c.id).where(
+            t.c.id > sa.bindparam("after"), t.c.attempt == sa.bindparam("attempt"))
+        # MySQL/MariaDB: rows' new state in one statement (PyMySQL sends an executemany of
+        # an UPDATE as one statement per row, of an INSERT as one multi-row statement)
+        upsert = mysql.insert(t).values(
+            {c.name: sa.bindparam(f"u_{c.name}", type_=c.type) for c in t.c})
+        self.upsert = upsert.on_duplicate_key_update(
+            {key: upsert.inserted[key] for key in _FINISHED})
         # PostgreSQL: the previous row's update and the next row's insert in one statement
         # (with a CTE, SQLAlchemy no longer fetches the new key by itself: RETURNING)
         self.advance = self.insert.add_cte(self.update.cte("done")).returning(t.c.id)
@@ -273,9 +273,10 @@ class History:
             rows, self._pending = self._pending, []
             if landed is not None and any(row is landed for row in rows):
                 self._finished(landed, "applied", None)
-            self._insert_many(rows[:-1])  # later updates find them by attempt and revision
-            if rows:
-                self._insert_checked(rows[-1], probe, guard)
+            if rows:  # the first carries the lock's check, the others follow it (their
+                self._insert_checked(rows[0], probe, guard)  # ids after its)
+                if self.guarded is not False:
+                    self._insert_many(rows[1:], rows[0])
 
     def _insert_checked(self, row: Attempt, probe: tuple[Any, ...], guard: Any) -> None:
         """Insert ``row``, returning ``probe`` (PostgreSQL) or only where ``guard`` holds."""
@@ -336,20 +337,20 @@ class History:
         self._insert_checked(rows[0], probe, guard)
         if self.guarded is False:
             return
-        self._insert_many(rows[1:])
+        self._insert_many(rows[1:], rows[0])
 
-    def _insert_many(self, rows: Sequence[Attempt]) -> None:
-        """``rows`` in as few statements as the database takes (their ids stay unknown)."""
-        step = _ROWS_PER_INSERT if self._sqlite else _ROWS_PER_STATEMENT
-        for first in range(0, len(rows), step):
-            chunk = rows[first:first + step]
-            self.conn.execute(self.table.insert().values([self._values(r) for r in chunk]))
-            for row in chunk:
-                row.in_table, row.saved = True, True
-
-    @property
-    def _sqlite(self) -> bool:
-        return self.conn.dialect.name == "sqlite"
+    def _insert_many(self, rows: Sequence[Attempt], after: Attempt) -> None:
+        """``rows`` of ``after``'s attempt, inserted after it: one executemany (the driver
+        sends one multi-row statement), then their ids in one read (their ids follow
+        ``after``'s)."""
+        if not rows:
+            return
+        writes = self._writes
+        self.conn.execute(writes.insert, [self._inserted(row) for row in rows])
+        ids = dict(self.conn.execute(writes.ids, {"after": after.id,
+                                                  "attempt": after.attempt}).all())
+        for row in rows:
+            row.id, row.saved = ids.get(row.revision), True
 
     def _discard_unstarted(self) -> None:
         """The attempt ended (however): rows planned for revisions that never started go."""
@@ -358,13 +359,8 @@ class History:
             return
         gone = {id(row) for row in unstarted}
         self._pending = [row for row in self._pending if id(row) not in gone]
-        stored = [row for row in unstarted if row.stored]
-        if not stored or self.deferred:
-            return
-        t = self.table
-        self.conn.execute(t.delete().where(
-            t.c.scope == self.scope, t.c.attempt == stored[0].attempt,
-            t.c.revision.in_([row.revision for row in stored])))
+        if not self.deferred:
+            self.forget(unstarted)
 
     def forget(self, rows: Sequence[Attempt]) -> None:
         """Delete ``rows`` (read from the table): rows a dead leader planned for revisions
@@ -517,41 +513,22 @@ class History:
             each.saved = True
 
     def write(self, rows: Sequence[Attempt]) -> None:
-        """Write the state ``rows`` have in memory and the table lacks (finished in memory
-        only: one transaction for all revisions), in one statement (executemany); rows
-        already written as they finished cost nothing (a driver without batched updates,
-        PyMySQL, would send one statement per row)."""
+        """Write the state ``rows`` have in memory and the table lacks (an attempt's
+        outcome, :meth:`plan`), in one executemany: PostgreSQL's driver pipelines it, and on
+        MySQL/MariaDB it is an ``INSERT ... ON DUPLICATE KEY UPDATE``, which the driver sends
+        as one multi-row statement (PyMySQL would send an ``UPDATE`` once per row). Rows
+        already written as they finished cost nothing."""
         unsaved = [row for row in rows if row.stored and not row.saved]
         if not unsaved or self.deferred:
             return
-        keyed = [row for row in unsaved if row.id is None]
-        if len(keyed) > 1 and len({row.attempt for row in unsaved}) == 1:
-            step = _ROWS_PER_CASE if self._sqlite else _ROWS_PER_STATEMENT
-            for first in range(0, len(unsaved), step):
-                self.conn.execute(self._final(unsaved[first:first + step]))
-        elif keyed:
-            for row in unsaved:
-                self._update(row)
+        if len(unsaved) > 1 and self.conn.dialect.name in ("mysql", "mariadb"):
+            self.conn.execute(self._writes.upsert, [
+                {f"u_{key}": value for key, value in (("id", row.id), *self._values(row).items())}
+                for row in unsaved])
         else:
             self.conn.execute(self._writes.update, [_finished(row) for row in unsaved])
         for row in unsaved:
             row.saved = True
-
-    def _final(self, rows: Sequence[Attempt]) -> Any:
-        """One ``UPDATE`` of ``rows`` (one attempt), each column a ``CASE`` on the revision:
-        a single statement on every database (PyMySQL sends an executemany as one
-        statement per row)."""
-        t = self.table
-
-        def column(key: str) -> Any:
-            return sa.case({row.revision: sa.bindparam(None, getattr(row, key),
-                                                        type_=t.c[key].type) for row in rows},
-                           value=t.c.revision)
-
-        return t.update().where(
-            t.c.scope == self.scope, t.c.attempt == rows[0].attempt,
-            t.c.revision.in_([row.revision for row in rows])
-        ).values({key: column(key) for key in _FINISHED})
 
     @staticmethod
     def _finished(row: Attempt, status: str, error: str | None) -> None:
@@ -596,12 +573,7 @@ class History:
                 "host": row.host, "pid": row.pid}
 
     def _update(self, row: Attempt) -> None:
-        if row.id is None:  # written with others (plan): found by its key
-            self.conn.execute(self._writes.keyed_update, {
-                "k_scope": self.scope, "k_attempt": row.attempt, "k_revision": row.revision,
-                **{f"d_{key}": getattr(row, key) for key in _FINISHED}})
-        else:
-            self.conn.execute(self._writes.update, _finished(row))
+        self.conn.execute(self._writes.update, _finished(row))
         row.saved = True
 
     def _inserted(self, row: Attempt) -> dict[str, Any]:

@@ -144,6 +144,7 @@ class Leader:
         """Revisions this replica committed (after a collision, only these are its own)."""
         self._captured: Captured | None = None
         self._next_wake = 0.0
+        self._notified = False  # the last revision's transaction notified (see fence)
         self.lock_wait = lock_wait or _lockwait.Policy()
         self._retries = _lockwait.Retries(self.lock_wait)
 
@@ -320,6 +321,7 @@ class Leader:
 
     def _run_alembic(self, attempt: str) -> None:
         env, lock, history, target = self.env, self.lock, self.history, self.target
+        self._notified = False
         rows: list[Attempt] = []
         after_commit: list[Attempt] = []
         start_heads: tuple[str, ...] = ()
@@ -337,8 +339,11 @@ class Leader:
             lease's heartbeat is not kept waiting for the whole run)."""
             assert ctx.connection is not None
             try:
-                lock.fence(ctx.connection,
-                           hold=per_step or [step.up_revision_id] == last)
+                final = [step.up_revision_id] == last
+                lock.fence(ctx.connection, hold=per_step or final)
+                if final and self.dialect == "postgresql":  # NOTIFY is delivered by the
+                    notify(ctx.connection, lock.key)  # commit itself: no round trip after it
+                    self._notified = True
                 if per_step and history.one_writer and rows \
                         and rows[-1].revision == step.up_revision_id:
                     # SQLite: its 'applied' row commits with it (herd's own connection
@@ -675,6 +680,8 @@ class Leader:
         return while this replica still writes its attempt log and releases the lock (the
         runner notifies once more when the lock is free: a failure, or the lock's waiters).
         Never raises: notification only accelerates, waiters also poll."""
+        if final and self._notified:  # the last revision's transaction carried it
+            return
         if final or time.monotonic() >= self._next_wake:
             with suppress(SQLAlchemyError):
                 notify(self.conn, self.lock.key)

@@ -265,7 +265,7 @@ def read_blockers(conn: Connection, dialect: str, pid: int, url: URL) -> str | N
 
 class _Watch:
     """A thread that notes, every :data:`BLOCKER_POLL` seconds while a statement of the
-    migration session has been running that long, who blocks it (once a lock wait has
+    migration session has been running for half that, who blocks it (once a lock wait has
     timed out the server no longer says), on a connection of its own opened the first time
     it has to look: a migration of quick statements costs no connection and no query."""
 
@@ -288,13 +288,13 @@ class _Watch:
             self._thread.join(timeout=4 * defaults.BLOCKER_POLL)
 
     def _slow(self) -> bool:
-        """A statement of the migration session has run for BLOCKER_POLL seconds."""
+        """A statement of the migration session has run for half of BLOCKER_POLL."""
         since = self.since()
-        return since is not None and time.monotonic() - since >= defaults.BLOCKER_POLL
+        return since is not None and time.monotonic() - since >= defaults.BLOCKER_POLL / 2
 
     def _run(self, dialect: str, pid: int) -> None:
         while not self._slow():  # a migration of quick statements needs no connection
-            if self._stop.wait(defaults.BLOCKER_POLL):
+            if self._stop.wait(defaults.BLOCKER_POLL / 5):  # (a look costs no round trip)
                 return
         try:
             with self.engine.connect() as conn:
