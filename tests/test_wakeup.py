@@ -189,6 +189,40 @@ def test_a_waiter_returns_on_the_commit_before_the_leader_releases(
     assert [h for (h,) in heads] == ["d4"]
 
 
+def test_a_commit_between_the_first_look_and_listen_is_not_missed(
+        pg: URL, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiter LISTENs only once its first try at the lock failed, after it read the heads;
+    a leader that commits in between notifies before anyone listens. Here plain Alembic
+    (no NOTIFY) brings the database to head exactly there, while another session keeps
+    herd's lock: the waiter must re-read the heads right after LISTEN and return 'waited'
+    with the lock still held. Without that look it would only try the held lock (a
+    LISTENing waiter reads the heads after a notification) until its lock timeout."""
+    from alembic_herd import _wakeup
+
+    admin = sa.create_engine(pg, isolation_level="AUTOCOMMIT")
+    start = Wakeup.start
+    migrated: list[bool] = []
+
+    def commit_then_listen(self: Wakeup) -> None:
+        if not self._started:  # the leader's commit lands before this waiter's LISTEN
+            config = Config(CONFIG)
+            config.set_main_option("sqlalchemy.url", render(pg).replace("%", "%%"))
+            command.upgrade(config, "head")
+            migrated.append(True)
+        start(self)
+
+    monkeypatch.setattr(_wakeup.Wakeup, "start", commit_then_listen)
+    with admin.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": KEY.as_int64()})
+        try:
+            outcome = alembic_herd.upgrade(CONFIG, url=pg, lock_timeout="15s")
+        finally:
+            holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": KEY.as_int64()})
+    admin.dispose()
+    assert migrated == [True]
+    assert outcome.action == "waited", outcome
+
+
 def test_a_look_at_the_heads_compiles_its_statement_once(tmp_path: Path) -> None:
     """A waiter reads the heads at every look: the statement is compiled at the first and
     taken from SQLAlchemy's cache after it (2.x keys that cache on the Table object, so a

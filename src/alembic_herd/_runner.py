@@ -284,7 +284,7 @@ class Runner:
                 if wakeup.pooled:
                     log = full = now >= next_log
                 else:
-                    log, full = report or not wakeup.listening or wakeup.notified, report
+                    log, full = report or wakeup.news, report
                 failure = history.failure_after(baseline) if log else None
                 if full:  # and whether the latest attempt failed with nobody to retry it
                     recent = history.rows(limit=_RECENT)
@@ -433,7 +433,7 @@ class _Waiter:
                   holder=self.holder.describe() if self.holder else None,
                   holder_pid=self.holder.pid if self.holder else None, retrying=retrying)
             self.next_report = now + defaults.REPORT_EVERY
-        if self.wakeup.listening and not self.wakeup.notified:
+        if not self.wakeup.news:
             return False
         self.heads, self.pending = self.call.pending.read(self.conn)
         return not self.pending
