@@ -263,16 +263,20 @@ def test_the_library_path_never_imports_the_fast_lane(tmp_path: Path) -> None:
     assert control == ["True"]
 
 
-@pytest.mark.parametrize("mode", ["pooled", "listening"])
-def test_a_steady_waiter_stays_within_half_a_statement_per_second(
-        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 17's budget while waiting: at most 0.5 statements per second per waiter, once
-    the backoff has reached its cap. `wait_until_current` waits on a database that never
-    moves, on a fake clock that each pause advances by its length (no real time passes):
-    through a pooler (no LISTEN: every look reads the heads, the attempt log every
-    POOLED_LOG_EVERY s) and LISTENing (silent pauses: the heads, the attempt log with each
-    report). The statements are counted (SQLite stands in for the server: the counts are
-    herd's, not the driver's)."""
+@pytest.mark.parametrize(("mode", "budget", "longest"), [("pooled", 0.8, 1.5),
+                                                         ("listening", 0.5, None)])
+def test_a_steady_waiter_keeps_its_load_budget_and_looks_often_enough(
+        tmp_path: Path, mode: str, budget: float, longest: float | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17's budgets while waiting, once the backoff has reached its cap. LISTENing:
+    at most 0.5 statements per second per waiter (a notification ends the wait). Through
+    a pooler no notification arrives, and readiness within 2 s of the leader's end is the
+    goal that wins: a look at least every 1.5 s (0.5 s left for the look itself and the
+    queue), at most 0.8 statements per second (the heads at each look, the attempt log
+    every POOLED_LOG_EVERY s). `wait_until_current` waits on a database that never moves,
+    on a fake clock that each pause advances by its length (no real time passes); the
+    statements are counted (SQLite stands in for the server: the counts are herd's, not the
+    driver's)."""
     from alembic_herd import _durations, _wakeup
     from alembic_herd.errors import WaitTimeoutError
 
@@ -314,4 +318,7 @@ def test_a_steady_waiter_stays_within_half_a_statement_per_second(
     began = clock[0] - 1260 + 60  # steady: from one minute in to the end
     steady = [t for t in stamps if t >= began]
     rate = len(steady) / 1200
-    assert 0.2 < rate <= 0.5, (mode, rate)
+    assert 0.2 < rate <= budget, (mode, rate)
+    if longest is not None:  # how late a waiter can be: the longest gap between two looks
+        gap = max(b - a for a, b in zip(steady, steady[1:], strict=False))
+        assert gap <= longest, (mode, gap)

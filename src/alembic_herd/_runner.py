@@ -280,7 +280,7 @@ class Runner:
                 # plain poller. A LISTENing waiter reads it when notified (a leader notifies
                 # at its end, failed or not) and with each report (a lost notification);
                 # through a pooler, every POOLED_LOG_EVERY s: there a steady look is one
-                # statement, the heads (the budget of issue 17: 0.5 statements/s a waiter)
+                # statement, the heads (its load: see POOLED_POLL_INTERVAL)
                 if wakeup.pooled:
                     log = full = now >= next_log
                 else:
