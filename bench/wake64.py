@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from . import release, sections
+from . import projects, release, sections
 from .backends import Servers
 from .stats import median, percentile
 
@@ -126,6 +128,17 @@ def analyse(trial: release.Trial, cpu: CpuSampler | None = None) -> dict[str, An
     }
 
 
+def _slow_project(folder: Path, seconds: float) -> Path:
+    """bench/project with a first revision that sleeps ``seconds``; its alembic.ini."""
+    shutil.copytree(projects.HERDSET, folder / "project")
+    first = folder / "project" / "migrations" / "versions" / "a1_accounts.py"
+    text = first.read_text().replace("def upgrade() -> None:\n",
+                                     f"def upgrade() -> None:\n    import time\n\n"
+                                     f"    time.sleep({seconds})\n", 1)
+    first.write_text(text)
+    return folder / "project" / "alembic.ini"
+
+
 def _server_cpu() -> float:
     """CPU seconds of the exited backends of the embedded PostgreSQL servers (each
     postmaster's waited-for children: cutime + cstime); the machine's own server, which other
@@ -160,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-exits", action="store_true", help="children exit only once "
                         "all have returned (see bench.release.release)")
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() before forking")
+    parser.add_argument("--slow", type=float, default=0.0, help="seconds the first revision "
+                        "sleeps (a copy of bench/project): every waiter is waiting when the "
+                        "leader commits, as the whole-process bench.wakeup arranges")
     args = parser.parse_args(argv)
     out: list[dict[str, Any]] = []
-    with Servers(Path(os.environ.get("TMPDIR", "/tmp"))) as servers:
+    tmp = Path(tempfile.mkdtemp(prefix="herd-wake64-"))
+    ini = _slow_project(tmp, args.slow) if args.slow else None
+    with Servers(tmp) as servers:
         backend = servers.open(["postgresql"], postgres_url=args.url, mysql_url=None)[0]
         where = backend.where if args.url is None else make_url(args.url).render_as_string()
         print(f"# {backend.version}, {where}", file=sys.stderr)
@@ -173,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = CpuSampler()
                 cpu.start()
                 before, server = os.times(), _server_cpu()
-                trial = release.release(args.n, "herd", sections._spec(backend, url, Path()),
+                spec = sections._spec(backend, url, Path())
+                if ini is not None:
+                    spec["ini"] = str(ini)
+                trial = release.release(args.n, "herd", spec,
                                         hold_exits=args.hold_exits, freeze=args.freeze)
                 after, server = os.times(), _server_cpu() - server
                 cpu.halt.set()
@@ -190,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             outside = (children - inside) / args.n * 1000
             print(f"  CPU: the {args.n} processes {children:.2f} s in all, of which "
                   f"{inside:.2f} s between the barrier and their return ({outside:.1f} "
-                  f"ms each before and after: fork, result, exit); server backends "
+                  f"ms each before and after: fork, result, exit); exited backends of "
+                  f"every embedded server on the machine (others' too: indicative only) "
                   f"{server:.2f} s ({server / args.n * 1000:.1f} ms per connection)")
             out.append(result)
             print(f"trial {k + 1}: load {load:.1f}, failures {result['failures']}, leader "
@@ -225,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load now {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -27,21 +27,25 @@ HERD = str(Path(sys.executable).parent / "herd")
 
 def test_the_leader_wakes_a_listening_waiter_and_no_other(pg: URL) -> None:
     """A waiter LISTENing on the lock's channel ends its pause on the leader's notification;
-    one listening on another lock's channel sleeps its pause out (the control)."""
+    one listening on another lock's channel sleeps its pause out (the control). The pause
+    right after LISTEN ends at once (the look after it catches up on what LISTEN missed)."""
     engine = create_engine(pg)
     with engine.connect() as mine, engine.connect() as other:
         wakeup, control = Wakeup(mine, KEY), Wakeup(other, LockKey("herd:another_table"))
         wakeup.start()
         control.start()
         assert wakeup.listening and control.listening
+        wakeup(60.0)  # a pause right after LISTEN would sleep all of it
+        control(60.0)
+        assert wakeup.caught_up and wakeup.news and not wakeup.notified
         leader = threading.Thread(target=alembic_herd.upgrade, args=(CONFIG,),
                                   kwargs={"url": pg})
         leader.start()
         wakeup(60.0)  # a lost notification would sleep all of it and fail below
         leader.join()
         control(0.5)
-        assert wakeup.notified
-        assert not control.notified
+        assert wakeup.notified and not wakeup.caught_up
+        assert not control.notified and not control.news
     engine.dispose()
 
 
