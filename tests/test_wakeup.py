@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -324,5 +325,5 @@ def test_a_steady_waiter_keeps_its_load_budget_and_looks_often_enough(
     rate = len(steady) / 1200
     assert 0.2 < rate <= budget, (mode, rate)
     if longest is not None:  # how late a waiter can be: the longest gap between two looks
-        gap = max(b - a for a, b in zip(steady, steady[1:], strict=False))
+        gap = max(b - a for a, b in itertools.pairwise(steady))
         assert gap <= longest, (mode, gap)
