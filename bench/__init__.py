@@ -10,5 +10,7 @@ replicas released at once, each doing :func:`alembic_herd.demo.replica.act`),
 :mod:`bench.backends` (the databases; PostgreSQL from :mod:`alembic_herd._embedded`),
 :mod:`bench.projects` (the migration sets; ``bench/project`` is the four-revision Alembic
 project), :mod:`bench.sections` (the measurements), :mod:`bench.report` (the tables),
-:mod:`bench.chart` (the PNG), :mod:`bench.machine`, :mod:`bench.stats`.
+:mod:`bench.chart` (the PNG), :mod:`bench.machine`, :mod:`bench.stats`. Run apart:
+:mod:`bench.wake64` (section 2's in-process wake-up alone, with where each waiter's time
+goes), :mod:`bench.wakeup` (whole processes), :mod:`bench.herd1000`.
 """

@@ -171,11 +171,32 @@ def _capture_herd_events(events: dict[str, float]) -> None:
     from alembic_herd import _wakeup
 
     def woken(self: Any, seconds: float, _original: Any = _wakeup.Wakeup.__call__) -> None:
+        # where a waiter's time goes (bench.wake64): when its first pause began (it became
+        # a waiter) and whether it listened then, when its last pause began and ended, and
+        # when its first notification arrived
+        began = time.time()
+        events.setdefault("first_pause", began)
+        events["pauses"] = events.get("pauses", 0) + 1
+        events["last_pause"] = began
+        events["last_pause_asked"] = seconds
         _original(self, seconds)  # the first notification: CPU from here to the end is the
+        events["last_pause_end"] = time.time()
+        events.setdefault("listening", float(self.listening or self.notified))
         if self.notified and "woke_cpu_at" not in events:  # wake-up's cost (_child)
             events["woke_cpu_at"] = time.process_time()
+            events["notified_at"] = events["last_pause_end"]
 
     _wakeup.Wakeup.__call__ = woken  # type: ignore[method-assign]
+    _time_gc(events)
+    from alembic_herd import _leader
+
+    def notified(conn: Any, key: Any, _original: Any = _wakeup.notify) -> None:
+        _original(conn, key)  # the leader's notifications: the first and the last
+        events.setdefault("notify_first", time.time())
+        events["notify_last"] = time.time()
+
+    _wakeup.notify = notified  # type: ignore[assignment]
+    _leader.notify = notified  # type: ignore[attr-defined]
     sa.event.listen(sa.engine.Engine, "commit", committed)
     logger = logging.getLogger("alembic_herd")
     logger.handlers[:] = [Capture()]
@@ -192,6 +213,28 @@ def _capture_herd_events(events: dict[str, float]) -> None:
 
         cls.try_acquire = try_acquire  # type: ignore[attr-defined]
         cls.release = release  # type: ignore[attr-defined]
+
+
+def _time_gc(events: dict[str, float]) -> None:
+    """Seconds this process spent in the garbage collector after the release, in all and
+    after its first notification; how many full (generation 2) collections it made."""
+    import gc
+
+    began = [0.0]
+    events["gc_seconds"] = events["gc_after_notify"] = events["gc_full"] = 0.0
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - began[0]
+        events["gc_seconds"] += took
+        if "woke_cpu_at" in events:
+            events["gc_after_notify"] += took
+        if info.get("generation") == 2:
+            events["gc_full"] += 1
+
+    gc.callbacks.append(callback)
 
 
 def _replica(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +326,7 @@ OPS: dict[str, Callable[[dict[str, Any], dict[str, float]], dict[str, Any]]] = {
 }
 
 
-def _child(op: str, spec: dict[str, Any], go: int, out: Path) -> None:
+def _child(op: str, spec: dict[str, Any], go: int, out: Path, hold: int = -1) -> None:
     """Runs in the forked child; never returns."""
     code = 0
     try:
@@ -310,6 +353,8 @@ def _child(op: str, spec: dict[str, Any], go: int, out: Path) -> None:
                              error_type=report.get("type"), events=events,
                              cpu=time.process_time() - cpu)
         out.write_text(json.dumps(result.__dict__))
+        if hold >= 0:  # exit only once every child has returned (release(hold_exits=))
+            os.read(hold, 1)
     except BaseException:
         traceback.print_exc()
         code = 99
@@ -321,24 +366,38 @@ def _child(op: str, spec: dict[str, Any], go: int, out: Path) -> None:
 
 
 def release(n: int, op: str, spec: dict[str, Any], *, sample: URL | None = None,
-            timeout: float = DEFAULT_TIMEOUT) -> Trial:
+            timeout: float = DEFAULT_TIMEOUT, hold_exits: bool = False,
+            freeze: bool = False) -> Trial:
     """Fork ``n`` children running ``op`` with ``spec``, release them together, collect.
 
     ``sample``: a PostgreSQL database URL whose connections are sampled during the trial.
+    ``hold_exits``: a child that has returned exits only once all have (the exits of the
+    first ones, fork's copy-on-write pages freed, then compete for the CPU with the wake-up
+    of the last ones; replicas in their own containers do not share that CPU).
+    ``freeze``: ``gc.freeze()`` before forking, as fork-based servers do, so that a
+    child's garbage collections do not touch (and copy) the objects it inherited.
     """
+    import gc
+
     workdir = Path(tempfile.mkdtemp(prefix="herd-bench-trial-"))
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe() if hold_exits else (-1, -1)
     pids: dict[int, int] = {}
+    if freeze:
+        gc.collect()
+        gc.freeze()
     try:
         for i in range(n):
             pid = os.fork()
             if pid == 0:  # child
                 os.close(go_w)
                 os.close(ready_r)
+                if hold_w >= 0:
+                    os.close(hold_w)
                 os.write(ready_w, b"r")
                 os.close(ready_w)
-                _child(op, spec, go_r, workdir / f"{i}.json")
+                _child(op, spec, go_r, workdir / f"{i}.json", hold_r)
             pids[pid] = i
         os.close(ready_w)
         got = 0
@@ -353,6 +412,14 @@ def release(n: int, op: str, spec: dict[str, Any], *, sample: URL | None = None,
         released = time.time()
         os.close(go_w)  # the barrier opens
         go_w = -1
+        if hold_w >= 0:  # every child has written its result (or died): let them exit
+            until = time.monotonic() + timeout
+            while (sum(1 for i in pids.values() if (workdir / f"{i}.json").exists()) < n
+                   and time.monotonic() < until
+                   and not any(os.waitpid(pid, os.WNOHANG)[0] for pid in list(pids))):
+                time.sleep(0.005)
+            os.close(hold_w)
+            hold_w = -1
         _wait(pids, timeout)
         if sampler:
             sampler.stop()
@@ -369,7 +436,9 @@ def release(n: int, op: str, spec: dict[str, Any], *, sample: URL | None = None,
             children.append(child)
         return Trial(n, released, children, sampler.peaks if sampler else None)
     finally:
-        for fd in (go_r, go_w, ready_r):
+        if freeze:
+            gc.unfreeze()
+        for fd in (go_r, go_w, ready_r, hold_r, hold_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -280,11 +280,11 @@ class Runner:
                 # plain poller. A LISTENing waiter reads it when notified (a leader notifies
                 # at its end, failed or not) and with each report (a lost notification);
                 # through a pooler, every POOLED_LOG_EVERY s: there a steady look is one
-                # statement, the heads (the budget of issue 17: 0.5 statements/s a waiter)
+                # statement, the heads (its load: see POOLED_POLL_INTERVAL)
                 if wakeup.pooled:
                     log = full = now >= next_log
                 else:
-                    log, full = report or not wakeup.listening or wakeup.notified, report
+                    log, full = report or wakeup.news, report
                 failure = history.failure_after(baseline) if log else None
                 if full:  # and whether the latest attempt failed with nobody to retry it
                     recent = history.recent(_RECENT)
@@ -436,7 +436,7 @@ class _Waiter:
                   holder=self.holder.describe() if self.holder else None,
                   holder_pid=self.holder.pid if self.holder else None, retrying=retrying)
             self.next_report = now + defaults.REPORT_EVERY
-        if self.wakeup.listening and not self.wakeup.notified:
+        if not self.wakeup.news:
             return False
         self.heads, self.pending = self.call.pending.read(self.conn)
         return not self.pending

@@ -22,7 +22,11 @@ shorter backoff, :data:`~._defaults.POOLED_POLL_INTERVAL` (one cheap statement p
 trade-off between its load and its delay is told there).
 
 The leader notifies as soon as its last revision has committed, before its own bookkeeping
-and its release: the waiters verify the heads (one statement) and return meanwhile.
+and its release: the waiters verify the heads (one statement) and return meanwhile. A
+waiter LISTENs only once its first try at the lock has failed, after it read the heads: a
+leader that committed in between notified nobody it could reach, so the pause right after
+LISTEN ends at once and the look after it re-reads the heads (LISTEN, then look: the usual
+order that loses nothing).
 """
 
 from __future__ import annotations
@@ -65,16 +69,22 @@ class Wakeup(Sleep):
     """A waiter's pause between two looks: on a connection that LISTENs, until a
     notification or the backoff's end; elsewhere a plain jittered sleep.
 
-    :attr:`notified` says whether the last pause ended on a notification: the look after
-    a silent pause may skip what only a notification could have changed."""
+    :attr:`notified` says whether the last pause ended on a notification, :attr:`news`
+    whether the look after it must read what only a notification could have changed (the
+    look after a silent pause may skip it)."""
 
     def __init__(self, conn: Connection, key: LockKey) -> None:
         self.notified = False
+        self.caught_up = False
+        """The last pause was the one right after LISTEN: it ends at once, and the look after
+        it reads what a notification would tell (one sent before LISTEN is lost: a leader
+        that committed between this replica's first look and its LISTEN)."""
         self.pooled = False
         """The connection goes through a pooler: no LISTEN, a shorter polling backoff."""
         self._conn, self._key = conn, key
         self._raw: Any | None = None
         self._started = False
+        self._catch_up = False
 
     def start(self) -> None:
         """Tell a pooler, and LISTEN on a direct connection; once, when the first pause is
@@ -93,10 +103,17 @@ class Wakeup(Sleep):
             return
         self._conn.execute(sa.text(f"LISTEN {channel(self._key)}"))
         self._raw = raw
+        self._catch_up = True
 
     @property
     def listening(self) -> bool:
         return self._raw is not None
+
+    @property
+    def news(self) -> bool:
+        """Whether the next look must re-read the heads (and the attempt log): a notification
+        ended the pause, or LISTEN has just begun, or this connection does not listen."""
+        return self.notified or self.caught_up or not self.listening
 
     def waits(self, cap: float) -> Wait:
         # a notification ends the pause early: the pause itself need not be short, and
@@ -119,8 +136,11 @@ class Wakeup(Sleep):
     def __call__(self, seconds: float) -> None:
         self.start()
         self.notified = False
+        self.caught_up, self._catch_up = self._catch_up, False
         if self._raw is None:
             time.sleep(seconds)
+            return
+        if self.caught_up:  # LISTEN has just begun: look again at once, without a pause
             return
         import psycopg
 
