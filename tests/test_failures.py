@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -103,10 +104,14 @@ def eventually(fn: Callable[[], Any], what: str, proc: subprocess.Popen[str] | N
 
 @contextlib.contextmanager
 def replica(mode: str, config: str, url: URL, **env: str) -> Iterator[subprocess.Popen[str]]:
-    """One replica process, released at once; killed on the way out if still alive."""
+    """One replica process, released at once; killed on the way out if still alive. The
+    revisions that mark their start (HERD_TEST_MARKS) do so in a folder of its own."""
+    marks = tempfile.mkdtemp(prefix="herd-marks-")
     proc = subprocess.Popen([sys.executable, str(CHILD), mode, config, render(url)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HERD_TEST_MARKS": marks, **env})
+    MARKS[proc.pid] = Path(marks)
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == "ready"
@@ -119,8 +124,13 @@ def replica(mode: str, config: str, url: URL, **env: str) -> Iterator[subprocess
         proc.communicate()
 
 
-def running(url: URL, revision: str) -> bool:
-    return any(r["revision"] == revision and r["status"] == "running" for r in history(url))
+MARKS: dict[int, Path] = {}  # a replica's pid: where its revisions mark their start
+
+
+def started(proc: subprocess.Popen[str], revision: str) -> bool:
+    """Whether ``revision``'s code started in ``proc`` (a revision that marks its start:
+    the attempt log cannot say, its rows are written before the first revision starts)."""
+    return (MARKS[proc.pid] / revision).exists()
 
 
 # -- a migration that raises --------------------------------------------------------------
@@ -235,7 +245,7 @@ def test_replicas_that_start_while_the_leader_runs_the_failing_revision_report_i
     gate = tmp_path / "gate"
     with replica("herd", FAIL, pg, HERD_TEST_FAIL_GATE=str(gate)) as leader, \
             contextlib.ExitStack() as stack:
-        eventually(lambda: running(pg, "f2"), "the leader to start f2", leader)
+        eventually(lambda: started(leader, "f2"), "the leader to start f2", leader)
         late = [stack.enter_context(replica("herd", FAIL, pg)) for _ in range(3)]
         for proc in late:
             eventually(partial(polling_the_lock, pg, proc.pid), "a late replica to poll the lock",
@@ -261,7 +271,7 @@ def test_postgresql_leader_killed_mid_migration_is_rolled_back_and_the_next_upgr
     'interrupted' (its earlier revisions 'rolled back' in one-transaction mode)."""
     tpm_env = "1" if tpm else "0"
     with replica("herd", SLOW, pg, HERD_TEST_SLOW="300", HERD_TEST_TPM=tpm_env) as leader:
-        eventually(lambda: running(pg, "s2"), "the leader to start s2", leader)
+        eventually(lambda: started(leader, "s2"), "the leader to start s2", leader)
         os.kill(leader.pid, signal.SIGKILL)
         leader.wait(SAFETY)
 
@@ -276,7 +286,12 @@ def test_postgresql_leader_killed_mid_migration_is_rolled_back_and_the_next_upgr
     rows = history(pg)
     killed = {r["revision"]: r["status"] for r in rows if r["pid"] == leader.pid}
     rerun = [(r["revision"], r["status"]) for r in rows if r["pid"] != leader.pid]
-    assert killed == {"s1": "applied" if tpm else "rolled back", "s2": "interrupted"}, rows
+    # per migration s1 committed and s2 was in progress; in one transaction nothing
+    # committed and which revision was running is not recorded (its rows were written
+    # before the first started): the attempt's first row says it was interrupted, the
+    # rows of the revisions after it go
+    assert killed == ({"s1": "applied", "s2": "interrupted"} if tpm
+                      else {"s1": "interrupted"}), rows
     expected = ["s2", "s3"] if tpm else ["s1", "s2", "s3"]
     assert rerun == [(rev, "applied") for rev in expected]
     assert outcome.revisions == tuple(expected)
@@ -288,7 +303,7 @@ def test_a_leader_that_loses_its_lock_session_mid_revision_stops_then_starts_ove
     or starting anything more (LockLostError; its one transaction rolls back), then connects
     again, retakes the lock within its deadline and finishes: the data migration ran once."""
     with replica("herd", SLOW, pg, HERD_TEST_SLOW="3", HERD_TEST_TPM="0") as leader:
-        eventually(lambda: running(pg, "s2"), "the leader to start s2", leader)
+        eventually(lambda: started(leader, "s2"), "the leader to start s2", leader)
         terminated = query(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE application_name LIKE :name", name=f"herd {leader.pid} %")
         assert terminated == [(True,)]  # exactly the lock session: the migration's is untouched
@@ -299,9 +314,10 @@ def test_a_leader_that_loses_its_lock_session_mid_revision_stops_then_starts_ove
     assert versions(pg) == ["s3"]
     assert query(pg, "SELECT count(*) FROM items WHERE name = 'seeded'") == [(1,)]
     rows = history(pg)
+    # the lost session could record nothing: starting over, the leader accounts for its
+    # own first attempt as for a dead leader's (one transaction: interrupted, none applied)
     assert [(r["revision"], r["status"]) for r in rows] == [
-        ("s1", "rolled back"), ("s2", "interrupted"),
-        ("s1", "applied"), ("s2", "applied"), ("s3", "applied")]
+        ("s1", "interrupted"), ("s1", "applied"), ("s2", "applied"), ("s3", "applied")]
     assert {r["pid"] for r in rows} == {leader.pid}
     assert len({r["attempt"] for r in rows}) == 2
 
@@ -334,13 +350,13 @@ def test_mariadb_leader_killed_mid_revision_is_refused_until_an_operator_resolve
     resolve') without applying anything, until an operator repairs it and calls resolve()."""
     with fresh_database("mysql", request, tmp_path) as url:
         with replica("herd", SLOW, url, HERD_TEST_SLOW="300") as leader:
-            eventually(lambda: running(url, "s2") and has_table(url, "partial_a"),
+            eventually(lambda: started(leader, "s2") and has_table(url, "partial_a"),
                        "the leader to be inside s2", leader)
             os.kill(leader.pid, signal.SIGKILL)
             leader.wait(SAFETY)
 
         monkeypatch.setenv("HERD_TEST_SLOW", "0")
-        before, rows_before = versions(url), history(url)
+        before, rows_before = versions(url), None
         assert before == ["s1"]
         for _ in range(2):  # refused every time until resolved, not only the first time
             with pytest.raises(IncompleteRevisionError) as err:
@@ -352,7 +368,12 @@ def test_mariadb_leader_killed_mid_revision_is_refused_until_an_operator_resolve
             assert err.value.revision == "s2" and err.value.exit_code == 10
             assert versions(url) == before
             assert not has_table(url, "partial_b")
+            # the first refusal accounts for the dead leader's rows (s1 committed, s2 was in
+            # progress, s3's planned row goes), the second changes nothing
+            rows_before = rows_before or history(url)
             assert history(url) == rows_before
+            assert [(r["revision"], r["status"]) for r in rows_before] == [
+                ("s1", "applied"), ("s2", "running")]
 
         with create_engine(url).connect() as conn:  # the operator's repair
             conn.execute(sa.text("DROP TABLE partial_a"))
@@ -385,12 +406,16 @@ def test_sigterm_to_a_leader_mid_revision_is_recorded_and_frees_the_lock(
     where it may be partly applied); the lock is free at once: the next run migrates, or on
     MariaDB refuses until 'herd resolve'."""
     with fresh_database(dialect, request, tmp_path) as url:
+        marks = tmp_path / "marks"
+        marks.mkdir()
         leader = subprocess.Popen(
             [sys.executable, "-m", "alembic_herd.cli", "migrate", "-c", SLOW, "--url",
-             render(url)], env={**os.environ, "HERD_TEST_SLOW": "300", "HERD_TEST_TPM": tpm},
+             render(url)], env={**os.environ, "HERD_TEST_SLOW": "300", "HERD_TEST_TPM": tpm,
+                                "HERD_TEST_MARKS": str(marks)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        MARKS[leader.pid] = marks
         try:
-            eventually(lambda: running(url, "s2") and (dialect == "postgresql"
+            eventually(lambda: started(leader, "s2") and (dialect == "postgresql"
                                                         or has_table(url, "partial_a")),
                        "the leader to be inside s2", leader)
             leader.send_signal(signal.SIGTERM)
@@ -528,7 +553,7 @@ def test_wait_until_current_reports_the_leaders_failure_instead_of_timing_out(
     if order == "worker-first":
         thread.start()
     with replica("herd", FAIL, pg, HERD_TEST_FAIL_GATE=str(gate)) as leader:
-        eventually(lambda: running(pg, "f2"), "the leader to start f2", leader)
+        eventually(lambda: started(leader, "f2"), "the leader to start f2", leader)
         if order == "leader-first":
             thread.start()
         # the worker is in its wait loop: it has read the attempt log's baseline and said

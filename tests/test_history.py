@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 import alembic_herd
+import alembic_herd._defaults
 import alembic_herd._log
 from alembic_herd._database import create_engine
 from alembic_herd._history import History
@@ -129,43 +130,51 @@ def _kind(statement: str) -> str | None:
 
 
 @pytest.mark.parametrize("tpm", [False, True], ids=["one-transaction", "per-migration"])
-def test_the_leader_pays_one_check_and_one_write_per_revision(
+def test_the_leader_writes_the_attempt_log_a_fixed_number_of_times(
         db: URL, statements: list[str], tpm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Per revision, the leader writes the attempt log once and checks its lock: on
-    PostgreSQL the check rides on that write (RETURNING the lock session's identity), on
-    MySQL/MariaDB it rides in the WHERE of the previous row's update and the write is two
-    statements (no RETURNING, no data-modifying CTE there), on SQLite each revision's row
-    goes in once as 'applied' (one writer at a time: nothing is written while a revision
-    runs); plus one check and one write after the last revision. On this fresh database
-    herd's tables appear only after the first revision (no footprint before it): that
-    revision's check is a statement of its own, and its row is inserted then (already
-    'applied' where the revision committed on its own). No row is
-    written twice: a row already recorded as it finished is not written again at the end
-    (PyMySQL sends a batch of updates as one statement per row)."""
+    """The attempt log costs no write per revision (History.plan): on this fresh database
+    herd's tables appear only after the first revision (no footprint before it), and then
+    every row of the attempt goes in at once (one statement for all but the last, whose
+    insert carries the lock check), and the outcome of all of them goes in one statement
+    at the end. The lock is checked before the first revision and before the last write;
+    between revisions its session's socket is looked at, and a round trip is paid only every
+    LOCK_CONFIRM_EVERY seconds (here: never). No row is written twice. SQLite, one writer at
+    a time, still writes each revision's row as it lands. (Before History.plan: PostgreSQL 5
+    writes, MariaDB 7, one more per revision.)"""
     monkeypatch.setenv("HERD_TEST_TPM", "1" if tpm else "0")
+    monkeypatch.setattr(alembic_herd._defaults, "LOCK_CONFIRM_EVERY", 3600.0)
     outcome = alembic_herd.upgrade(HERDSET, url=db)
     assert outcome.action == "migrated" and len(outcome.revisions) == REVISIONS
     counts = Counter(kind for s in statements if (kind := _kind(s)))
-    backend = db.get_backend_name()
-    if backend == "postgresql":
-        # per migration the first row is inserted once its revision committed and each
-        # row is marked applied by the next one's write (the last by a write of its own);
-        # in one transaction the rows are marked applied in one statement after the commit.
-        # Either way no row is written twice
-        assert counts == {"verify": 2, "history write": REVISIONS + 1}
-    elif backend == "mysql":
-        # the first row inserted 'applied' once its revision committed (DDL commits by
-        # itself there: always per migration), then per revision the previous row's update
-        # (carrying the lock check in its WHERE, none for the first row: written applied)
-        # and the next row's insert, and the last row's update; a check of its own before
-        # the first revision and before the last write
-        assert counts == {"verify": 2, "history write": 2 * REVISIONS - 1}
-    else:  # the flock check is a stat(). Alembic commits each SQLite revision on its own
-        # (DDL not transactional there, whatever HERD_TEST_TPM says): the first row is
-        # inserted after its commit, with herd's tables, each later one inside its
-        # revision's transaction on the migration's connection, and nothing at the end
+    if db.get_backend_name() == "sqlite":  # the flock check is a stat(). Alembic commits
+        # each SQLite revision on its own (DDL not transactional there, whatever
+        # HERD_TEST_TPM says): the first row is inserted after its commit, with herd's
+        # tables, each later one inside its revision's transaction on the migration's
+        # connection, and nothing at the end
         assert counts == {"history write": REVISIONS}
-    assert {r[3] for r in _rows(db)} == {"applied"} and len(_rows(db)) == REVISIONS
+    else:
+        assert counts == {"verify": 2, "history write": 3}
+    rows = _rows(db)
+    assert {r[3] for r in rows} == {"applied"} and len(rows) == REVISIONS
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:  # each row has its own revision's start, not the plan's
+        starts = conn.execute(sa.text("SELECT COUNT(DISTINCT started) FROM herd_history"))
+        assert starts.scalar() == REVISIONS
+    engine.dispose()
+
+
+def test_a_lock_due_for_confirmation_is_verified_before_every_revision(
+        db: URL, statements: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control of the test above: with LOCK_CONFIRM_EVERY at 0 the leader verifies its
+    lock before every revision (and before its last write), so the statements counted
+    there are saved by the confirmation's interval, not lost checks."""
+    monkeypatch.setattr(alembic_herd._defaults, "LOCK_CONFIRM_EVERY", 0.0)
+    outcome = alembic_herd.upgrade(HERDSET, url=db)
+    assert outcome.action == "migrated"
+    counts = Counter(kind for s in statements if (kind := _kind(s)))
+    # before every revision and before the last write; SQLite's file lock is checked by a
+    # stat(), not a statement
+    assert counts["verify"] == (0 if db.get_backend_name() == "sqlite" else REVISIONS + 1)
 
 
 def test_a_process_forked_after_import_names_itself(tmp_path: Any) -> None:

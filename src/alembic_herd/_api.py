@@ -271,6 +271,10 @@ def resolve(
                 f"revision {revision!r} has no unfinished or failed attempt to resolve in "
                 f"{hist.table.fullname!r}; 'herd history' lists the attempts")
         for row in rows:
+            if row.status == "running" and row.id is not None:  # a dead leader's attempt:
+                # the rows after it were planned for revisions that never started
+                hist.forget([r for r in hist.of_attempt(row.attempt)
+                             if r.status == "running" and r.id is not None and r.id > row.id])
             hist.restate(row, "resolved",
                          f"resolved by an operator on {HOST} (pid {os.getpid()})")
         event("resolved", "marked %d attempt(s) of %s resolved", len(rows), revision)

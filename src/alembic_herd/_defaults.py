@@ -135,6 +135,16 @@ BLOCKER_POLL = 0.25
 """While a migration runs, how often herd looks at who blocks its session (the blocker is
 named when a lock wait times out: once the wait is over, the server no longer says)."""
 
+LOCK_CONFIRM_EVERY = 0.5
+"""Before each revision the leader confirms its lock (:meth:`~alembic_herd.locks.Lock.confirm`):
+with a round trip when the lock's session has news (the server closed it) or when this many
+seconds have passed since the last confirmation; otherwise by looking at that session's
+socket, which costs no round trip. A chain of quick revisions then pays a round trip about
+every half second instead of one per revision; a pause or a partition longer than this
+(nothing arrives on the socket) is caught by the time. Each revision's version-table update
+stays a compare-and-set on the version table, and the lease fences inside every revision's
+transaction, whatever this is."""
+
 # -- names --------------------------------------------------------------------------------
 
 HISTORY_TABLE = "herd_history"

@@ -517,9 +517,9 @@ def record(conn: Any, env: Any, heads: Sequence[str], *, url: Any, herd_schema: 
                             "display": env.qualified_version_table, "heads": sorted(heads),
                             "url": display(url)})
         table = graph_table(_GRAPH_TABLE, herd_schema)
-        conn.execute(_upsert(conn.dialect.name, table, [
+        conn.execute(_upsert(conn.dialect.name, table), [
             {"scope": SCOPE, "revision": request.fingerprint, "parents": stamp,
-             "phase": None}]))
+             "phase": None}])
         if conn.in_transaction() and conn.get_isolation_level() != "AUTOCOMMIT":
             conn.commit()
         REQUEST.set(None)  # once per run

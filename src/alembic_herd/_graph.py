@@ -33,7 +33,7 @@ from ._phases import Phase, declared_phase
 from ._tables import ensure_table, read_if_exists, split_name
 from .errors import DatabaseAheadError
 
-_ROWS_PER_INSERT = 999 // 4  # SQLite before 3.32 binds at most 999 parameters per statement
+_UPSERTS: dict[tuple[str, str], Any] = {}  # built once per dialect and table: see _upsert
 
 
 def graph_table(name: str = defaults.GRAPH_TABLE, schema: str | None = None) -> sa.Table:
@@ -70,20 +70,30 @@ def record(conn: Connection, scope: str, scripts: list[Script], *,
     rows = [{"scope": scope, "revision": s.revision,
              "parents": " ".join(to_tuple(s.down_revision, default=())),
              "phase": declared_phase(s)} for s in scripts]
-    for first in range(0, len(rows), _ROWS_PER_INSERT):
-        conn.execute(_upsert(conn.dialect.name, table, rows[first:first + _ROWS_PER_INSERT]))
+    conn.execute(_upsert(conn.dialect.name, table), rows)
 
 
-def _upsert(dialect: str, table: sa.Table, rows: list[dict[str, Any]]) -> Any:
+def _upsert(dialect: str, table: sa.Table) -> Any:
+    """The graph's upsert of one row, for an executemany (the driver sends the rows in one
+    multi-row statement, or pipelines them): built once, not a statement of N rows that
+    SQLAlchemy compiles anew for each N (which cost a 200-revision leader more than its
+    round trip)."""
+    key = (dialect, table.fullname)
+    if key not in _UPSERTS:
+        _UPSERTS[key] = _build_upsert(dialect, table)
+    return _UPSERTS[key]
+
+
+def _build_upsert(dialect: str, table: sa.Table) -> Any:
     if dialect == "postgresql":
-        pg = postgresql.insert(table).values(rows)
+        pg = postgresql.insert(table)
         return pg.on_conflict_do_update(index_elements=["scope", "revision"],
                                         set_={"parents": pg.excluded.parents,
                                               "phase": pg.excluded.phase})
     if dialect in ("mysql", "mariadb"):
-        my = mysql.insert(table).values(rows)
+        my = mysql.insert(table)
         return my.on_duplicate_key_update(parents=my.inserted.parents, phase=my.inserted.phase)
-    lite = sqlite.insert(table).values(rows)
+    lite = sqlite.insert(table)
     return lite.on_conflict_do_update(index_elements=["scope", "revision"],
                                       set_={"parents": lite.excluded.parents,
                                             "phase": lite.excluded.phase})

@@ -1,13 +1,17 @@
 """The attempt log: one row per attempt per revision.
 
 Rows are written on the leader's lock connection (autocommit), outside the migration's own
-transaction, so a failure or a kill leaves its trace even when the migration is rolled back.
-SQLite allows one writer at a time, so there the rows are buffered (``deferred``): a
-revision that commits on its own has its ``applied`` row written in its own transaction,
-on the migration's connection (:meth:`History.applied_in`), or, where herd's tables do not
-exist yet, right after its commit (:meth:`History.landed`); the rest is written once the
-migration has finished. A leader killed between two revisions thus leaves a log that
-agrees with the version table.
+transaction, so a failure or a kill leaves its trace even when the migration is rolled back:
+an attempt's rows all go in, ``running``, before its first revision starts
+(:meth:`History.plan`), and their outcome in one statement after its last
+(:meth:`History.write`); a revision in between costs no write. The next leader tells from
+the version table what became of a dead leader's rows (see ``Leader._reconcile``). SQLite
+allows one writer at a time, so there the rows are buffered (``deferred``): a revision that
+commits on its own has its ``applied`` row written in its own transaction, on the
+migration's connection (:meth:`History.applied_in`), or, where herd's tables do not exist
+yet, right after its commit (:meth:`History.landed`); the rest is written once the migration
+has finished. A leader killed between two revisions thus leaves a log that agrees with the
+version table.
 
 No footprint before the application's: where the table does not exist yet, the leader
 keeps its rows in memory (:meth:`History.create_late`) and creates the table (and the
@@ -16,14 +20,14 @@ exited, or a failure must be told to the waiters. An application whose own migra
 command asks "is this database empty?" therefore gets the same answer under herd as
 without it.
 
-Row states (``status``): ``running`` (started, not finished: the leader is migrating, or
-died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was applied inside a
-transaction that did not commit, or, with an error starting 'lock wait timeout', timed out
-waiting for a lock and is tried again), ``blocked`` (the leader gave up after its lock waits
-kept timing out; nothing of it applied), ``interrupted`` (the leader died; the database
-rolled the revision back), ``resolved`` (an operator cleared a half-applied revision).
-``herd downgrade`` writes ``reverting`` (undoing the revision) and then ``reverted``
-(undone), ``failed``, ``rolled back`` or ``interrupted``.
+Row states (``status``): ``running`` (part of an attempt not finished: the leader is
+migrating, or died), ``applied``, ``failed`` (the migration raised), ``rolled back`` (was
+applied inside a transaction that did not commit, or, with an error starting 'lock wait
+timeout', timed out waiting for a lock and is tried again), ``blocked`` (the leader gave up
+after its lock waits kept timing out; nothing of it applied), ``interrupted`` (the leader
+died; the database rolled the revision back), ``resolved`` (an operator cleared a
+half-applied revision). ``herd downgrade`` writes ``reverting`` (undoing the revision) and then
+``reverted`` (undone), ``failed``, ``rolled back`` or ``interrupted``.
 """
 
 from __future__ import annotations
@@ -96,6 +100,11 @@ class Attempt:
     """The table holds what this row says in memory (``False``: finished in memory only,
     :meth:`History.write` records it)."""
 
+    @property
+    def stored(self) -> bool:
+        """The row is in the table (whatever its state there)."""
+        return self.id is not None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -131,7 +140,7 @@ earlier revisions (which stay ``running`` until that transaction commits): when 
 commits, the next leader records them ``rolled back`` and this one ``interrupted``."""
 
 _SUCCESS = ("applied", "reverted")
-_FINISHED = ("status", "finished", "duration", "success", "error")
+_FINISHED = ("status", "started", "finished", "duration", "success", "error")
 
 
 def _finished(row: Attempt) -> dict[str, Any]:
@@ -147,8 +156,17 @@ class _Writes:
     def __init__(self, t: sa.Table) -> None:
         self.insert = t.insert().values(
             {c.name: sa.bindparam(f"v_{c.name}", type_=c.type) for c in t.c if c.name != "id"})
-        self.update = t.update().where(t.c.id == sa.bindparam("d_id")).values(
-            {key: sa.bindparam(f"d_{key}", type_=t.c[key].type) for key in _FINISHED})
+        finished = {key: sa.bindparam(f"d_{key}", type_=t.c[key].type) for key in _FINISHED}
+        self.update = t.update().where(t.c.id == sa.bindparam("d_id")).values(finished)
+        # the ids of an attempt's rows inserted together (History.plan), after its first
+        self.ids = sa.select(t.c.revision, t.c.id).where(
+            t.c.id > sa.bindparam("after"), t.c.attempt == sa.bindparam("attempt"))
+        # MySQL/MariaDB: rows' new state in one statement (PyMySQL sends an executemany of
+        # an UPDATE as one statement per row, of an INSERT as one multi-row statement)
+        upsert = mysql.insert(t).values(
+            {c.name: sa.bindparam(f"u_{c.name}", type_=c.type) for c in t.c})
+        self.upsert = upsert.on_duplicate_key_update(
+            {key: upsert.inserted[key] for key in _FINISHED})
         # PostgreSQL: the previous row's update and the next row's insert in one statement
         # (with a CTE, SQLAlchemy no longer fetches the new key by itself: RETURNING)
         self.advance = self.insert.add_cte(self.update.cte("done")).returning(t.c.id)
@@ -201,6 +219,7 @@ class History:
         self._was_deferred = deferred
         self._unwritable = False  # creating the table failed: the rows stay in memory
         self._tentative: tuple[Attempt, Attempt] | None = None  # see applied_in
+        self._planned: list[Attempt] = []  # see plan: rows of revisions not started yet
         self.probed: tuple[Any, ...] | None = None
         """What the last write returned of a lock's probe (:meth:`advance`)."""
         self.guarded: bool | None = None
@@ -254,12 +273,10 @@ class History:
             rows, self._pending = self._pending, []
             if landed is not None and any(row is landed for row in rows):
                 self._finished(landed, "applied", None)
-            for row in rows[:-1]:  # one by one: later updates need their ids
-                result = self.conn.execute(self._writes.insert, self._inserted(row))
-                row.id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-                row.saved = True
-            if rows:
-                self._insert_checked(rows[-1], probe, guard)
+            if rows:  # the first carries the lock's check, the others follow it (their
+                self._insert_checked(rows[0], probe, guard)  # ids after its)
+                if self.guarded is not False:
+                    self._insert_many(rows[1:], rows[0])
 
     def _insert_checked(self, row: Attempt, probe: tuple[Any, ...], guard: Any) -> None:
         """Insert ``row``, returning ``probe`` (PostgreSQL) or only where ``guard`` holds."""
@@ -289,6 +306,69 @@ class History:
                 self._pending.clear()
                 raise
 
+    def plan(self, attempt: str, revisions: Sequence[str], *, shared: bool = False,
+             probe: tuple[Any, ...] = (), guard: Any = None) -> None:
+        """Record an attempt's revisions before the first of them starts: a ``running`` row
+        each, in the order they will run, in one statement (two for more than one
+        revision), so that no revision costs a write of its own. :meth:`advance` then only
+        notes in memory where the run is, and :meth:`write` records the outcome of all of
+        them in one statement. A leader killed meanwhile leaves the rows ``running``: the
+        next one tells from the version table which revisions committed, which one was in
+        progress (the first that did not commit, in id order) and which never started
+        (deleted). Rows of revisions that did not start are deleted when the attempt ends
+        another way too (:meth:`flush`).
+
+        ``shared``: every revision runs in one transaction (the rows after the first carry
+        :data:`SHARED_TRANSACTION`). ``probe`` and ``guard``: as in :meth:`advance`,
+        carried by the first row's insert; when the guard did not hold, nothing is written
+        (:attr:`guarded` is ``False``)."""
+        self.probed = None
+        self.guarded = None
+        now, pid = datetime.now(UTC), os.getpid()
+        rows = [Attempt(revision=revision, status="running", started=now, host=HOST, pid=pid,
+                        attempt=attempt, error=SHARED_TRANSACTION if shared and index else None)
+                for index, revision in enumerate(revisions)]
+        self._planned = list(rows)
+        if self.deferred:
+            self._pending.extend(rows)
+            return
+        if not rows:
+            return
+        self._insert_checked(rows[0], probe, guard)
+        if self.guarded is False:
+            return
+        self._insert_many(rows[1:], rows[0])
+
+    def _insert_many(self, rows: Sequence[Attempt], after: Attempt) -> None:
+        """``rows`` of ``after``'s attempt, inserted after it: one executemany (the driver
+        sends one multi-row statement), then their ids in one read (their ids follow
+        ``after``'s)."""
+        if not rows:
+            return
+        writes = self._writes
+        self.conn.execute(writes.insert, [self._inserted(row) for row in rows])
+        ids = dict(self.conn.execute(writes.ids, {"after": after.id,
+                                                  "attempt": after.attempt}).all())
+        for row in rows:
+            row.id, row.saved = ids.get(row.revision), True
+
+    def _discard_unstarted(self) -> None:
+        """The attempt ended (however): rows planned for revisions that never started go."""
+        unstarted, self._planned = self._planned, []
+        if not unstarted:
+            return
+        gone = {id(row) for row in unstarted}
+        self._pending = [row for row in self._pending if id(row) not in gone]
+        if not self.deferred:
+            self.forget(unstarted)
+
+    def forget(self, rows: Sequence[Attempt]) -> None:
+        """Delete ``rows`` (read from the table): rows a dead leader planned for revisions
+        it never started (:meth:`plan`)."""
+        ids = [row.id for row in rows if row.id is not None]
+        if ids:
+            self.conn.execute(self.table.delete().where(self.table.c.id.in_(ids)))
+
     def start(self, attempt: str, revision: str, *, status: str = "running") -> Attempt:
         return self.advance(None, attempt, revision, status=status)
 
@@ -315,6 +395,14 @@ class History:
         """
         self.probed = None
         self.guarded = None
+        planned = self._planned
+        if planned and planned[0].revision == revision and planned[0].attempt == attempt:
+            row = planned.pop(0)  # its row is in the table already (plan): no statement
+            row.started = datetime.now(UTC)
+            row.saved = not row.stored
+            if done is not None and not self._recorded(done):
+                self._finished(done, "applied", None)
+            return row
         row = Attempt(revision=revision, status=status, started=datetime.now(UTC),
                       host=HOST, pid=os.getpid(), attempt=attempt)
         if done is not None:
@@ -382,7 +470,7 @@ class History:
 
     def _recorded(self, row: Attempt) -> bool:
         """``row`` is already in the table as 'applied' (:meth:`landed`, :meth:`commit_point`)."""
-        return row.saved and row.id is not None and row.status == "applied"
+        return row.saved and row.stored and row.status == "applied"
 
     def applied_in(self, conn: Connection, row: Attempt) -> bool:
         """Deferred mode (SQLite), a revision that commits on its own: write ``row`` as
@@ -425,15 +513,22 @@ class History:
             each.saved = True
 
     def write(self, rows: Sequence[Attempt]) -> None:
-        """Write the state ``rows`` have in memory and the table lacks (finished in memory
-        only: one transaction for all revisions), in one statement (executemany); rows
-        already written as they finished cost nothing (a driver without batched updates,
-        PyMySQL, would send one statement per row)."""
-        unsaved = [row for row in rows if row.id is not None and not row.saved]
-        if unsaved and not self.deferred:
+        """Write the state ``rows`` have in memory and the table lacks (an attempt's
+        outcome, :meth:`plan`), in one executemany: PostgreSQL's driver pipelines it, and on
+        MySQL/MariaDB it is an ``INSERT ... ON DUPLICATE KEY UPDATE``, which the driver sends
+        as one multi-row statement (PyMySQL would send an ``UPDATE`` once per row). Rows
+        already written as they finished cost nothing."""
+        unsaved = [row for row in rows if row.stored and not row.saved]
+        if not unsaved or self.deferred:
+            return
+        if len(unsaved) > 1 and self.conn.dialect.name in ("mysql", "mariadb"):
+            self.conn.execute(self._writes.upsert, [
+                {f"u_{key}": value for key, value in (("id", row.id), *self._values(row).items())}
+                for row in unsaved])
+        else:
             self.conn.execute(self._writes.update, [_finished(row) for row in unsaved])
-            for row in unsaved:
-                row.saved = True
+        for row in unsaved:
+            row.saved = True
 
     @staticmethod
     def _finished(row: Attempt, status: str, error: str | None) -> None:
@@ -450,12 +545,14 @@ class History:
         row.success = status in _SUCCESS
         if error is not None:
             row.error = error
-        if row.id is not None:  # already in the table (deferred mode buffers only new rows)
+        if row.stored:  # already in the table (deferred mode buffers only new rows)
             self._update(row)
 
     def flush(self) -> None:
         """Write rows buffered in deferred mode: a few rows per statement, each statement
-        one commit (SQLite syncs the file once per commit, not once per row)."""
+        one commit (SQLite syncs the file once per commit, not once per row). Rows planned
+        for revisions that never started are dropped first (:meth:`plan`)."""
+        self._discard_unstarted()
         if self._late is not None and not self._was_deferred:
             self.commit_point()
             return
@@ -556,6 +653,15 @@ class History:
         for row in self.rows(where=[t.c.status.in_(("failed", "applied", "resolved"))]):
             latest.setdefault(row.revision, row)  # rows come newest first
         return [row for row in latest.values() if row.status == "failed"]
+
+    def recent(self, limit: int) -> list[Attempt]:
+        """The newest rows, an attempt in progress counting as its newest row only (its
+        rows are all written when it starts, :meth:`plan`): what tells a waiter whether the
+        leader is retrying (:func:`~._waitnotes.retrying`). One statement."""
+        t = self.table
+        newest = sa.select(sa.func.max(t.c.id)).where(t.c.scope == self.scope)
+        return self.rows(where=[sa.or_(t.c.status != "running",
+                                       t.c.id == newest.scalar_subquery())], limit=limit)
 
     def unfinished(self) -> list[Attempt]:
         return self.rows(where=[self.table.c.status == "running"], newest_first=False)

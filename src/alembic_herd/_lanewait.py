@@ -211,7 +211,9 @@ def _retrying(db: _Db, p: Plan) -> str | None:
 
     table = _history(db, p)
     try:
-        found = db.rows(f"SELECT status, error FROM {table} ORDER BY id DESC LIMIT {_RECENT}")
+        found = db.rows(  # an attempt in progress counts as its newest row (History.recent)
+            f"SELECT status, error FROM {table} WHERE status <> 'running' OR id = "
+            f"(SELECT MAX(id) FROM {table}) ORDER BY id DESC LIMIT {_RECENT}")
     except db.errors:
         return None
     return retrying([_Row(str(status), error) for status, error in found])

@@ -144,6 +144,7 @@ class Leader:
         """Revisions this replica committed (after a collision, only these are its own)."""
         self._captured: Captured | None = None
         self._next_wake = 0.0
+        self._notified = False  # the last revision's transaction notified (see fence)
         self.lock_wait = lock_wait or _lockwait.Policy()
         self._retries = _lockwait.Retries(self.lock_wait)
 
@@ -247,35 +248,51 @@ class Leader:
         unfinished = history.unfinished()
         if not unfinished:
             return
-        # the newest unfinished row of each attempt: the revision that was in progress. In
-        # one transaction for all revisions the earlier ones of the attempt stay 'running'
-        # until the commit; when it never came, they ran and were rolled back.
-        newest = {row.attempt: row for row in unfinished}  # oldest first: the last one stays
+        # an attempt's rows were written in the order its revisions were to run (oldest
+        # first here, History.plan): those in the version table committed; the first that is
+        # not was in progress; the ones after it never started (their rows go). In one
+        # transaction for all revisions none of them committed, and which one was running is
+        # not recorded (its leader's output says).
+        attempts: dict[str, list[Attempt]] = {}
         for row in unfinished:
-            if row.revision == _command.ROW:
-                self._reconcile_command(row, transactional)
-            elif row.revision in applied:
-                history.restate(row, "applied", "leader stopped before recording the end; "
-                                "the revision is in the version table")
-            elif (transactional and newest[row.attempt] is not row
-                  and newest[row.attempt].error == SHARED_TRANSACTION):
-                history.restate(row, "rolled back", "its transaction did not commit (leader "
-                                "stopped during a later revision of the same transaction)")
-            elif not transactional:
+            attempts.setdefault(row.attempt, []).append(row)
+        for rows in attempts.values():
+            shared = any(row.error == SHARED_TRANSACTION for row in rows)
+            stopped: Attempt | None = None
+            unstarted: list[Attempt] = []
+            for row in rows:
+                if row.revision == _command.ROW:
+                    self._reconcile_command(row, transactional)
+                elif row.revision in applied:
+                    history.restate(row, "applied", "leader stopped before recording the end; "
+                                    "the revision is in the version table")
+                elif stopped is None:
+                    stopped = row
+                else:
+                    unstarted.append(row)
+            history.forget(unstarted)
+            if stopped is None:
+                continue
+            if not transactional:
                 raise IncompleteRevisionError(
-                    f"revision {row.revision} was started by pid {row.pid} on host {row.host} "
-                    f"at {row.started.isoformat(timespec='seconds')} and never finished; "
-                    f"{self.dialect} DDL is not transactional, so the schema may be partly "
-                    "changed. Inspect it, undo or complete the change (then 'alembic stamp' "
-                    f"if completed), and run 'herd resolve {row.revision}'",
-                    revision=row.revision)
+                    f"revision {stopped.revision} was started by pid {stopped.pid} on host "
+                    f"{stopped.host} at {stopped.started.isoformat(timespec='seconds')} and "
+                    f"never finished; {self.dialect} DDL is not transactional, so the schema "
+                    "may be partly changed. Inspect it, undo or complete the change (then "
+                    f"'alembic stamp' if completed), and run 'herd resolve {stopped.revision}'",
+                    revision=stopped.revision)
+            if shared:
+                history.restate(stopped, "interrupted", "leader stopped mid-migration (died or "
+                                f"lost its connection) during an attempt of {len(rows)} "
+                                "revision(s) in one transaction; the database rolled all of "
+                                "them back (which one was running is in that leader's output)")
             else:
-                history.restate(row, "interrupted", "leader stopped mid-migration (died or lost "
-                                "its connection); the database rolled the revision back")
-                for other in history.of_attempt(row.attempt):
-                    if other.status == "applied" and other.revision not in applied:
-                        history.restate(other, "rolled back",
-                                        "its transaction did not commit (leader stopped)")
+                history.restate(stopped, "interrupted", "leader stopped mid-migration (died or "
+                                "lost its connection); the database rolled the revision back")
+            for other in history.of_attempt(stopped.attempt):
+                if other.status == "applied" and other.revision not in applied:
+                    history.restate(other, "rolled back",
+                                    "its transaction did not commit (leader stopped)")
         event("reconciled", "accounted for %d revision(s) a previous leader left running",
                len(unfinished), level=logging.WARNING)
 
@@ -304,6 +321,7 @@ class Leader:
 
     def _run_alembic(self, attempt: str) -> None:
         env, lock, history, target = self.env, self.lock, self.history, self.target
+        self._notified = False
         rows: list[Attempt] = []
         after_commit: list[Attempt] = []
         start_heads: tuple[str, ...] = ()
@@ -312,6 +330,7 @@ class Leader:
         inside = [False]  # a revision's own code (or its commit) is running right now
         landed: set[str] = set()  # revisions whose own transaction committed (per step)
         last: list[str] = []  # the plan's last revision (one transaction: fenced holding)
+        plans = [False]  # the attempt's rows were written before it started (History.plan)
 
         def fence(ctx: MigrationContext, step: Any, **_: Any) -> None:
             """Alembic's on_version_apply: the revision ran and the version table is updated,
@@ -320,8 +339,11 @@ class Leader:
             lease's heartbeat is not kept waiting for the whole run)."""
             assert ctx.connection is not None
             try:
-                lock.fence(ctx.connection,
-                           hold=per_step or [step.up_revision_id] == last)
+                final = [step.up_revision_id] == last
+                lock.fence(ctx.connection, hold=per_step or final)
+                if final and self.dialect == "postgresql":  # NOTIFY is delivered by the
+                    notify(ctx.connection, lock.key)  # commit itself: no round trip after it
+                    self._notified = True
                 if per_step and history.one_writer and rows \
                         and rows[-1].revision == step.up_revision_id:
                     # SQLite: its 'applied' row commits with it (herd's own connection
@@ -362,37 +384,56 @@ class Leader:
             last[:] = [plan[-1].revision.revision] if plan else []
             done: Attempt | None = None  # the revision just run, its row not yet 'applied'
             fenced = False  # the lock was checked after the last revision ran (below)
+            # every revision's row is written before the first starts, and the outcome of
+            # all of them in one statement at the end (History.plan): no revision costs a
+            # write. SQLite writes each row as its revision lands (History.landed).
+            plans[0] = not history.one_writer
+            if plans[0] and plan:
+                with shielded():
+                    self._plan(attempt, [step.revision.revision for step in plan],
+                               shared=one_transaction, probe=rides, guard=carry)
             for step in plan:
                 script: Script = step.revision
                 # fencing: never start a revision, nor record the one just run, without the
                 # lock. A dead lock session is a lost lock (in one transaction all of it rolls
                 # back), not a failed revision
                 inside[0] = False
-                with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
-                    probe = rides if not history.deferred else ()
-                    carried = carry if not history.deferred else None
-                    if not probe and carried is None:
-                        lock.verify()
-                    # one transaction for all: the revision just run stays 'running' in the
-                    # table until the commit (it is 'applied' only once it is)
-                    row = history.advance(done, attempt, script.revision,
-                                          uncommitted=one_transaction, probe=probe,
-                                          guard=carried)
-                    if carried is not None and not history.guarded:  # wrote nothing
-                        lock.verify()  # raises: the guard is the lock's own check
-                        raise LockLostError(f"{lock.describe()}: the attempt log's write "
-                                            "found the lock gone; stopped before the next "
-                                            "revision - run herd again")
-                    rows.append(row)
-                    if probe:  # the lock checked by the same statement, before the revision
-                        if history.probed is None:
+                if plans[0]:
+                    with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
+                        lock.confirm()
+                        row = history.advance(done, attempt, script.revision,
+                                              uncommitted=one_transaction)
+                        rows.append(row)
+                        if done is not None:
+                            self._note_applied(done)
+                            if per_step:
+                                self._wake()
+                else:
+                    with shielded():  # SIGTERM waits for the bookkeeping, then stops the run
+                        probe = rides if not history.deferred else ()
+                        carried = carry if not history.deferred else None
+                        if not probe and carried is None:
                             lock.verify()
-                        else:
-                            lock.check(history.probed)
-                    if done is not None:
-                        self._note_applied(done)
-                        if per_step:
-                            self._wake()
+                        # one transaction for all: the revision just run stays 'running' in the
+                        # table until the commit (it is 'applied' only once it is)
+                        row = history.advance(done, attempt, script.revision,
+                                              uncommitted=one_transaction, probe=probe,
+                                              guard=carried)
+                        if carried is not None and not history.guarded:  # wrote nothing
+                            lock.verify()  # raises: the guard is the lock's own check
+                            raise LockLostError(f"{lock.describe()}: the attempt log's write "
+                                                "found the lock gone; stopped before the next "
+                                                "revision - run herd again")
+                        rows.append(row)
+                        if probe:  # the lock checked by the same statement, before the revision
+                            if history.probed is None:
+                                lock.verify()
+                            else:
+                                lock.check(history.probed)
+                        if done is not None:
+                            self._note_applied(done)
+                            if per_step:
+                                self._wake()
                 event("revision_start", "applying %s (%s)", script.revision,
                        (script.doc or "").strip().splitlines()[0] if script.doc else "",
                        revision=script.revision)
@@ -419,6 +460,8 @@ class Leader:
                         if history.probed is not None:
                             lock.check(history.probed)
                         fenced = bool(history.guarded) or history.probed is not None
+                        if fenced:
+                            lock.confirmed()
                 done = row
             inside[0] = False
             if done is None:
@@ -430,6 +473,9 @@ class Leader:
                     lock.verify()
                 if one_transaction:  # committed only when env.py's transaction ends
                     after_commit.append(done)
+                elif plans[0]:  # recorded with the others, in one statement (below)
+                    history.finish(done, "applied", write=False)
+                    self._note_applied(done)
                 else:
                     self._applied(done)
 
@@ -510,6 +556,23 @@ class Leader:
             self._note_applied(row)
         history.write([r for r in rows if r.status == "applied"])
         history.flush()
+
+    def _plan(self, attempt: str, revisions: list[str], *, shared: bool,
+              probe: tuple[Any, ...], guard: Any) -> None:
+        """Write the attempt's rows before its first revision (:meth:`History.plan`); the
+        first row's insert carries the lock's check where it can."""
+        history, lock = self.history, self.lock
+        deferred = history.deferred
+        history.plan(attempt, revisions, shared=shared, probe=() if deferred else probe,
+                     guard=None if deferred else guard)
+        if history.guarded is False:  # wrote nothing
+            lock.verify()  # raises: the guard is the lock's own check
+            raise LockLostError(f"{lock.describe()}: the attempt log's write found the lock "
+                                "gone; stopped before the first revision - run herd again")
+        if history.probed is not None:
+            lock.check(history.probed)
+        if history.probed is not None or history.guarded:
+            lock.confirmed()
 
     def _lock_waited(self, exc: Exception, rows: list[Attempt], guard: _lockwait.Guard
                      ) -> Exception:
@@ -617,6 +680,8 @@ class Leader:
         return while this replica still writes its attempt log and releases the lock (the
         runner notifies once more when the lock is free: a failure, or the lock's waiters).
         Never raises: notification only accelerates, waiters also poll."""
+        if final and self._notified:  # the last revision's transaction carried it
+            return
         if final or time.monotonic() >= self._next_wake:
             with suppress(SQLAlchemyError):
                 notify(self.conn, self.lock.key)
@@ -682,6 +747,7 @@ class Leader:
                     history.restate(row, "rolled back", f"its transaction rolled back: {note}")
                     if row.revision in self.committed:
                         self.committed.remove(row.revision)
+            history.write(rows)
             history.flush()
         except SQLAlchemyError as lost:
             log.warning("could not record the collision in the attempt log: %s",
@@ -810,6 +876,7 @@ class Leader:
         for row in rows:
             if row.status == "applied" and row.revision not in applied:
                 self.history.restate(row, "rolled back", why)
+        self.history.write(rows)  # what the attempt's rows say in memory only (History.plan)
         self.history.flush()
 
     def _session_facts(self, context: MigrationContext, guard: _lockwait.Guard

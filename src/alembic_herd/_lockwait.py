@@ -23,7 +23,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +122,9 @@ class Guard:
         """The revision's first write not committed yet."""
         self.committed: str | None = None
         """The revision's first write that a rollback cannot undo."""
-        self._watch = _Watch(engine, url)
+        self.since: float | None = None
+        """When the statement in flight on the migration session started (``None``: none)."""
+        self._watch = _Watch(engine, url, lambda: self.since)
 
     def attach(self, context: MigrationContext, also: Sequence[str] = (),
                params: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
@@ -139,6 +141,7 @@ class Guard:
         pid, values = configured
         self.conn = conn
         self.transactional = bool(context.impl.transactional_ddl)
+        sa.event.listen(conn, "before_cursor_execute", self._executing)
         sa.event.listen(conn, "after_cursor_execute", self._executed)
         sa.event.listen(conn, "commit", self._commit)
         self._watch.start(conn.dialect.name, pid)
@@ -158,11 +161,16 @@ class Guard:
     def close(self) -> None:
         self._watch.stop()
         if self.conn is not None:
+            sa.event.remove(self.conn, "before_cursor_execute", self._executing)
             sa.event.remove(self.conn, "after_cursor_execute", self._executed)
             sa.event.remove(self.conn, "commit", self._commit)
             self.conn = None
 
+    def _executing(self, *_: Any) -> None:  # before_cursor_execute
+        self.since = time.monotonic()
+
     def _executed(self, conn: Connection, *event: Any) -> None:  # after_cursor_execute
+        self.since = None
         statement: str = event[1]
         if _READS.match(statement):
             return
@@ -256,13 +264,15 @@ def read_blockers(conn: Connection, dialect: str, pid: int, url: URL) -> str | N
 
 
 class _Watch:
-    """A thread on its own connection that notes, every :data:`BLOCKER_POLL` seconds, who
-    blocks the migration session: once a lock wait has timed out the server no longer says.
-    """
+    """A thread that notes, every :data:`BLOCKER_POLL` seconds while a statement of the
+    migration session has been running for half that, who blocks it (once a lock wait has
+    timed out the server no longer says), on a connection of its own opened the first time
+    it has to look: a migration of quick statements costs no connection and no query."""
 
-    def __init__(self, engine: Engine, url: URL) -> None:
+    def __init__(self, engine: Engine, url: URL, since: Callable[[], float | None]) -> None:
         self.engine = engine
         self.url = url
+        self.since = since
         self.latest: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -277,17 +287,24 @@ class _Watch:
         if self._thread is not None:  # not for long: connecting may hang on a lost server
             self._thread.join(timeout=4 * defaults.BLOCKER_POLL)
 
+    def _slow(self) -> bool:
+        """A statement of the migration session has run for half of BLOCKER_POLL."""
+        since = self.since()
+        return since is not None and time.monotonic() - since >= defaults.BLOCKER_POLL / 2
+
     def _run(self, dialect: str, pid: int) -> None:
-        if self._stop.wait(defaults.BLOCKER_POLL):  # a quick migration needs no connection
-            return
+        while not self._slow():  # a migration of quick statements needs no connection
+            if self._stop.wait(defaults.BLOCKER_POLL / 5):  # (a look costs no round trip)
+                return
         try:
             with self.engine.connect() as conn:
                 if dialect == "postgresql":  # like the lock and migration sessions: the server
                     conn.execute(_SERVER_KEEPALIVES)  # drops it when the leader is cut off
                 while not self._stop.is_set():
-                    seen = read_blockers(conn, dialect, pid, self.url)
-                    if seen:
-                        self.latest = seen
+                    if self._slow():
+                        seen = read_blockers(conn, dialect, pid, self.url)
+                        if seen:
+                            self.latest = seen
                     self._stop.wait(defaults.BLOCKER_POLL)
         except SQLAlchemyError as exc:  # a view this user may not read: degrade, never fail
             log.debug("cannot read who blocks the migration session: %s", exc)

@@ -287,7 +287,7 @@ class Runner:
                     log, full = report or wakeup.news, report
                 failure = history.failure_after(baseline) if log else None
                 if full:  # and whether the latest attempt failed with nobody to retry it
-                    recent = history.rows(limit=_RECENT)
+                    recent = history.recent(_RECENT)
                     if failure is None:
                         failure = _abandoned_failure(history, self.lock(conn), recent[:1])
                     next_log = now + defaults.POOLED_LOG_EVERY
@@ -323,12 +323,15 @@ class Runner:
             holder = lock.safe_holder()
             # 'herd check' asks for no rows: then the attempt log is not read at all
             history = self.history(conn, optional=True, writer=False)
-            rows = tuple(history.rows(limit=recent)) if recent > 0 else ()
+            rows = tuple(history.recent(recent)) if recent > 0 else ()
+            if rows and rows[0].status == "running":  # an attempt in progress: its rows were
+                # all written when it started (History.plan); show the one in progress
+                rows = (_in_progress(history, rows[0], self.env.applied(heads)), *rows[1:])
             retrying = None
             if holder:
                 from . import _lockwait
 
-                retrying = _lockwait.retrying(history.rows(limit=_RECENT))
+                retrying = _lockwait.retrying(history.recent(_RECENT))
             if not pending:
                 self._stamp(conn, reader, heads)
             return Status(
@@ -425,7 +428,7 @@ class _Waiter:
             who = self.holder.describe() if self.holder else "another replica"
             from . import _lockwait
 
-            retrying = _lockwait.retrying(self.history.rows(limit=_RECENT))
+            retrying = _lockwait.retrying(self.history.recent(_RECENT))
             event("waiting", "waiting for %s held by %s; %s so far, giving up in %s%s",
                   self.lock.describe(), who, format_seconds(now - self.began),
                   format_seconds(self.call.deadline.remaining()),
@@ -470,6 +473,15 @@ def _lane_baseline(scope: str, baseline: int) -> int:
     if request is None or request.baselines is None:
         return baseline
     return min(baseline, request.baselines.get(scope, 0))
+
+
+def _in_progress(history: History, newest: Attempt, applied: set[str]) -> Attempt:
+    """The row of ``newest``'s attempt whose revision is in progress: its first ``running``
+    row whose revision is not in the version table (``applied``)."""
+    t = history.table
+    rows = history.rows(where=[t.c.attempt == newest.attempt, t.c.status == "running"],
+                        newest_first=False)
+    return next((row for row in rows if row.revision not in applied), newest)
 
 
 def _abandoned_failure(history: History, lock: Lock,

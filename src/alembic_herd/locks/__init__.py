@@ -45,6 +45,8 @@ revision); the lease checks its token in that transaction and locks its row
 
 from __future__ import annotations
 
+import select
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -112,6 +114,43 @@ class Lock(ABC):
     @abstractmethod
     def holder(self) -> Holder | None:
         """Who holds the lock now, or ``None`` when it is free or unknown."""
+
+    def confirm(self) -> None:
+        """Before a revision starts: raise ``LockLostError`` if the lock is lost, at the
+        cost of a round trip only when there is news. :meth:`verify` runs when the lock's
+        session has something to say (a server that ends a session writes its reason and
+        closes the socket: a terminated backend, a restart, a pooler's reset) or when
+        :data:`~._defaults.LOCK_CONFIRM_EVERY` seconds have passed since the lock was last
+        confirmed (a pause, a partition: nothing arrives, so time decides); otherwise it
+        costs one ``poll()`` of that socket. A lock whose session's socket cannot be read
+        this way (another driver) is verified every time."""
+        now = time.monotonic()
+        if now - self._confirmed < defaults.LOCK_CONFIRM_EVERY and _quiet(self._socket()):
+            return
+        self.verify()
+        self._confirmed = time.monotonic()
+
+    _confirmed: float = float("-inf")
+
+    def confirmed(self) -> None:
+        """A statement on the lock's session just confirmed the lock (:meth:`check`, a
+        write that carried :attr:`guard`): :meth:`confirm` may wait again."""
+        self._confirmed = time.monotonic()
+
+    def _socket(self) -> int | None:
+        """The file descriptor of the lock's session, ``None`` when unknown."""
+        conn = getattr(self, "conn", None)
+        if conn is None:
+            return None
+        try:
+            driver = conn.connection.driver_connection
+        except SQLAlchemyError:
+            return None
+        sock = getattr(driver, "_sock", None)  # PyMySQL
+        try:
+            return int(sock.fileno() if sock is not None else driver.fileno())
+        except (AttributeError, OSError, ValueError, TypeError):
+            return None
 
     probe: tuple[Any, ...] = ()
     """Columns that :meth:`verify` reads on the lock's session, for another statement on that
@@ -331,3 +370,15 @@ def create_lock(kind: str, conn: Connection, key: LockKey, **options: object) ->
 
 
 __all__ = ["AUTO", "BACKENDS", "KINDS", "Lock", "LockKey", "choose", "create_lock"]
+
+
+def _quiet(fd: int | None) -> bool:
+    """Nothing to read on socket ``fd`` (``False`` when unknown: then verify)."""
+    if fd is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False

@@ -17,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    marks = os.environ.get("HERD_TEST_MARKS")  # a test sees this revision start
+    if marks:
+        Path(marks, revision).touch()
     gate = os.environ.get("HERD_TEST_FAIL_GATE")
     if gate:
         deadline = time.monotonic() + 120

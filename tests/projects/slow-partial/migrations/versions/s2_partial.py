@@ -6,6 +6,7 @@ Revises: s1
 """
 import os
 import time
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -17,6 +18,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    marks = os.environ.get("HERD_TEST_MARKS")  # a test sees this revision start
+    if marks:
+        Path(marks, revision).touch()
     op.create_table("partial_a", sa.Column("id", sa.Integer, primary_key=True))
     time.sleep(float(os.environ.get("HERD_TEST_SLOW", "0")))
     op.create_table("partial_b", sa.Column("id", sa.Integer, primary_key=True))
