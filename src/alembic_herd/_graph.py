@@ -34,6 +34,7 @@ from ._tables import ensure_table, read_if_exists, split_name
 from .errors import DatabaseAheadError
 
 _UPSERTS: dict[tuple[str, str], Any] = {}  # built once per dialect and table: see _upsert
+_SQLITE_ROWS = 999 // 4  # SQLite before 3.32 binds at most 999 parameters per statement
 
 
 def graph_table(name: str = defaults.GRAPH_TABLE, schema: str | None = None) -> sa.Table:
@@ -70,6 +71,15 @@ def record(conn: Connection, scope: str, scripts: list[Script], *,
     rows = [{"scope": scope, "revision": s.revision,
              "parents": " ".join(to_tuple(s.down_revision, default=())),
              "phase": declared_phase(s)} for s in scripts]
+    if conn.dialect.name == "sqlite":  # herd's SQLite connection commits each statement:
+        # an executemany would be a commit (a file sync) per row; a few multi-row ones
+        for first in range(0, len(rows), _SQLITE_ROWS):
+            chunk = rows[first:first + _SQLITE_ROWS]
+            lite = sqlite.insert(table).values(chunk)
+            conn.execute(lite.on_conflict_do_update(
+                index_elements=["scope", "revision"],
+                set_={"parents": lite.excluded.parents, "phase": lite.excluded.phase}))
+        return
     conn.execute(_upsert(conn.dialect.name, table), rows)
 
 
