@@ -453,15 +453,7 @@ class Leader:
                     with shielded():
                         history.commit_point(landed=row if per_step else None, probe=rides,
                                              guard=carry)
-                        if history.guarded is False:  # wrote nothing
-                            lock.verify()  # raises: the guard is the lock's own check
-                            raise LockLostError(f"{lock.describe()}: the attempt log's write "
-                                                "found the lock gone - run herd again")
-                        if history.probed is not None:
-                            lock.check(history.probed)
-                        fenced = bool(history.guarded) or history.probed is not None
-                        if fenced:
-                            lock.confirmed()
+                        fenced = self._written_under_lock("stopped")
                 done = row
             inside[0] = False
             if done is None:
@@ -561,18 +553,27 @@ class Leader:
               probe: tuple[Any, ...], guard: Any) -> None:
         """Write the attempt's rows before its first revision (:meth:`History.plan`); the
         first row's insert carries the lock's check where it can."""
-        history, lock = self.history, self.lock
+        history = self.history
         deferred = history.deferred
         history.plan(attempt, revisions, shared=shared, probe=() if deferred else probe,
                      guard=None if deferred else guard)
+        self._written_under_lock("stopped before the first revision")
+
+    def _written_under_lock(self, stopped: str) -> bool:
+        """Judge the lock's check that the attempt log's last write carried (its probe's
+        values, or whether its guard held): raise ``LockLostError`` when the lock is gone;
+        ``True`` when the write checked it (then :meth:`Lock.confirm` may wait)."""
+        history, lock = self.history, self.lock
         if history.guarded is False:  # wrote nothing
             lock.verify()  # raises: the guard is the lock's own check
             raise LockLostError(f"{lock.describe()}: the attempt log's write found the lock "
-                                "gone; stopped before the first revision - run herd again")
+                                f"gone; {stopped} - run herd again")
         if history.probed is not None:
             lock.check(history.probed)
-        if history.probed is not None or history.guarded:
+        checked = bool(history.guarded) or history.probed is not None
+        if checked:
             lock.confirmed()
+        return checked
 
     def _lock_waited(self, exc: Exception, rows: list[Attempt], guard: _lockwait.Guard
                      ) -> Exception:
