@@ -100,11 +100,6 @@ class Attempt:
     """The table holds what this row says in memory (``False``: finished in memory only,
     :meth:`History.write` records it)."""
 
-    @property
-    def stored(self) -> bool:
-        """The row is in the table (whatever its state there)."""
-        return self.id is not None
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -309,8 +304,9 @@ class History:
     def plan(self, attempt: str, revisions: Sequence[str], *, shared: bool = False,
              probe: tuple[Any, ...] = (), guard: Any = None) -> None:
         """Record an attempt's revisions before the first of them starts: a ``running`` row
-        each, in the order they will run, in one statement (two for more than one
-        revision), so that no revision costs a write of its own. :meth:`advance` then only
+        each, in the order they will run, in one statement (for more than one revision, an
+        executemany of the others and a read of their ids follow), so that no revision
+        costs a write of its own. :meth:`advance` then only
         notes in memory where the run is, and :meth:`write` records the outcome of all of
         them in one statement. A leader killed meanwhile leaves the rows ``running``: the
         next one tells from the version table which revisions committed, which one was in
@@ -399,7 +395,7 @@ class History:
         if planned and planned[0].revision == revision and planned[0].attempt == attempt:
             row = planned.pop(0)  # its row is in the table already (plan): no statement
             row.started = datetime.now(UTC)
-            row.saved = not row.stored
+            row.saved = row.id is None
             if done is not None and not self._recorded(done):
                 self._finished(done, "applied", None)
             return row
@@ -470,7 +466,7 @@ class History:
 
     def _recorded(self, row: Attempt) -> bool:
         """``row`` is already in the table as 'applied' (:meth:`landed`, :meth:`commit_point`)."""
-        return row.saved and row.stored and row.status == "applied"
+        return row.saved and row.id is not None and row.status == "applied"
 
     def applied_in(self, conn: Connection, row: Attempt) -> bool:
         """Deferred mode (SQLite), a revision that commits on its own: write ``row`` as
@@ -518,7 +514,7 @@ class History:
         MySQL/MariaDB it is an ``INSERT ... ON DUPLICATE KEY UPDATE``, which the driver sends
         as one multi-row statement (PyMySQL would send an ``UPDATE`` once per row). Rows
         already written as they finished cost nothing."""
-        unsaved = [row for row in rows if row.stored and not row.saved]
+        unsaved = [row for row in rows if row.id is not None and not row.saved]
         if not unsaved or self.deferred:
             return
         if len(unsaved) > 1 and self.conn.dialect.name in ("mysql", "mariadb"):
@@ -545,7 +541,7 @@ class History:
         row.success = status in _SUCCESS
         if error is not None:
             row.error = error
-        if row.stored:  # already in the table (deferred mode buffers only new rows)
+        if row.id is not None:  # already in the table (deferred mode buffers only new rows)
             self._update(row)
 
     def flush(self) -> None:
